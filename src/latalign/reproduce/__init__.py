@@ -1,0 +1,1 @@
+"""``latalign reproduce``: the paper's experiments end to end, with a report."""
