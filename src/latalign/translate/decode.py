@@ -1,0 +1,442 @@
+"""Greedy and beam-search decoding for the translation transformer.
+
+The decoders only need a model that follows the incremental protocol of
+:class:`latalign.translate.model.Transformer` (see :class:`IncrementalModel`), so a tiny fake
+model with a fixed next-token table can be plugged into the tests.
+
+Conventions (fairseq-like):
+
+- Output length (tokens, without bos/eos) is at least ``min_len`` (default 1) and at most
+  ``max_len = min(int(max_len_a * src_len + max_len_b), max_positions - 2)`` per sentence, where
+  ``src_len`` counts the source's non-pad tokens. Defaults ``max_len_a=1.2``, ``max_len_b=10``
+  (fairseq uses a=0, b=200; our sentences are short and a length-proportional cap keeps a
+  degenerate model from looping for 200 steps). At ``max_len`` eos is forced.
+- Beam scores are sums of log-probabilities (nats); a finished hypothesis is ranked by
+  ``score / (len + 1) ** lenpen`` where ``len + 1`` counts the eos (fairseq's length penalty).
+- A sentence stops once ``beam`` hypotheses have ended (eos among the top ``beam``
+  candidates of a step), as in fairseq.
+- pad and bos are never generated. The blank token (ε) is generated like any other token;
+  remove it with :func:`strip_blank` or the tokenizer's ``decode``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Hypothesis",
+    "IncrementalModel",
+    "beam_search",
+    "beam_search_hypotheses",
+    "greedy_decode",
+    "max_lengths",
+    "strip_blank",
+    "translate_sentences",
+]
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+
+class IncrementalModel(Protocol):
+    """What the decoders need of a model (implemented by ``Transformer``)."""
+
+    def encode(self, src_tokens: Tensor, src_lengths: Tensor) -> Any: ...
+
+    def init_cache(self, encoder_out: Any) -> Any: ...
+
+    def decode_step(
+        self, prefix: Tensor, encoder_out: Any, cache: Any | None
+    ) -> tuple[Tensor, Any | None]: ...
+
+    def reorder_encoder_out(self, encoder_out: Any, new_order: Tensor) -> Any: ...
+
+    def reorder_cache(
+        self, cache: Any, new_order: Tensor, *, self_attn_only: bool = False
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A finished hypothesis: ``tokens`` without bos/eos, ``score`` = sum of log-probs (nats)
+    including the eos, ``normalized`` = score / (len(tokens) + 1) ** lenpen."""
+
+    tokens: list[int]
+    score: float
+    normalized: float
+
+
+def strip_blank(ids: Sequence[int], blank_id: int) -> list[int]:
+    """Remove every ``blank_id`` (ε) from a list of token ids."""
+    return [i for i in ids if i != blank_id]
+
+
+def max_lengths(
+    src_tokens: Tensor,
+    *,
+    pad_id: int = PAD_ID,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_positions: int | None = None,
+) -> Tensor:
+    """(B,) longest allowed output per sentence: ``int(a * src_len + b)``, at least 1.
+
+    ``max_positions`` (the model's) caps it so that bos + tokens + eos fits.
+    """
+    src_len = src_tokens.ne(pad_id).sum(dim=1).to(torch.float64)
+    lengths = torch.floor(max_len_a * src_len + max_len_b).long().clamp(min=1)
+    if max_positions is not None:
+        lengths = lengths.clamp(max=max(max_positions - 2, 1))
+    return lengths
+
+
+def _model_max_positions(model: Any) -> int | None:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "max_positions", None)
+
+
+@contextlib.contextmanager
+def _decoding_context(model: Any, autocast_bf16: bool) -> Iterator[None]:
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with torch.inference_mode():
+            if autocast_bf16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+
+
+def _check_inputs(
+    src_tokens: Tensor, src_lengths: Tensor | None, min_len: int, pad_id: int
+) -> Tensor:
+    if src_tokens.dim() != 2:
+        raise ValueError(f"expected src_tokens of shape (B, S), found {tuple(src_tokens.shape)}")
+    if min_len < 0:
+        raise ValueError(f"expected min_len >= 0, found {min_len}")
+    if src_lengths is None:
+        src_lengths = src_tokens.ne(pad_id).sum(dim=1)
+    if src_lengths.shape != (src_tokens.size(0),):
+        raise ValueError(
+            f"expected src_lengths of shape ({src_tokens.size(0)},), found {tuple(src_lengths.shape)}"
+        )
+    return src_lengths
+
+
+def _mask_special(
+    lprobs: Tensor, step: int, min_len: int, pad_id: int, bos_id: int, eos_id: int
+) -> None:
+    """In place: never pad/bos; no eos before ``min_len`` tokens."""
+    lprobs[:, pad_id] = -math.inf
+    lprobs[:, bos_id] = -math.inf
+    if step < min_len:
+        lprobs[:, eos_id] = -math.inf
+
+
+def greedy_decode(
+    model: IncrementalModel,
+    src_tokens: Tensor,
+    src_lengths: Tensor | None = None,
+    *,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    min_len: int = 1,
+    use_cache: bool = True,
+    autocast_bf16: bool = False,
+    pad_id: int = PAD_ID,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+) -> list[list[int]]:
+    """Greedy decoding of a batch: src_tokens (B, S) -> B token-id lists (no bos/eos).
+
+    Runs in eval mode under ``torch.inference_mode()`` (and bf16 autocast if asked). Finished
+    sentences are dropped from the batch, so the cost follows the remaining sentences.
+    """
+    src_lengths = _check_inputs(src_tokens, src_lengths, min_len, pad_id)
+    bsz = src_tokens.size(0)
+    results: list[list[int]] = [[] for _ in range(bsz)]
+    if bsz == 0:
+        return results
+    with _decoding_context(model, autocast_bf16):
+        limits = max_lengths(
+            src_tokens,
+            pad_id=pad_id,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            max_positions=_model_max_positions(model),
+        )  # (B,)
+        enc = model.encode(src_tokens, src_lengths)
+        cache = model.init_cache(enc) if use_cache else None
+        active = torch.arange(bsz)  # sentence id of each row
+        limits_active = limits.clone()
+        tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=src_tokens.device)
+        step = 0
+        while active.numel() > 0:
+            logits, cache = model.decode_step(tokens, enc, cache)  # (N, V)
+            lprobs = logits.float()
+            _mask_special(lprobs, step, min_len, pad_id, bos_id, eos_id)
+            next_tok = lprobs.argmax(dim=-1)  # (N,)
+            at_limit = limits_active.le(step)
+            next_tok = torch.where(at_limit, torch.full_like(next_tok, eos_id), next_tok)
+            done = next_tok.eq(eos_id)
+            tokens = torch.cat([tokens, next_tok[:, None]], dim=1)  # (N, t+1)
+            if bool(done.any()):
+                for row in done.nonzero().flatten().tolist():
+                    results[int(active[row])] = tokens[row, 1:-1].tolist()
+                keep = (~done).nonzero().flatten()
+                if keep.numel() == 0:
+                    break
+                active, limits_active, tokens = active[keep], limits_active[keep], tokens[keep]
+                enc = model.reorder_encoder_out(enc, keep)
+                if cache is not None:
+                    cache = model.reorder_cache(cache, keep)
+            step += 1
+    return results
+
+
+def beam_search_hypotheses(
+    model: IncrementalModel,
+    src_tokens: Tensor,
+    src_lengths: Tensor | None = None,
+    *,
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    min_len: int = 1,
+    use_cache: bool = True,
+    autocast_bf16: bool = False,
+    pad_id: int = PAD_ID,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+) -> list[list[Hypothesis]]:
+    """Batched beam search: src_tokens (B, S) -> per sentence its finished hypotheses, best first.
+
+    See the module docstring for the length limits, length penalty and stopping rule.
+    """
+    if beam < 1:
+        raise ValueError(f"expected beam >= 1, found {beam}")
+    src_lengths = _check_inputs(src_tokens, src_lengths, min_len, pad_id)
+    bsz = src_tokens.size(0)
+    finished: list[list[Hypothesis]] = [[] for _ in range(bsz)]
+    if bsz == 0:
+        return finished
+    device = src_tokens.device
+    with _decoding_context(model, autocast_bf16):
+        limits = max_lengths(
+            src_tokens,
+            pad_id=pad_id,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            max_positions=_model_max_positions(model),
+        )  # (B,)
+        enc = model.encode(src_tokens, src_lengths)
+        # rows are (sentence, beam) pairs, sentence-major: row = b * beam + k
+        expand = torch.arange(bsz, device=device).repeat_interleave(beam)  # (B*beam,)
+        enc = model.reorder_encoder_out(enc, expand)
+        cache = model.init_cache(enc) if use_cache else None
+        active = torch.arange(bsz)  # sentence ids of the active sentences (Ba,)
+        limits_active = limits.clone()  # (Ba,)
+        tokens = torch.full((bsz * beam, 1), bos_id, dtype=torch.long, device=device)  # (N, t)
+        # only beam 0 is live at the start, so the first step does not pick duplicates
+        scores = torch.full((bsz, beam), -math.inf, device=device)  # (Ba, beam)
+        scores[:, 0] = 0.0
+        step = 0
+        while True:
+            n_active = active.numel()
+            logits, cache = model.decode_step(tokens, enc, cache)  # (N, V)
+            lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+            vocab = lprobs.size(1)
+            _mask_special(lprobs, step, min_len, pad_id, bos_id, eos_id)
+            at_limit = limits_active.le(step).repeat_interleave(beam)  # (N,)
+            if bool(at_limit.any()):  # force eos
+                eos_col = lprobs[:, eos_id].clone()
+                lprobs[at_limit] = -math.inf
+                lprobs[:, eos_id] = eos_col
+            cand = (scores.view(-1, 1) + lprobs).view(n_active, beam * vocab)  # (Ba, beam*V)
+            k = min(2 * beam, beam * vocab)
+            cand_scores, cand_idx = cand.topk(k, dim=1)  # (Ba, k)
+            cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")  # (Ba, k)
+            cand_tok = cand_idx % vocab  # (Ba, k)
+            is_eos = cand_tok.eq(eos_id)  # (Ba, k)
+
+            # finalise eos candidates among the top `beam` (fairseq's rule)
+            fin = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])  # (Ba, beam)
+            if bool(fin.any()):
+                fin_rows, fin_cols = fin.nonzero(as_tuple=True)
+                src_rows = (fin_rows * beam + cand_beam[fin_rows, fin_cols]).tolist()
+                fin_scores = cand_scores[fin_rows, fin_cols].tolist()
+                denom = float(step + 1) ** lenpen
+                for r, src_row, score in zip(fin_rows.tolist(), src_rows, fin_scores):
+                    sent = int(active[r])
+                    if len(finished[sent]) >= beam:
+                        continue
+                    finished[sent].append(
+                        Hypothesis(tokens[src_row, 1:].tolist(), score, score / denom)
+                    )
+
+            # continue with the best `beam` non-eos candidates
+            cont = cand_scores.masked_fill(is_eos, -math.inf)  # (Ba, k)
+            sel_scores, sel_pos = cont.topk(beam, dim=1)  # (Ba, beam)
+            sel_beam = cand_beam.gather(1, sel_pos)  # (Ba, beam)
+            sel_tok = cand_tok.gather(1, sel_pos)  # (Ba, beam)
+
+            n_done = torch.tensor([len(finished[int(s)]) for s in active.tolist()])
+            sent_done = (
+                n_done.ge(beam) | limits_active.le(step) | ~torch.isfinite(sel_scores).any(dim=1)
+            )  # (Ba,)
+            step += 1
+            if bool(sent_done.all()):
+                break
+            base = torch.arange(n_active, device=device)[:, None] * beam  # (Ba, 1)
+            src_rows = (base + sel_beam).view(-1)  # (N,)
+            if bool(sent_done.any()):
+                keep = (~sent_done).nonzero().flatten()  # (Ba',)
+                row_keep = (keep[:, None] * beam + torch.arange(beam)[None, :]).view(-1)
+                src_rows = src_rows.view(n_active, beam)[keep].view(-1)
+                active, limits_active = active[keep], limits_active[keep]
+                sel_scores, sel_tok = sel_scores[keep], sel_tok[keep]
+                enc = model.reorder_encoder_out(enc, row_keep)
+                if cache is not None:
+                    cache = model.reorder_cache(cache, src_rows)
+            elif cache is not None:
+                # beams only move within their sentence: encoder rows stay valid
+                cache = model.reorder_cache(cache, src_rows, self_attn_only=True)
+            tokens = torch.cat([tokens[src_rows], sel_tok.reshape(-1, 1)], dim=1)  # (N, t+1)
+            scores = sel_scores
+    for hyps in finished:
+        hyps.sort(key=lambda h: h.normalized, reverse=True)
+    return finished
+
+
+def beam_search(
+    model: IncrementalModel,
+    src_tokens: Tensor,
+    src_lengths: Tensor | None = None,
+    *,
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    min_len: int = 1,
+    use_cache: bool = True,
+    autocast_bf16: bool = False,
+    pad_id: int = PAD_ID,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+) -> list[list[int]]:
+    """Beam search (default beam 5, lenpen 1.0): src_tokens (B, S) -> best token ids per
+    sentence (no bos/eos), in input order. Arguments as :func:`beam_search_hypotheses`."""
+    hyps = beam_search_hypotheses(
+        model,
+        src_tokens,
+        src_lengths,
+        beam=beam,
+        lenpen=lenpen,
+        max_len_a=max_len_a,
+        max_len_b=max_len_b,
+        min_len=min_len,
+        use_cache=use_cache,
+        autocast_bf16=autocast_bf16,
+        pad_id=pad_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    return [h[0].tokens if h else [] for h in hyps]
+
+
+def _collate_sources(
+    ids: list[list[int]], pad_id: int, device: torch.device | str
+) -> tuple[Tensor, Tensor]:
+    """Right-pad token id lists into (B, S) plus lengths (B,)."""
+    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+    out = torch.full((len(ids), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+    return out.to(device), lengths.to(device)
+
+
+def translate_sentences(
+    model: IncrementalModel,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    *,
+    beam: int = 5,
+    batch_size: int = 64,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    use_cache: bool = True,
+    autocast_bf16: bool = False,
+    append_eos: bool = True,
+    remove_blank: bool = True,
+    progress: Callable[[int], None] | bool | None = None,
+    device: torch.device | str = "cpu",
+) -> list[str]:
+    """Translate raw strings; returns detokenised strings in input order.
+
+    ``tokenizer`` provides ``encode(str) -> list[int]``, ``decode(list[int]) -> str`` and the
+    ids ``pad_id``, ``bos_id``, ``eos_id``, ``blank_id``. Sources get eos appended
+    (``append_eos``, as in training batches) unless the tokenizer already put it there. Sentences are
+    sorted by length, decoded in batches of ``batch_size`` (greedy when ``beam == 1``), and
+    restored to input order; blanks (ε) are stripped before ``decode`` when ``remove_blank``.
+    ``progress``: a callable given the number of sentences just finished, or True for tqdm.
+    """
+    if batch_size < 1:
+        raise ValueError(f"expected batch_size >= 1, found {batch_size}")
+    pad_id, bos_id, eos_id = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
+    blank_id = getattr(tokenizer, "blank_id", None)
+    encoded: list[list[int]] = []
+    for s in sentences:
+        ids = list(tokenizer.encode(s))
+        if append_eos and (not ids or ids[-1] != eos_id):
+            ids.append(eos_id)
+        encoded.append(ids)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs: list[str] = [""] * len(encoded)
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(encoded), unit="sent")
+        callback: Callable[[int], None] | None = bar.update
+    else:
+        callback = progress or None
+    kwargs = dict(
+        max_len_a=max_len_a,
+        max_len_b=max_len_b,
+        use_cache=use_cache,
+        autocast_bf16=autocast_bf16,
+        pad_id=pad_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            src, lengths = _collate_sources([encoded[i] for i in idx], pad_id, device)
+            if beam == 1:
+                hyps = greedy_decode(model, src, lengths, **kwargs)
+            else:
+                hyps = beam_search(model, src, lengths, beam=beam, lenpen=lenpen, **kwargs)
+            for i, h in zip(idx, hyps):
+                if remove_blank and blank_id is not None:
+                    h = strip_blank(h, blank_id)
+                outputs[i] = tokenizer.decode(h)
+            if callback is not None:
+                callback(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+    return outputs

@@ -1,0 +1,429 @@
+"""Encoder-decoder transformer (fairseq ``transformer_iwslt_de_en`` style) with a decoding cache.
+
+Post-norm by default (``ModelConfig.normalize_before=False``), sinusoidal positions, embeddings
+scaled by sqrt(d_model), source padding masked in attention. Attention is written with
+:func:`torch.nn.functional.scaled_dot_product_attention` so that incremental decoding can keep a
+clean per-layer cache:
+
+- self-attention keys/values of the prefix (grown by one position per step), and
+- cross-attention keys/values of the encoder output (computed once per sentence).
+
+Shapes: B batch, S source length, T target length, C = d_model, H heads, D = C / H, V vocab.
+
+Incremental decoding protocol (also what :mod:`latalign.translate.decode` expects of a model)::
+
+    enc = model.encode(src_tokens, src_lengths)
+    cache = model.init_cache(enc)               # or None: recompute the prefix every step
+    logits, cache = model.decode_step(prefix, enc, cache)   # prefix (B, t) -> logits (B, V)
+    enc = model.reorder_encoder_out(enc, order)
+    cache = model.reorder_cache(cache, order)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from latalign.translate.config import ModelConfig
+
+__all__ = ["DecoderCache", "EncoderOut", "Transformer", "sinusoidal_table"]
+
+
+@dataclass
+class EncoderOut:
+    """Output of :meth:`Transformer.encode`.
+
+    ``out`` (B, S, C) encoder states; ``padding_mask`` (B, S) bool, True at padding.
+    """
+
+    out: Tensor
+    padding_mask: Tensor
+
+    def index_select(self, order: Tensor) -> EncoderOut:
+        """Rows ``order`` (N,) of the batch (used to expand for beams and drop finished rows)."""
+        return EncoderOut(self.out.index_select(0, order), self.padding_mask.index_select(0, order))
+
+    def attn_mask(self) -> Tensor | None:
+        """(B, 1, 1, S) bool mask for SDPA (True = attend), or None when nothing is padded."""
+        if not bool(self.padding_mask.any()):
+            return None
+        return ~self.padding_mask[:, None, None, :]
+
+
+@dataclass
+class DecoderCache:
+    """Per-layer keys/values for incremental decoding.
+
+    ``self_k[l]``/``self_v[l]`` (N, H, t, D): self-attention keys/values of the ``t`` prefix
+    positions already fed. ``cross_k[l]``/``cross_v[l]`` (N, H, S, D): projected encoder output.
+    ``cross_mask`` (N, 1, 1, S) bool (True = attend) or None when the source has no padding.
+    """
+
+    self_k: list[Tensor]
+    self_v: list[Tensor]
+    cross_k: list[Tensor]
+    cross_v: list[Tensor]
+    cross_mask: Tensor | None
+
+    @property
+    def length(self) -> int:
+        """Number of target positions already in the cache."""
+        return int(self.self_k[0].size(2)) if self.self_k else 0
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> Tensor:
+    """(num_positions + 1, dim) table; row 0 (padding) is zero, row p encodes position p.
+
+    First half of the channels are sines, second half cosines, with geometric frequencies from
+    1 to 1/10000 (the fairseq layout).
+    """
+    half = dim // 2
+    inv_freq = torch.exp(
+        torch.arange(half, dtype=torch.float64) * -(math.log(10000.0) / max(half - 1, 1))
+    )
+    pos = torch.arange(num_positions + 1, dtype=torch.float64)[:, None]  # (P+1, 1)
+    angles = pos * inv_freq[None, :]  # (P+1, half)
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    table[0] = 0.0
+    return table.float()
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    b, t, c = x.shape  # (B, T, C)
+    return x.view(b, t, heads, c // heads).transpose(1, 2)  # (B, H, T, D)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    b, h, t, d = x.shape  # (B, H, T, D)
+    return x.transpose(1, 2).reshape(b, t, h * d)  # (B, T, C)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused q/k/v projection."""
+
+    def __init__(self, d_model: int, heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attention_dropout = attention_dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        for chunk in self.qkv.weight.data.chunk(3, dim=0):
+            nn.init.xavier_uniform_(chunk, gain=1 / math.sqrt(2))
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.xavier_uniform_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        causal: bool = False,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, C) -> (out (B, T, C), k (B, H, t+T, D), v (B, H, t+T, D)).
+
+        ``past`` holds the cached (k, v) of ``t`` earlier positions; with ``causal`` the new
+        positions see the past and themselves up to their own index.
+        """
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, T, C)
+        q, k, v = (_split_heads(z, self.heads) for z in (q, k, v))  # (B, H, T, D)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, H, t+T, D)
+            v = torch.cat([past[1], v], dim=2)
+        t_q, t_k = q.size(2), k.size(2)
+        is_causal = False
+        if causal and t_q > 1:
+            if t_q == t_k and attn_mask is None:
+                is_causal = True
+            else:  # queries are the last t_q of t_k positions
+                offset = t_k - t_q
+                causal_mask = torch.ones(t_q, t_k, dtype=torch.bool, device=x.device).tril(offset)
+                attn_mask = causal_mask if attn_mask is None else attn_mask & causal_mask
+        dropout_p = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+        )  # (B, H, T, D)
+        return self.out(_merge_heads(y)), k, v
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of decoder queries over (precomputable) encoder keys/values."""
+
+    def __init__(self, d_model: int, heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attention_dropout = attention_dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.q.weight, gain=1 / math.sqrt(2))
+        for chunk in self.kv.weight.data.chunk(2, dim=0):
+            nn.init.xavier_uniform_(chunk, gain=1 / math.sqrt(2))
+        for lin in (self.q, self.kv, self.out):
+            nn.init.zeros_(lin.bias)
+        nn.init.xavier_uniform_(self.out.weight)
+
+    def project_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """memory (B, S, C) -> k, v (B, H, S, D)."""
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        return _split_heads(k, self.heads), _split_heads(v, self.heads)
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """x (B, T, C), k/v (B, H, S, D), attn_mask (B, 1, 1, S) or None -> (B, T, C)."""
+        q = _split_heads(self.q(x), self.heads)  # (B, H, T, D)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        return self.out(_merge_heads(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, activation_dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        for lin in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.activation_dropout(F.relu(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.normalize_before = cfg.normalize_before
+        self.self_attn = SelfAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation_dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """x (B, S, C), attn_mask (B, 1, 1, S) or None -> (B, S, C)."""
+        pre = self.normalize_before
+        h = self.self_attn_norm(x) if pre else x
+        h, _, _ = self.self_attn(h, attn_mask=attn_mask)
+        x = x + self.dropout(h)
+        if not pre:
+            x = self.self_attn_norm(x)
+        h = self.ffn_norm(x) if pre else x
+        x = x + self.dropout(self.ffn(h))
+        if not pre:
+            x = self.ffn_norm(x)
+        return x
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.normalize_before = cfg.normalize_before
+        self.self_attn = SelfAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = CrossAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.cross_attn_norm = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation_dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        cross_mask: Tensor | None,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, C) -> (x (B, T, C), self-attn k, v (B, H, t+T, D))."""
+        pre = self.normalize_before
+        h = self.self_attn_norm(x) if pre else x
+        h, k, v = self.self_attn(h, causal=True, past=past)
+        x = x + self.dropout(h)
+        if not pre:
+            x = self.self_attn_norm(x)
+        h = self.cross_attn_norm(x) if pre else x
+        x = x + self.dropout(self.cross_attn(h, cross_k, cross_v, cross_mask))
+        if not pre:
+            x = self.cross_attn_norm(x)
+        h = self.ffn_norm(x) if pre else x
+        x = x + self.dropout(self.ffn(h))
+        if not pre:
+            x = self.ffn_norm(x)
+        return x, k, v
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder transformer; ``forward`` returns raw float logits (B, T, V)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, vocab, pad = cfg.d_model, cfg.vocab_size, cfg.pad_id
+        self.pad_id = pad
+        self.embed_scale = math.sqrt(d)
+        self.decoder_embed = nn.Embedding(vocab, d, padding_idx=pad)
+        if cfg.share_all_embeddings:
+            self.encoder_embed = self.decoder_embed
+        else:
+            self.encoder_embed = nn.Embedding(vocab, d, padding_idx=pad)
+        self.output_projection = nn.Linear(d, vocab, bias=False)
+        if cfg.share_decoder_input_output_embed:
+            self.output_projection.weight = self.decoder_embed.weight
+        self.register_buffer(
+            "positions_table", sinusoidal_table(cfg.max_positions, d), persistent=False
+        )
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        # pre-norm stacks end with a LayerNorm; post-norm layers already end normalised
+        self.encoder_norm = nn.LayerNorm(d) if cfg.normalize_before else None
+        self.decoder_norm = nn.LayerNorm(d) if cfg.normalize_before else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        for emb in {id(m): m for m in (self.encoder_embed, self.decoder_embed)}.values():
+            nn.init.normal_(emb.weight, mean=0.0, std=d**-0.5)
+            with torch.no_grad():
+                emb.weight[pad].zero_()
+        if not cfg.share_decoder_input_output_embed:
+            nn.init.normal_(self.output_projection.weight, mean=0.0, std=d**-0.5)
+
+    # ------------------------------------------------------------------ embeddings
+    def _positions(self, tokens: Tensor) -> Tensor:
+        """(B, T) -> (B, T) 1-based positions of non-pad tokens, 0 at padding (any side)."""
+        mask = tokens.ne(self.pad_id)
+        positions = torch.cumsum(mask, dim=1) * mask
+        return positions
+
+    def _embed(self, embed: nn.Embedding, tokens: Tensor, positions: Tensor) -> Tensor:
+        """tokens, positions (B, T) -> (B, T, C)."""
+        if tokens.numel() and int(positions.max()) > self.cfg.max_positions:
+            raise ValueError(
+                f"expected sequences of at most max_positions={self.cfg.max_positions} tokens, "
+                f"found {int(positions.max())}"
+            )
+        x = self.embed_scale * embed(tokens) + self.positions_table[positions]
+        return self.dropout(x)
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, src_tokens: Tensor, src_lengths: Tensor | None = None) -> EncoderOut:
+        """src_tokens (B, S) padded with ``pad_id`` (either side) -> :class:`EncoderOut`.
+
+        ``src_lengths`` (B,) is accepted for API symmetry; the mask comes from the pad tokens.
+        """
+        if src_tokens.dim() != 2:
+            raise ValueError(
+                f"expected src_tokens of shape (B, S), found {tuple(src_tokens.shape)}"
+            )
+        padding_mask = src_tokens.eq(self.pad_id)  # (B, S)
+        if bool(padding_mask.all(dim=1).any()):
+            raise ValueError("expected every source sentence to have a non-pad token, found none")
+        x = self._embed(self.encoder_embed, src_tokens, self._positions(src_tokens))  # (B, S, C)
+        enc = EncoderOut(x, padding_mask)
+        attn_mask = enc.attn_mask()
+        for layer in self.encoder_layers:
+            x = layer(x, attn_mask)
+        if self.encoder_norm is not None:
+            x = self.encoder_norm(x)
+        return EncoderOut(x, padding_mask)
+
+    # ------------------------------------------------------------------ decoder
+    def _project(self, x: Tensor) -> Tensor:
+        """(..., C) -> float logits (..., V)."""
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        return self.output_projection(x).float()
+
+    def decode(self, prev_output_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
+        """Teacher-forced decoder: prev_output_tokens (B, T) -> logits (B, T, V)."""
+        x = self._embed(
+            self.decoder_embed, prev_output_tokens, self._positions(prev_output_tokens)
+        )  # (B, T, C)
+        cross_mask = encoder_out.attn_mask()
+        for layer in self.decoder_layers:
+            k, v = layer.cross_attn.project_kv(encoder_out.out)  # (B, H, S, D)
+            x, _, _ = layer(x, k, v, cross_mask)
+        return self._project(x)
+
+    def forward(
+        self, src_tokens: Tensor, src_lengths: Tensor | None, prev_output_tokens: Tensor
+    ) -> Tensor:
+        """src_tokens (B, S), src_lengths (B,), prev_output_tokens (B, T) -> logits (B, T, V)."""
+        return self.decode(prev_output_tokens, self.encode(src_tokens, src_lengths))
+
+    # ------------------------------------------------------------------ incremental decoding
+    def init_cache(self, encoder_out: EncoderOut) -> DecoderCache:
+        """Empty self-attention cache plus the cross-attention keys/values of ``encoder_out``."""
+        cross_k, cross_v = [], []
+        for layer in self.decoder_layers:
+            k, v = layer.cross_attn.project_kv(encoder_out.out)  # (N, H, S, D)
+            cross_k.append(k)
+            cross_v.append(v)
+        return DecoderCache([], [], cross_k, cross_v, encoder_out.attn_mask())
+
+    def decode_step(
+        self, prefix: Tensor, encoder_out: EncoderOut, cache: DecoderCache | None = None
+    ) -> tuple[Tensor, DecoderCache | None]:
+        """Logits for the token after ``prefix``.
+
+        prefix (N, t): bos y_1 ... y_{t-1}, no padding. With ``cache`` (from :meth:`init_cache`,
+        holding the first t-1 positions) only the last token is run and the cache grows by one
+        position (updated in place and returned). With ``cache=None`` the whole prefix is
+        recomputed (slow reference path) and None is returned. Returns logits (N, V) float.
+        """
+        if cache is None:
+            return self.decode(prefix, encoder_out)[:, -1, :], None
+        t = prefix.size(1)
+        if cache.length != t - 1:
+            raise ValueError(
+                f"expected a cache of {t - 1} positions for a prefix of length {t}, "
+                f"found {cache.length}"
+            )
+        if t > self.cfg.max_positions:
+            raise ValueError(
+                f"expected sequences of at most max_positions={self.cfg.max_positions} tokens, "
+                f"found {t}"
+            )
+        tokens = prefix[:, -1:]  # (N, 1)
+        x = self.embed_scale * self.decoder_embed(tokens) + self.positions_table[t]  # (N, 1, C)
+        x = self.dropout(x)
+        first = cache.length == 0
+        for i, layer in enumerate(self.decoder_layers):
+            past = None if first else (cache.self_k[i], cache.self_v[i])
+            x, k, v = layer(x, cache.cross_k[i], cache.cross_v[i], cache.cross_mask, past=past)
+            if first:
+                cache.self_k.append(k)
+                cache.self_v.append(v)
+            else:
+                cache.self_k[i], cache.self_v[i] = k, v
+        return self._project(x[:, 0, :]), cache
+
+    @staticmethod
+    def reorder_encoder_out(encoder_out: EncoderOut, new_order: Tensor) -> EncoderOut:
+        """Select rows ``new_order`` (N',) of the encoder output."""
+        return encoder_out.index_select(new_order)
+
+    @staticmethod
+    def reorder_cache(
+        cache: DecoderCache, new_order: Tensor, *, self_attn_only: bool = False
+    ) -> DecoderCache:
+        """Select rows ``new_order`` (N',) of every cached tensor (beam search reordering).
+
+        ``self_attn_only=True`` skips the cross-attention tensors: valid when every row keeps
+        the encoder state of its source sentence (beams of one sentence share it).
+        """
+        sk = [k.index_select(0, new_order) for k in cache.self_k]
+        sv = [v.index_select(0, new_order) for v in cache.self_v]
+        if self_attn_only:
+            return DecoderCache(sk, sv, cache.cross_k, cache.cross_v, cache.cross_mask)
+        ck = [k.index_select(0, new_order) for k in cache.cross_k]
+        cv = [v.index_select(0, new_order) for v in cache.cross_v]
+        mask = None if cache.cross_mask is None else cache.cross_mask.index_select(0, new_order)
+        return DecoderCache(sk, sv, ck, cv, mask)
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters())
