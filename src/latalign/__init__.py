@@ -1,3 +1,33 @@
-"""latalign: latent alignment objectives (CTC, AXE, causal AXE, the operator algebra)."""
+"""latalign: latent alignment objectives (CTC, AXE, causal AXE, the operator algebra).
+
+The loss API lives in :mod:`latalign.align` and is re-exported here::
+
+    import latalign as la
+    loss = la.axe_loss(log_probs, targets, input_lengths, target_lengths)
+"""
+
+from .align import (
+    AXE_OPERATORS,
+    OPERATORS,
+    SCHEMATIC_CTC_OPERATORS,
+    Alignment,
+    Objective,
+    axe_loss,
+    best_alignment,
+    ctc_loss,
+    latent_alignment_loss,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AXE_OPERATORS",
+    "OPERATORS",
+    "SCHEMATIC_CTC_OPERATORS",
+    "Alignment",
+    "Objective",
+    "axe_loss",
+    "best_alignment",
+    "ctc_loss",
+    "latent_alignment_loss",
+]

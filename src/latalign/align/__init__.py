@@ -1,0 +1,27 @@
+"""The alignment library: CTC, AXE, causal AXE and the paper's operator algebra.
+
+Imports nothing of the translation stack. Semantics: ``shared/SPEC.md``.
+"""
+
+from .losses import Alignment, axe_loss, best_alignment, ctc_loss, latent_alignment_loss, path_alpha
+from .objective import (
+    AXE_OPERATORS,
+    OPERATORS,
+    SCHEMATIC_CTC_OPERATORS,
+    Objective,
+    axe_objective,
+)
+
+__all__ = [
+    "AXE_OPERATORS",
+    "OPERATORS",
+    "SCHEMATIC_CTC_OPERATORS",
+    "Alignment",
+    "Objective",
+    "axe_loss",
+    "axe_objective",
+    "best_alignment",
+    "ctc_loss",
+    "latent_alignment_loss",
+    "path_alpha",
+]

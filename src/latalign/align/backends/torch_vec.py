@@ -1,0 +1,302 @@
+"""Device-agnostic vectorized PyTorch backend (CPU or CUDA), no per-cell Python.
+
+The operator algebra runs over anti-diagonals ``d = i + j`` of the grid: every cell of a
+diagonal depends only on the two diagonals before it, so one step updates a whole
+diagonal for the whole batch (``n + m`` steps). The backward pass runs the mirror
+recursion (``beta``) over the diagonals in reverse and turns ``alpha + score + beta``
+into move posteriors in one vectorized expression. Real CTC steps over time, vectorized
+over the batch and the extended label states.
+
+Same layout as :mod:`.numba_cpu`: emissions ``em (N, T, S+1)``, column 0 = blank.
+The dynamic program runs in float64 so that every backend agrees to 1e-5.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+DP_DTYPE = torch.float64
+
+
+def _scaled(w: float, e: torch.Tensor) -> torch.Tensor:
+    # w · log p with the convention 0 · (−inf) = 0
+    if w == 0.0:
+        return torch.zeros_like(e)
+    return w * e
+
+
+class AlgebraScores:
+    """Destination-indexed move scores on the grid, each ``(N, S+1, T+1)``, −inf = not allowed."""
+
+    def __init__(self, em: torch.Tensor, weights, flags, causal: bool) -> None:
+        nb, tmax, s1 = em.shape
+        dev = em.device
+        em = em.to(DP_DTYPE)
+        self.shape = (nb, s1, tmax + 1)
+        wa, wct, wcp, wd = weights
+        fa, fct, fcp, fd = flags
+        i_idx = torch.arange(s1, device=dev).view(1, s1, 1)
+        j_idx = torch.arange(tmax + 1, device=dev).view(1, 1, tmax + 1)
+        causal_ok = (j_idx <= i_idx) if causal else torch.ones_like(i_idx * j_idx, dtype=torch.bool)
+        # target emissions on the grid: tgt[b, i, j] = em[b, j-1, i] for j >= 1
+        tgt = em.transpose(1, 2)  # (N, S+1, T)
+        full = torch.full(self.shape, NEG_INF, dtype=DP_DTYPE, device=dev)
+
+        def grid_from(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask, values, full)
+
+        tgt_j = torch.cat([tgt[:, :, :1], tgt], dim=2)  # column j uses p_j; column 0 -> p_1
+        i_pos = i_idx >= 1
+        j_pos = j_idx >= 1
+        self.align = grid_from(_scaled(wa, tgt_j), i_pos & j_pos & causal_ok) if fa else full
+        self.clone_target = (
+            grid_from(_scaled(wct, tgt_j), i_pos & j_pos & causal_ok) if fct else full
+        )
+        self.clone_prediction = grid_from(_scaled(wcp, tgt_j), i_pos & causal_ok) if fcp else full
+        blank = em[:, :, 0]
+        blank_j = torch.cat([blank[:, :1], blank], dim=1).unsqueeze(1).expand(self.shape)
+        self.delimiter = grid_from(_scaled(wd, blank_j), j_pos.expand(self.shape)) if fd else full
+
+    def stacked(self) -> torch.Tensor:
+        """(4, N, S+1, T+1) in tie-break order: align, clone_target, clone_prediction, delimiter."""
+        return torch.stack([self.align, self.clone_target, self.clone_prediction, self.delimiter])
+
+
+def _skew(grid: torch.Tensor, n_diag: int) -> torch.Tensor:
+    """(..., S+1, T+1) grid -> (D, ..., S+1) with ``out[d, ..., i] = grid[..., i, d - i]``."""
+    *lead, s1, t1 = grid.shape
+    dev = grid.device
+    d = torch.arange(n_diag, device=dev).view(n_diag, 1)
+    i = torch.arange(s1, device=dev).view(1, s1)
+    j = d - i  # (D, S+1)
+    valid = (j >= 0) & (j < t1)
+    jc = j.clamp(0, t1 - 1)
+    # gather along the last dim: grid[..., i, jc[d, i]]
+    g = grid.unsqueeze(-3).expand(*lead, n_diag, s1, t1)
+    idx = jc.view(*([1] * len(lead)), n_diag, s1, 1).expand(*lead, n_diag, s1, 1)
+    out = torch.gather(g, -1, idx).squeeze(-1)  # (..., D, S+1)
+    fill = torch.full_like(out, NEG_INF) if out.is_floating_point() else torch.zeros_like(out)
+    out = torch.where(valid, out, fill)
+    return out.movedim(-2, 0)
+
+
+def _unskew(sk: torch.Tensor, t1: int) -> torch.Tensor:
+    """(D, N, S+1) -> (N, S+1, T+1) with ``grid[b, i, j] = sk[i + j, b, i]``."""
+    n_diag, nb, s1 = sk.shape
+    dev = sk.device
+    i = torch.arange(s1, device=dev).view(s1, 1)
+    j = torch.arange(t1, device=dev).view(1, t1)
+    d = (i + j).view(1, s1, t1).expand(nb, s1, t1)
+    src = sk.permute(1, 2, 0)  # (N, S+1, D)
+    return torch.gather(src, 2, d)
+
+
+def algebra_forward(scores: AlgebraScores, use_max: bool):
+    """Alpha on the grid ``(N, S+1, T+1)``; for max also move codes (int8, 0 = none)."""
+    nb, s1, t1 = scores.shape
+    n_diag = s1 + t1 - 1
+    dev = scores.align.device
+    sk = _skew(scores.stacked(), n_diag)  # (D, 4, N, S+1)
+    alpha = torch.full((n_diag, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    alpha[0, :, 0] = 0.0
+    codes = torch.zeros((n_diag, nb, s1), dtype=torch.int8, device=dev) if use_max else None
+    cand = torch.full((4, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    for d in range(1, n_diag):
+        prev1 = alpha[d - 1]
+        s = sk[d]
+        if d >= 2:
+            torch.add(alpha[d - 2, :, :-1], s[0, :, 1:], out=cand[0, :, 1:])  # align
+        torch.add(prev1, s[1], out=cand[1])  # clone_target
+        torch.add(prev1[:, :-1], s[2, :, 1:], out=cand[2, :, 1:])  # clone_prediction
+        torch.add(prev1, s[3], out=cand[3])  # delimiter
+        if use_max:
+            best, arg = cand.max(dim=0)
+            alpha[d] = best
+            codes[d] = torch.where(best == NEG_INF, 0, arg + 1).to(torch.int8)
+        else:
+            alpha[d] = torch.logsumexp(cand, dim=0)
+    grid = _unskew(alpha, t1)
+    code_grid = _unskew(codes, t1) if use_max else None
+    return grid, code_grid
+
+
+def algebra_backward_sum(scores: AlgebraScores, alpha: torch.Tensor, in_len, tg_len, weights):
+    """Gradient of ``-logZ`` per sequence w.r.t. the emissions: ``(N, T, S+1)`` float64.
+
+    Rows of infeasible sequences are zero.
+    """
+    nb, s1, t1 = scores.shape
+    n_diag = s1 + t1 - 1
+    dev = alpha.device
+    sk = _skew(scores.stacked(), n_diag)  # (D, 4, N, S+1)
+    end_d = (tg_len + in_len).view(1, nb)
+    end_mask = (torch.arange(n_diag, device=dev).view(n_diag, 1) == end_d).view(n_diag, nb, 1) & (
+        torch.arange(s1, device=dev).view(1, 1, s1) == tg_len.view(1, nb, 1)
+    )
+    beta = torch.full((n_diag, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    cand = torch.full((4, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    zero = torch.zeros((), dtype=DP_DTYPE, device=dev)
+    for d in range(n_diag - 1, -1, -1):
+        cand.fill_(NEG_INF)
+        if d + 2 < n_diag:  # align into (i+1, j+1)
+            torch.add(beta[d + 2, :, 1:], sk[d + 2, 0, :, 1:], out=cand[0, :, :-1])
+        if d + 1 < n_diag:
+            torch.add(beta[d + 1], sk[d + 1, 1], out=cand[1])  # clone_target into (i, j+1)
+            torch.add(beta[d + 1, :, 1:], sk[d + 1, 2, :, 1:], out=cand[2, :, :-1])  # cp (i+1, j)
+            torch.add(beta[d + 1], sk[d + 1, 3], out=cand[3])  # delimiter into (i, j+1)
+        beta[d] = torch.where(end_mask[d], zero, torch.logsumexp(cand, dim=0))
+    beta = _unskew(beta, t1)  # (N, S+1, T+1)
+    bidx = torch.arange(nb, device=dev)
+    logz = alpha[bidx, tg_len, in_len]  # (N,)
+    feasible = logz > NEG_INF
+    z = torch.where(feasible, logz, zero).view(nb, 1, 1)
+    wa, wct, wcp, wd = weights
+    post = torch.zeros((4, nb, s1, t1), dtype=DP_DTYPE, device=dev)
+    # align from (i-1, j-1); clone_target and delimiter from (i, j-1); clone_prediction (i-1, j)
+    post[0, :, 1:, 1:] = torch.exp(
+        alpha[:, :-1, :-1] + scores.align[:, 1:, 1:] + beta[:, 1:, 1:] - z
+    )
+    post[1, :, :, 1:] = torch.exp(
+        alpha[:, :, :-1] + scores.clone_target[:, :, 1:] + beta[:, :, 1:] - z
+    )
+    post[2, :, 1:, :] = torch.exp(
+        alpha[:, :-1, :] + scores.clone_prediction[:, 1:, :] + beta[:, 1:, :] - z
+    )
+    post[3, :, :, 1:] = torch.exp(
+        alpha[:, :, :-1] + scores.delimiter[:, :, 1:] + beta[:, :, 1:] - z
+    )
+    post = torch.nan_to_num(post, nan=0.0) * feasible.view(1, nb, 1, 1)
+    g_tgt = wa * post[0] + wct * post[1] + wcp * post[2]  # (N, S+1, T+1), column j -> p_j
+    g_tgt[:, :, 1] += g_tgt[:, :, 0]  # clone_prediction down column 0 scores with p_1
+    grad = torch.zeros((nb, t1 - 1, s1), dtype=DP_DTYPE, device=dev)
+    grad[:, :, 1:] = -g_tgt[:, 1:, 1:].transpose(1, 2)
+    grad[:, :, 0] = -wd * post[3, :, :, 1:].sum(dim=1)
+    return grad, logz
+
+
+def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
+    """Best paths from move codes ``(N, S+1, T+1)``.
+
+    Returns ``(steps, si, sj, length)``: ``steps (N, L)`` move codes from the end backwards
+    (0 after the path ends), the destination cells ``si, sj`` of each step, and the path
+    length (−1 where the end cell is unreachable).
+    """
+    nb, s1, t1 = codes.shape
+    dev = codes.device
+    flat = codes.reshape(nb, s1 * t1).long()
+    i = tg_len.clone().long()
+    j = in_len.clone().long()
+    max_len = s1 + t1 - 2
+    steps = torch.zeros((nb, max(max_len, 1)), dtype=torch.long, device=dev)
+    si = torch.zeros_like(steps)
+    sj = torch.zeros_like(steps)
+    for k in range(max_len):
+        c = flat.gather(1, (i * t1 + j).view(nb, 1)).view(nb)
+        c = torch.where((i == 0) & (j == 0), 0, c)
+        steps[:, k] = c
+        si[:, k] = i
+        sj[:, k] = j
+        i = i - ((c == 1) | (c == 3)).long()
+        j = j - ((c == 1) | (c == 2) | (c == 4)).long()
+    length = (steps > 0).sum(dim=1)
+    end_code = flat.gather(1, (tg_len.long() * t1 + in_len.long()).view(nb, 1)).view(nb)
+    unreachable = (end_code == 0) & ((tg_len > 0) | (in_len > 0))
+    length = torch.where(unreachable, -1, length)
+    return steps, si, sj, length
+
+
+def algebra_backward_max(codes, in_len, tg_len, weights, t_max: int):
+    """Gradient of ``-max`` w.r.t. the emissions ``(N, T, S+1)``: minus weighted move counts."""
+    nb, s1, _ = codes.shape
+    dev = codes.device
+    steps, si, sj, length = backtrack(codes, in_len, tg_len)
+    w = torch.tensor([0.0, *weights], dtype=DP_DTYPE, device=dev)
+    wstep = w[steps] * (length >= 0).view(nb, 1)
+    is_delim = steps == 4
+    row = torch.where(steps == 3, sj.clamp(min=1), sj) - 1  # prediction used (0-based)
+    col = torch.where(is_delim, 0, si)
+    valid = steps > 0
+    row = torch.where(valid, row, 0)
+    col = torch.where(valid, col, 0)
+    grad = torch.zeros((nb, t_max, s1), dtype=DP_DTYPE, device=dev)
+    flat = grad.view(nb, t_max * s1)
+    flat.scatter_add_(1, row * s1 + col, -(wstep * valid))
+    return grad
+
+
+# --------------------------------------------------------------------------------------
+# Real CTC over time, vectorized over (batch, extended states).
+# --------------------------------------------------------------------------------------
+
+
+def _ctc_setup(em: torch.Tensor, targets: torch.Tensor, tg_len: torch.Tensor):
+    nb, tmax, s1 = em.shape
+    dev = em.device
+    ns = 2 * (s1 - 1) + 1
+    s = torch.arange(ns, device=dev)
+    emit = torch.where(s % 2 == 0, 0, (s + 1) // 2)  # (ns,)
+    ext = em.to(DP_DTYPE)[:, :, emit]  # (N, T, ns)
+    k = (s + 1) // 2  # 1-based target position of label states
+    prev_lab = targets.gather(1, (k - 2).clamp(min=0).view(1, ns).expand(nb, ns))
+    this_lab = targets.gather(1, (k - 1).clamp(min=0).view(1, ns).expand(nb, ns))
+    can_skip = (s % 2 == 1).view(1, ns) & (s >= 2).view(1, ns) & (this_lab != prev_lab)
+    valid = s.view(1, ns) <= 2 * tg_len.view(nb, 1)
+    return ext, can_skip, valid, emit
+
+
+def ctc_forward(em, targets, in_len, tg_len):
+    """Returns ``alpha (T, N, ns)`` and ``logZ (N,)``."""
+    nb, tmax, _ = em.shape
+    dev = em.device
+    ext, can_skip, valid, _ = _ctc_setup(em, targets, tg_len)
+    ns = ext.shape[2]
+    alpha = torch.full((tmax, nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
+    init = torch.full((nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
+    init[:, :2] = ext[:, 0, :2]
+    alpha[0] = torch.where(valid, init, NEG_INF)
+    cand = torch.full((3, nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
+    for t in range(1, tmax):
+        prev = alpha[t - 1]
+        cand[0] = prev
+        cand[1, :, 1:] = prev[:, :-1]
+        cand[2, :, 2:] = torch.where(can_skip[:, 2:], prev[:, :-2], NEG_INF)
+        alpha[t] = torch.where(valid, torch.logsumexp(cand, 0) + ext[:, t], NEG_INF)
+    bidx = torch.arange(nb, device=dev)
+    last = alpha[in_len.long() - 1, bidx]  # (N, ns)
+    end = 2 * tg_len.long()
+    z = last.gather(1, end.view(nb, 1)).view(nb)
+    z_prev = last.gather(1, (end - 1).clamp(min=0).view(nb, 1)).view(nb)
+    z = torch.where(tg_len > 0, torch.logaddexp(z, z_prev), z)
+    return alpha, z
+
+
+def ctc_backward(em, targets, in_len, tg_len, alpha, logz):
+    """Gradient of ``-log p(y|x)`` w.r.t. ``em`` ``(N, T, S+1)``; zero where infeasible."""
+    nb, tmax, s1 = em.shape
+    dev = em.device
+    ext, can_skip, valid, emit = _ctc_setup(em, targets, tg_len)
+    ns = ext.shape[2]
+    s = torch.arange(ns, device=dev).view(1, ns)
+    end = 2 * tg_len.long().view(nb, 1)
+    final = valid & ((s == end) | ((s == end - 1) & (end > 0)))
+    beta = torch.full((tmax, nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
+    cand = torch.full((3, nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
+    m = in_len.long().view(nb, 1)
+    nxt = torch.full((nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
+    for t in range(tmax - 1, -1, -1):
+        if t + 1 < tmax:
+            nxt = beta[t + 1] + ext[:, t + 1]
+        cand[0] = nxt
+        cand[1, :, :-1] = nxt[:, 1:]
+        cand[2, :, :-2] = torch.where(can_skip[:, 2:], nxt[:, 2:], NEG_INF)
+        rec = torch.logsumexp(cand, 0)
+        here = torch.where(t == m - 1, torch.where(final, 0.0, NEG_INF), rec)
+        beta[t] = torch.where(valid & (t < m), here, NEG_INF)
+    feasible = logz > NEG_INF
+    z = torch.where(feasible, logz, torch.zeros_like(logz)).view(1, nb, 1)
+    gamma = torch.exp(alpha + beta - z)  # (T, N, ns)
+    gamma = torch.nan_to_num(gamma, nan=0.0) * feasible.view(1, nb, 1)
+    grad = torch.zeros((nb, tmax, s1), dtype=DP_DTYPE, device=dev)
+    grad.scatter_add_(2, emit.view(1, 1, ns).expand(nb, tmax, ns), -gamma.permute(1, 0, 2))
+    return grad
