@@ -1,0 +1,41 @@
+"""Label-smoothed cross entropy with fairseq's formula."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latalign.translate.criteria._common import at_least_float32, check_logits, make_stats
+
+
+def label_smoothed_nll_loss(
+    lprobs: torch.Tensor, target: torch.Tensor, epsilon: float, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fairseq's label smoothing, summed over tokens.
+
+    lprobs (N, V) log-probabilities; target (N,). With ``eps_i = epsilon / (V - 1)``:
+    ``loss = (1 - epsilon - eps_i) * nll + eps_i * sum_v(-lprobs_v)``. Positions with
+    ``target == ignore_index`` contribute 0. Returns ``(loss_sum, nll_loss_sum)`` in nats.
+    """
+    target = target.unsqueeze(-1)  # (N, 1)
+    nll_loss = -lprobs.gather(dim=-1, index=target)  # (N, 1)
+    smooth_loss = -lprobs.sum(dim=-1, keepdim=True)  # (N, 1)
+    pad_mask = target.eq(ignore_index)
+    nll_loss = nll_loss.masked_fill(pad_mask, 0.0).sum()
+    smooth_loss = smooth_loss.masked_fill(pad_mask, 0.0).sum()
+    eps_i = epsilon / (lprobs.size(-1) - 1)
+    loss = (1.0 - epsilon - eps_i) * nll_loss + eps_i * smooth_loss
+    return loss, nll_loss
+
+
+def label_smoothed_ce(
+    logits: torch.Tensor, batch: Any, blank_id: int, pad_id: int, *, epsilon: float = 0.1
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Criterion ``label_smoothed_ce`` (default ``epsilon`` = 0.1, fairseq's IWSLT recipe)."""
+    check_logits(logits, batch)
+    if not 0.0 <= epsilon < 1.0:
+        raise ValueError(f"expected 0 <= epsilon < 1; found {epsilon}")
+    lprobs = torch.log_softmax(at_least_float32(logits), dim=-1).reshape(-1, logits.size(-1))
+    loss, nll = label_smoothed_nll_loss(lprobs, batch.target.reshape(-1), epsilon, pad_id)
+    return loss, make_stats(loss, batch, nll_loss_sum=nll)
