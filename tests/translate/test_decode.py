@@ -1,0 +1,256 @@
+"""Tests for greedy and beam-search decoding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from latalign.translate.config import ModelConfig
+from latalign.translate.decode import (
+    beam_search,
+    beam_search_hypotheses,
+    greedy_decode,
+    max_lengths,
+    strip_blank,
+    translate_sentences,
+)
+from latalign.translate.model import Transformer
+
+PAD, BOS, EOS, UNK, BLANK = 0, 1, 2, 3, 4
+A, B, C = 5, 6, 7
+VOCAB = 30
+
+
+# --------------------------------------------------------------------------- a fake model
+
+
+@dataclass
+class FakeCache:
+    history: torch.Tensor  # (N, t): the prefix already fed, to check reordering
+
+    @property
+    def length(self) -> int:
+        return self.history.size(1)
+
+
+class BigramModel:
+    """Next-token distribution depends only on the last token: ``table[last]`` (probabilities).
+
+    With a cache, it checks that the cache holds exactly the prefix fed so far, so a wrong
+    ``reorder_cache`` call in the decoder makes the test fail.
+    """
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab: int = 8) -> None:
+        self.logp = torch.full((vocab, vocab), -math.inf)  # impossible tokens
+        for prev, row in table.items():
+            for tok, p in row.items():
+                self.logp[prev, tok] = math.log(p)
+        for prev in set(range(vocab)) - set(table):  # rows never all -inf (as a real model)
+            self.logp[prev, EOS] = 0.0
+        self.steps = 0
+
+    def encode(self, src_tokens, src_lengths):
+        return src_tokens
+
+    def init_cache(self, encoder_out):
+        return FakeCache(torch.empty(encoder_out.size(0), 0, dtype=torch.long))
+
+    def decode_step(self, prefix, encoder_out, cache):
+        self.steps += 1
+        assert prefix.size(0) == encoder_out.size(0)
+        if cache is not None:
+            assert torch.equal(cache.history, prefix[:, :-1])
+            cache = FakeCache(prefix.clone())
+        return self.logp[prefix[:, -1]], cache
+
+    def reorder_encoder_out(self, encoder_out, new_order):
+        return encoder_out.index_select(0, new_order)
+
+    def reorder_cache(self, cache, new_order, *, self_attn_only=False):
+        return FakeCache(cache.history.index_select(0, new_order))
+
+
+# greedy takes A (0.6) then must stop with p(eos | A) = 0.4: "A" has p = 0.24;
+# the better sequence "B" has p = 0.4 * 0.9 = 0.36.
+GARDEN_PATH = {
+    BOS: {A: 0.6, B: 0.4},
+    A: {A: 0.3, B: 0.3, EOS: 0.4},
+    B: {EOS: 0.9, A: 0.05, B: 0.05},
+}
+
+
+def src_batch(n: int = 2) -> torch.Tensor:
+    return torch.full((n, 3), C, dtype=torch.long)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_beam_finds_sequence_greedy_misses(use_cache):
+    model = BigramModel(GARDEN_PATH)
+    src = src_batch()
+    assert greedy_decode(model, src, use_cache=use_cache) == [[A], [A]]
+    assert beam_search(model, src, beam=2, use_cache=use_cache) == [[B], [B]]
+    hyps = beam_search_hypotheses(model, src, beam=2, lenpen=0.0, use_cache=use_cache)[0]
+    assert [h.tokens for h in hyps] == [[B], [A]]
+    assert hyps[0].score == pytest.approx(math.log(0.36), abs=1e-5)
+    assert hyps[1].score == pytest.approx(math.log(0.24), abs=1e-5)
+
+
+def test_length_penalty_normalises_by_length_including_eos():
+    # raw scores: "A" = log .35 (best), "B BLANK" = log .3, "A C" = log .175; divided by the
+    # length including eos (lenpen 1): "A" -0.52, "B BLANK" -0.40 (best), "A C" -0.58
+    table = {
+        BOS: {A: 0.7, B: 0.3},
+        A: {EOS: 0.5, C: 0.5},
+        B: {BLANK: 1.0},
+        BLANK: {EOS: 1.0},
+        C: {EOS: 0.5, C: 0.5},
+    }
+    model = BigramModel(table)
+    src = src_batch(1)
+    raw = beam_search_hypotheses(model, src, beam=3, lenpen=0.0)[0]
+    normed = beam_search_hypotheses(model, src, beam=3, lenpen=1.0)[0]
+    assert raw[0].tokens == [A]
+    assert raw[0].score == pytest.approx(math.log(0.35), abs=1e-5)
+    assert normed[0].tokens == [B, BLANK]
+    assert normed[0].normalized == pytest.approx(math.log(0.3) / 3, abs=1e-5)
+    assert beam_search(model, src, beam=3, lenpen=1.0) == [[B, BLANK]]
+
+
+def test_min_length_and_max_length_are_enforced():
+    eager = BigramModel({BOS: {EOS: 0.9, A: 0.1}, A: {EOS: 0.9, A: 0.1}})
+    assert greedy_decode(eager, src_batch()) == [[A], [A]]  # eos is banned at the first step
+    assert beam_search(eager, src_batch(), beam=3) == [[A], [A]]
+    never_eos = {A: 0.5, B: 0.5 - 1e-6, EOS: 1e-6}
+    endless = BigramModel({BOS: {A: 0.5, B: 0.5}, A: never_eos, B: never_eos})
+    for a, b in [(0.0, 4), (1.0, 2)]:
+        limit = int(a * 3 + b)
+        assert greedy_decode(endless, src_batch(), max_len_a=a, max_len_b=b) == [[A] * limit] * 2
+        out = beam_search(endless, src_batch(), beam=4, max_len_a=a, max_len_b=b)
+        assert [len(x) for x in out] == [limit, limit]
+
+
+def test_max_lengths_per_sentence():
+    src = torch.tensor([[5, 6, 7, 2], [5, 2, 0, 0]])
+    assert max_lengths(src, max_len_a=1.5, max_len_b=2).tolist() == [8, 5]
+    assert max_lengths(src, max_len_a=1.5, max_len_b=2, max_positions=7).tolist() == [5, 5]
+
+
+def test_invalid_arguments_raise():
+    model = BigramModel(GARDEN_PATH)
+    with pytest.raises(ValueError, match="expected beam >= 1"):
+        beam_search(model, src_batch(), beam=0)
+    with pytest.raises(ValueError, match="expected src_tokens of shape"):
+        greedy_decode(model, torch.zeros(3, dtype=torch.long))
+
+
+def test_strip_blank():
+    assert strip_blank([BLANK, 7, BLANK, 8, BLANK], BLANK) == [7, 8]
+    assert strip_blank([BLANK, BLANK], BLANK) == []
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> Transformer:
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", VOCAB))
+    with torch.no_grad():  # a sharper, eos-friendly random model so lengths vary
+        model.output_projection.weight.mul_(6.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def sources() -> list[list[int]]:
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for n in (5, 2, 7, 4, 6, 3):
+        out.append(torch.randint(5, VOCAB, (n,), generator=g).tolist() + [EOS])
+    return out
+
+
+def collate(seqs: list[list[int]]) -> torch.Tensor:
+    out = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s)
+    return out
+
+
+def test_beam_one_equals_greedy(tiny_model, sources):
+    src = collate(sources)
+    assert beam_search(tiny_model, src, beam=1) == greedy_decode(tiny_model, src)
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_cached_equals_uncached(tiny_model, sources, beam):
+    src = collate(sources)
+    cached = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=True)
+    uncached = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=False)
+    assert [[h.tokens for h in hs] for hs in cached] == [[h.tokens for h in hs] for hs in uncached]
+    for hc, hu in zip(cached, uncached):
+        assert hc[0].score == pytest.approx(hu[0].score, abs=1e-4)
+    assert greedy_decode(tiny_model, src, use_cache=False) == greedy_decode(tiny_model, src)
+
+
+def test_batch_equals_one_by_one(tiny_model, sources):
+    src = collate(sources)
+    batched = beam_search(tiny_model, src, beam=4)
+    alone = [beam_search(tiny_model, collate([s]), beam=4)[0] for s in sources]
+    assert batched == alone
+    lengths = {len(x) for x in batched}
+    assert len(lengths) > 1  # sentences finish at different steps: exercises batch shrinking
+    assert greedy_decode(tiny_model, src) == [
+        greedy_decode(tiny_model, collate([s]))[0] for s in sources
+    ]
+
+
+def test_beam_score_at_least_greedy_score(tiny_model, sources):
+    src = collate(sources)
+    greedy = beam_search_hypotheses(tiny_model, src, beam=1, lenpen=0.0)
+    beam = beam_search_hypotheses(tiny_model, src, beam=5, lenpen=0.0)
+    for g, b in zip(greedy, beam):
+        assert b[0].score >= g[0].score - 1e-4
+        assert 1 <= len(b) <= 5
+        assert all(EOS not in h.tokens and BOS not in h.tokens and PAD not in h.tokens for h in b)
+
+
+def test_decoding_restores_training_mode_and_runs_in_bf16(tiny_model, sources):
+    src = collate(sources)
+    tiny_model.train()
+    try:
+        out = beam_search(tiny_model, src, beam=3, autocast_bf16=True)
+        assert tiny_model.training
+    finally:
+        tiny_model.eval()
+    assert len(out) == len(sources) and all(isinstance(t, int) for x in out for t in x)
+
+
+class CharTokenizer:
+    """Maps letters a..y to ids 5..29; ``decode`` joins letters."""
+
+    pad_id, bos_id, eos_id, unk_id, blank_id = PAD, BOS, EOS, UNK, BLANK
+
+    def encode(self, text: str) -> list[int]:
+        return [5 + (ord(ch) - ord("a")) % 25 for ch in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(ord("a") + i - 5) if i >= 5 else "?" for i in ids)
+
+
+def test_translate_sentences_restores_order(tiny_model):
+    tok = CharTokenizer()
+    sentences = ["abcdefg", "hi", "jklmn", "o", "pqrstuvw", "xy", "abc"]
+    seen = []
+    out = translate_sentences(
+        tiny_model, tok, sentences, beam=3, batch_size=3, progress=seen.append
+    )
+    assert sum(seen) == len(sentences) and len(seen) == 3
+    for sentence, translation in zip(sentences, out):
+        src = collate([tok.encode(sentence) + [EOS]])
+        expected = strip_blank(beam_search(tiny_model, src, beam=3)[0], BLANK)
+        assert translation == tok.decode(expected)
+    greedy = translate_sentences(tiny_model, tok, sentences, beam=1, batch_size=4)
+    assert len(greedy) == len(sentences)
