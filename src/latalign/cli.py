@@ -1,0 +1,475 @@
+"""The ``latalign`` console script: ``train``, ``translate``, ``evaluate``.
+
+Each subcommand is a :class:`Command` in :data:`COMMANDS` (help text, an ``add_arguments``
+function and a ``run`` function taking the parsed namespace and returning an exit code);
+adding a subcommand is adding one entry. The work itself is done by plain typed functions
+that can be imported: :func:`latalign.translate.train.train`, :func:`translate_lines`,
+:func:`evaluate_split`.
+
+Bad input (unknown criterion or preset, missing data directory or file, a run directory of a
+different run) prints one ``latalign <cmd>: error: …`` line and exits with status 2 before any
+training or decoding starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad user input: reported as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------- train
+
+DATA_HELP = {
+    "data": "data directory with {prefix}.{lang}[.gz] files (default: the synthetic corpus)",
+    "src": "source language suffix (e.g. de)",
+    "tgt": "target language suffix (e.g. en)",
+    "train_prefix": "file prefix of the training split",
+    "valid_prefix": "file prefix of the validation split (val/dev/validation are detected)",
+    "test_prefix": "file prefix of the test split (test_2016_flickr/tst are detected)",
+    "vocab_size": "joint BPE vocabulary size (upper bound, special ids included)",
+    "max_positions": "drop training pairs longer than this many tokens (incl. eos)",
+    "synthetic_size": "training pairs of the synthetic corpus",
+    "synthetic_eval_size": "validation and test pairs of the synthetic corpus",
+    "synthetic_seed": "seed of the synthetic corpus",
+    "train_limit": "use only the first K training pairs",
+}
+
+
+def _strip_optional(hint: Any) -> tuple[Any, bool]:
+    """``(inner type, True)`` for ``X | None``, else ``(hint, False)``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def _converter(hint: Any, optional: bool) -> Callable[[str], Any]:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        item = args[0] if args else str
+
+        def conv(text: str) -> Any:
+            return tuple(item(x.strip()) for x in text.split(",") if x.strip())
+    else:
+        conv = hint
+
+    def wrapped(text: str) -> Any:
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return conv(text)
+        except ValueError:
+            name = getattr(hint, "__name__", str(hint))
+            raise argparse.ArgumentTypeError(f"expected {name}; found {text!r}") from None
+
+    wrapped.__name__ = getattr(hint, "__name__", "value")
+    return wrapped
+
+
+def _add_dataclass_options(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    helps: dict[str, str],
+    skip: set[str],
+) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help") or helps.get(f.name) or f"{cls.__name__}.{f.name}"
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        help_text = f"{help_text} (default: {default})"
+        hint, optional = _strip_optional(hints[f.name])
+        if hint is bool:
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS, help=help_text,
+            )  # fmt: skip
+        else:
+            parser.add_argument(
+                flag, dest=f.name, type=_converter(hint, optional), default=argparse.SUPPRESS,
+                metavar=f.name.upper(), help=help_text,
+            )  # fmt: skip
+
+
+def _parse_model_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; found {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = {"True": True, "False": False}.get(value, value)
+    return key.strip(), parsed
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from latalign.translate.data import DataConfig
+    from latalign.translate.train import TrainConfig
+
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML/JSON/YAML file with TrainConfig fields ([data] and [model] tables); "
+        "command-line options override it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", action=argparse.BooleanOptionalAction, default=None,
+        help="--resume: require checkpoint_last.pt and continue it; --no-resume: refuse a run "
+        "directory that has checkpoints (default: resume automatically when one exists)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True,
+        help="tqdm progress bar (only shown on a terminal)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model", dest="model", action="append", type=_parse_model_override,
+        default=argparse.SUPPRESS, metavar="KEY=VALUE",
+        help="override a ModelConfig field of the preset, e.g. --model dropout=0.1 (repeatable)",
+    )  # fmt: skip
+    group = parser.add_argument_group("training")
+    _add_dataclass_options(group, TrainConfig, {}, skip={"data", "model"})
+    group = parser.add_argument_group("data")
+    _add_dataclass_options(group, DataConfig, DATA_HELP, skip=set())
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """A validated :class:`TrainConfig` from ``--config`` plus the command-line overrides."""
+    from latalign.translate.train import TrainConfig, merge_overrides, read_config_file
+
+    ns = vars(args).copy()
+    config_path = ns.pop("config", None)
+    for key in ("resume", "progress", "command", "func"):
+        ns.pop(key, None)
+    if "model" in ns:
+        ns["model"] = dict(ns["model"])
+    base = read_config_file(config_path) if config_path is not None else {}
+    return TrainConfig.from_dict(merge_overrides(base, ns))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from latalign.translate.train import SetupError, train
+
+    try:
+        cfg = train_config_from_args(args)
+        if cfg.data.data is not None and not Path(cfg.data.data).is_dir():
+            raise UsageError(f"expected a data directory at {cfg.data.data}; found none")
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    try:
+        result = train(cfg, progress=args.progress, resume=args.resume)
+    except SetupError as e:
+        raise UsageError(str(e)) from None
+    final = {k: v for k, v in result.final.items() if k.startswith("valid_")}
+    print(
+        json.dumps(
+            {
+                "run_dir": str(result.run_dir),
+                "step": result.step,
+                "epoch": result.epoch,
+                "stop_reason": result.stop_reason,
+                "best_valid_loss": result.best_valid_loss,
+                **final,
+            }
+        )
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- translate
+
+
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", type=Path, help="run directory (uses checkpoint_best.pt)")
+    src.add_argument("--checkpoint", type=Path, help="a checkpoint file inside a run directory")
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding (same as --beam 1)")
+    parser.add_argument(
+        "--lenpen", type=float, default=1.0, help="length penalty of beam search (default: 1.0)"
+    )
+    parser.add_argument(
+        "--max-len-a", type=float, default=1.2,
+        help="max output length = a * source length + b (default a: 1.2)",
+    )  # fmt: skip
+    parser.add_argument("--max-len-b", type=int, default=10, help="see --max-len-a (default b: 10)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast while decoding (default: off)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
+    )
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def translate_lines(
+    lines: Sequence[str],
+    *,
+    run_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    batch_size: int = 64,
+    bf16: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+) -> list[str]:
+    """Translate ``lines`` (raw source sentences) with a trained run; returns detokenised
+    hypotheses (ε removed) in input order."""
+    from latalign.translate.checkpoint import load_model
+    from latalign.translate.decode import translate_sentences
+
+    if beam < 1:
+        raise ValueError(f"expected beam >= 1; found {beam}")
+    dev = _device(device)
+    model, tokenizer, _ = load_model(run_dir, checkpoint, device=dev)
+    return translate_sentences(
+        model, tokenizer, list(lines), beam=beam, batch_size=batch_size, lenpen=lenpen,
+        max_len_a=max_len_a, max_len_b=max_len_b, autocast_bf16=bf16, device=dev,
+        progress=progress,
+    )  # fmt: skip
+
+
+def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_source(parser)
+    parser.add_argument(
+        "--input", type=Path, default=None, help="source sentences, one a line (default: stdin)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="write translations here (default: stdout)"
+    )
+    _add_decoding_options(parser)
+
+
+def _decoding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        run_dir=args.run_dir,
+        checkpoint=args.checkpoint,
+        beam=1 if args.greedy else args.beam,
+        lenpen=args.lenpen,
+        max_len_a=args.max_len_a,
+        max_len_b=args.max_len_b,
+        batch_size=args.batch_size,
+        bf16=args.bf16,
+        device=args.device,
+    )
+
+
+def _check_model_source(args: argparse.Namespace) -> None:
+    from latalign.translate.checkpoint import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(args.run_dir, args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.beam < 1:
+        raise UsageError(f"expected --beam >= 1; found {args.beam}")
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    _check_model_source(args)
+    if args.input is not None:
+        if not args.input.is_file():
+            raise UsageError(f"expected an input file at {args.input}; found none")
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    hyps = translate_lines(lines, progress=sys.stderr.isatty(), **_decoding_kwargs(args))
+    text = "".join(h + "\n" for h in hyps)
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate_split(
+    *,
+    run_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    split: str = "test",
+    source_file: str | Path | None = None,
+    reference_file: str | Path | None = None,
+    limit: int | None = None,
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    batch_size: int = 64,
+    bf16: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Translate a split of the run's data (``valid`` or ``test``) or a source/reference file
+    pair and score it: ``bleu`` (sacrebleu, with ``signature``), ``chrf``, ``empty_share``,
+    ``length_ratio``, plus ``sentences``, ``split``."""
+    from latalign.translate.checkpoint import load_checkpoint, resolve_checkpoint
+    from latalign.translate.metrics import evaluate_translations
+
+    if (source_file is None) != (reference_file is None):
+        raise ValueError("expected both --source and --reference, or neither; found one")
+    if source_file is not None:
+        sources = Path(source_file).read_text(encoding="utf-8").splitlines()
+        refs = Path(reference_file).read_text(encoding="utf-8").splitlines()  # type: ignore[arg-type]
+        if len(sources) != len(refs):
+            raise ValueError(
+                f"expected as many references as sources ({len(sources)}); found {len(refs)}"
+            )
+        name = str(source_file)
+    else:
+        from latalign.translate.data import load_corpora
+        from latalign.translate.train import TrainConfig
+
+        if split not in ("valid", "test", "train"):
+            raise ValueError(f"expected split valid, test or train; found {split!r}")
+        state = load_checkpoint(resolve_checkpoint(run_dir, checkpoint))
+        cfg = TrainConfig.from_dict(state["train_config"])
+        splits, _ = load_corpora(cfg.data)
+        sources, refs = list(splits[split].src), list(splits[split].tgt)
+        name = split
+    if limit is not None:
+        sources, refs = sources[:limit], refs[:limit]
+    hyps = translate_lines(
+        sources, run_dir=run_dir, checkpoint=checkpoint, beam=beam, lenpen=lenpen,
+        max_len_a=max_len_a, max_len_b=max_len_b, batch_size=batch_size, bf16=bf16,
+        device=device, progress=progress,
+    )  # fmt: skip
+    scores = dict(evaluate_translations(hyps, refs))
+    scores.update({"split": name, "sentences": len(hyps), "beam": beam})
+    return scores
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_source(parser)
+    parser.add_argument(
+        "--split", default="test", choices=("valid", "test", "train"),
+        help="split of the run's data to translate and score (default: test)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--source", type=Path, default=None, help="score this source file instead of a split"
+    )
+    parser.add_argument(
+        "--reference", type=Path, default=None, help="references for --source, one a line"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only the first N sentences (default: all)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    _add_decoding_options(parser)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    _check_model_source(args)
+    for path in (args.source, args.reference):
+        if path is not None and not path.is_file():
+            raise UsageError(f"expected a file at {path}; found none")
+    try:
+        scores = evaluate_split(
+            split=args.split, source_file=args.source, reference_file=args.reference,
+            limit=args.limit, progress=sys.stderr.isatty(), **_decoding_kwargs(args),
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(f"BLEU = {scores['bleu']:.2f}  ({scores.get('signature', '')})")
+        for key in ("chrf", "empty_share", "length_ratio"):
+            if key in scores:
+                print(f"{key} = {scores[key]:.4f}")
+        print(f"sentences = {scores['sentences']}  split = {scores['split']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        "train a translation model (teacher forcing, any criterion); torchrun-aware",
+        add_train_arguments,
+        run_train,
+    ),
+    "translate": Command(
+        "translate sentences from stdin or --input with a trained run",
+        add_translate_arguments,
+        run_translate,
+    ),
+    "evaluate": Command(
+        "translate a split or file and print BLEU (sacrebleu signature), chrF, empty share",
+        add_evaluate_arguments,
+        run_evaluate,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latalign", description="Latent alignment objectives for machine translation."
+    )
+    from latalign import __version__
+
+    parser.add_argument("--version", action="version", version=f"latalign {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``latalign`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except UsageError as e:
+        print(f"latalign {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
