@@ -2,8 +2,8 @@
 
 What a model trained on it learns
 ---------------------------------
-The *source* language ("syn") is invented: a fixed lexicon of pseudo-words (``kato``,
-``ribesu``, ...) with a grammar unlike English; the *target* is a small fragment of English.
+The *source* language ("syn") is invented: a fixed lexicon of pseudo-words (``lepone`` =
+dog, ``fone`` = cat, ...) with a grammar unlike English; the *target* is a small fragment of English.
 Every source sentence has one meaning; its English rendering is deterministic up to
 **paraphrase**. The lexicon and grammar are fixed (the same for every seed); the seed picks the
 sentences and the paraphrases.
@@ -30,9 +30,11 @@ the target distribution multimodal, which is what the paper's latent alignment o
 about; a perfect model's BLEU against the single reference is therefore below 100.
 
 Sizes: 49 nouns for people and things, 12 places, 25 adjectives, 22 verbs, 6 prepositions,
-6 time adverbs, 10 determiners: 134 source and ~320 target word types (ignoring case). Sentences are 4-15 words plus a
-period on both sides (longer draws are redrawn); about 10 source and 9 target words on average.
-Splits are disjoint on the source side. A tiny transformer learns it in minutes on a CPU.
+6 time adverbs, 10 determiners: 134 source and ~320 target word types (ignoring case).
+Sentences are 4-15 words plus a period on both sides (longer draws are redrawn); about 10
+source and 9 target words on average. Splits are disjoint on the source side. The size is
+chosen so that a tiny transformer can learn it on a CPU; the data tests do not train a model,
+so check that claim with a training run before relying on it.
 
 >>> corpus = generate_synthetic(train_size=3, valid_size=1, test_size=1, seed=0)
 >>> len(corpus.train), len(corpus.valid), len(corpus.test)

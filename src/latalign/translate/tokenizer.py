@@ -99,7 +99,8 @@ class Tokenizer:
         return hashlib.sha256(self._proto).hexdigest()
 
     def encode(self, text: str) -> list[int]:
-        """Subword ids of ``text``, without bos/eos."""
+        """Subword ids of ``text``, without bos/eos. Characters never seen in training map to
+        ``unk_id`` (which :meth:`decode` renders as " ⁇ ")."""
         return self._sp.encode(text, out_type=int)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
