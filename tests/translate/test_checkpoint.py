@@ -1,0 +1,164 @@
+"""Checkpoints: atomic writes, RNG round trip, exact resume (also after a real kill), refusal
+to resume a different run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latalign.translate.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from latalign.translate.data import DataConfig
+from latalign.translate.train import SetupError, TrainConfig, train
+
+
+def tiny_config(run_dir: Path, cache: Path, **overrides) -> TrainConfig:
+    fields = dict(
+        run_dir=str(run_dir),
+        data=DataConfig(synthetic_size=120, synthetic_eval_size=16, vocab_size=120),
+        preset="tiny",
+        criterion="ce",
+        max_tokens=300,
+        warmup_updates=4,
+        validate_every=1000,
+        log_every=1000,
+        cache_dir=str(cache),
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "ckpt" / "c.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+    assert load_checkpoint(path)["step"] == 1
+    with pytest.raises(Exception):  # noqa: B017 - any pickling error
+        save_checkpoint({"step": 2, "bad": lambda: None}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pt"]  # no temp file left
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    first = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(state)
+    again = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    assert first == again
+    # survives the checkpoint format (weights_only load)
+    path_state = {"rng": state}
+    import io
+
+    buf = io.BytesIO()
+    torch.save(path_state, buf)
+    buf.seek(0)
+    set_rng_state(torch.load(buf, weights_only=True)["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == first
+
+
+def assert_same_params(a: Path, b: Path) -> None:
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"]
+    assert sa["sampler"] == sb["sampler"]
+    assert sa["model"].keys() == sb["model"].keys()
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    ea, eb = sa["optimizer"]["state"], sb["optimizer"]["state"]
+    for k in ea:
+        assert torch.equal(ea[k]["exp_avg"], eb[k]["exp_avg"])
+
+
+def test_resume_is_exact(tmp_path, cache):
+    # 7 updates straight vs 3 + resume to 7; the epoch (~5 batches) ends in between and
+    # dropout is on (tiny preset: 0.1), so data position and RNG state both matter.
+    full = train(tiny_config(tmp_path / "full", cache, max_updates=7), progress=False)
+    part = train(tiny_config(tmp_path / "part", cache, max_updates=3), progress=False)
+    assert part.step == 3 and part.stop_reason == "max_updates"
+    resumed = train(tiny_config(tmp_path / "part", cache, max_updates=7), progress=False)
+    assert resumed.step == 7 and full.step == 7
+    assert_same_params(full.last_checkpoint, resumed.last_checkpoint)
+    # a different seed gives different parameters: the comparison above can fail
+    other = train(tiny_config(tmp_path / "other", cache, max_updates=7, seed=2), progress=False)
+    sa, sb = load_checkpoint(full.last_checkpoint), load_checkpoint(other.last_checkpoint)
+    assert not all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+
+
+def test_refuses_to_resume_a_different_run(tmp_path, cache):
+    run = tmp_path / "run"
+    train(tiny_config(run, cache, max_updates=1), progress=False)
+    last = run / "checkpoints" / "checkpoint_last.pt"
+    before = last.read_bytes()
+    with pytest.raises(SetupError, match="lr"):
+        train(tiny_config(run, cache, max_updates=2, lr=1e-3), progress=False)
+    with pytest.raises(SetupError, match="criterion"):
+        train(tiny_config(run, cache, max_updates=2, criterion="axe"), progress=False)
+    with pytest.raises(SetupError, match="resume disabled"):
+        train(tiny_config(run, cache, max_updates=2), progress=False, resume=False)
+    assert last.read_bytes() == before
+    with pytest.raises(SetupError, match="to resume from"):
+        train(tiny_config(tmp_path / "empty", cache, max_updates=1), progress=False, resume=True)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path, cache):
+    """Kill a training process mid-run (SIGKILL), resume it, compare with a straight run."""
+    args = [
+        sys.executable, "-m", "latalign.cli", "train", "--no-progress",
+        "--preset", "tiny", "--synthetic-size", "120", "--synthetic-eval-size", "16",
+        "--vocab-size", "120", "--max-tokens", "300", "--warmup-updates", "4",
+        "--validate-every", "2", "--log-every", "1000", "--cache-dir", str(cache),
+    ]  # fmt: skip
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*args, "--run-dir", str(killed), "--max-updates", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ONE_THREAD_ENV,
+    )
+    last = killed / "checkpoints" / "checkpoint_last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert last.exists(), "no checkpoint written before the deadline"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    saved = load_checkpoint(last)["step"]
+    target = saved + 3
+    subprocess.run([*args, "--run-dir", str(killed), "--max-updates", str(target)], check=True,
+                   stdout=subprocess.DEVNULL, env=ONE_THREAD_ENV)  # fmt: skip
+    straight = train(
+        tiny_config(tmp_path / "straight", cache, max_updates=target, validate_every=2),
+        progress=False,
+    )
+    assert_same_params(straight.last_checkpoint, last)
