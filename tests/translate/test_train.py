@@ -1,0 +1,172 @@
+"""TrainConfig validation and files, the lr schedule, the training loop's stopping rules and
+logs, bf16 autocast."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from latalign.translate.data import DataConfig
+from latalign.translate.optim import inverse_sqrt_lr
+from latalign.translate.runlog import read_log
+from latalign.translate.train import TrainConfig, config_differences, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny(run_dir: Path, cache: Path, **overrides) -> TrainConfig:
+    fields = dict(
+        run_dir=str(run_dir),
+        data=DataConfig(synthetic_size=120, synthetic_eval_size=16, vocab_size=120),
+        preset="tiny",
+        max_tokens=300,
+        warmup_updates=4,
+        validate_every=1000,
+        log_every=1000,
+        cache_dir=str(cache),
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_defaults_follow_fairseq_iwslt_recipe():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.betas, cfg.weight_decay) == (5e-4, (0.9, 0.98), 1e-4)
+    assert (cfg.warmup_updates, cfg.warmup_init_lr, cfg.max_tokens) == (4000, 1e-7, 4096)
+    assert cfg.clip_norm == 0.0 and cfg.num_workers == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"criterion": "xent"}, "label_smoothed_ce"),
+        ({"preset": "huge"}, "tiny"),
+        ({"criterion": "ce", "delta": 0.5}, "delta"),
+        ({"criterion": "latent", "aggregate": "avg"}, "aggregate"),
+        ({"criterion": "latent", "operators": "align,copy"}, "operators"),
+        ({"betas": (0.9,)}, "betas"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"lr": -1.0}, "lr"),
+        ({"model": {"layers": 3}}, "ModelConfig"),
+        ({"num_workers": 2}, "num_workers"),
+    ],
+)
+def test_bad_config_is_value_error(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**overrides)
+
+
+def test_options_and_round_trip(tmp_path):
+    cfg = TrainConfig(
+        criterion="latent", operators="align, clone_prediction,delimiter", aggregate="max",
+        causal=True, model={"dropout": 0.0}, data={"synthetic_size": 50},
+    )  # fmt: skip
+    assert cfg.operators == ("align", "clone_prediction", "delimiter")
+    assert cfg.criterion_options() == {
+        "operators": ("align", "clone_prediction", "delimiter"), "aggregate": "max", "causal": True
+    }  # fmt: skip
+    assert cfg.data.synthetic_size == 50
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert config_differences(cfg.to_dict(), again.to_dict()) == []
+    changed = TrainConfig.from_dict({**cfg.to_dict(), "max_updates": 9, "aggregate": "sum"})
+    assert config_differences(cfg.to_dict(), changed.to_dict()) == ["aggregate: 'max' -> 'sum'"]
+
+
+def test_from_toml_with_tables_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'criterion = "axe"\ndelta = 0.5\npreset = "tiny"\n'
+        "[data]\nsynthetic_size = 77\n[model]\ndropout = 0.2\n"
+    )
+    cfg = TrainConfig.from_file(path, max_updates=3, vocab_size=64, model={"heads": 2})
+    assert (cfg.criterion, cfg.delta, cfg.max_updates) == ("axe", 0.5, 3)
+    assert (cfg.data.synthetic_size, cfg.data.vocab_size) == (77, 64)
+    assert cfg.model == {"dropout": 0.2, "heads": 2}
+    with pytest.raises(ValueError, match="nonsense"):
+        TrainConfig.from_file(path, nonsense=1)
+
+
+def test_inverse_sqrt_schedule():
+    assert inverse_sqrt_lr(0, 5e-4, 4000, 1e-7) == pytest.approx(1e-7)
+    assert inverse_sqrt_lr(2000, 5e-4, 4000, 1e-7) == pytest.approx((5e-4 + 1e-7) / 2)
+    assert inverse_sqrt_lr(4000, 5e-4, 4000, 1e-7) == pytest.approx(5e-4)
+    assert inverse_sqrt_lr(16000, 5e-4, 4000, 1e-7) == pytest.approx(2.5e-4)
+
+
+# ------------------------------------------------------------------ loop
+
+
+def test_train_writes_run_dir_logs_and_validates_ce(tmp_path, cache):
+    cfg = tiny(
+        tmp_path / "run", cache, criterion="axe", max_updates=4, validate_every=2, log_every=2
+    )
+    result = train(cfg, progress=False)
+    run = Path(cfg.run_dir)
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    assert (run / "tokenizer" / "spm.model").is_file()
+    assert result.last_checkpoint.is_file() and result.best_checkpoint.is_file()
+    log = read_log(run / "log.jsonl")
+    assert log == result.history
+    train_recs = [r for r in log if r["kind"] == "train"]
+    valid_recs = [r for r in log if r["kind"] == "valid"]
+    assert [r["step"] for r in train_recs] == [2, 4]
+    assert [r["step"] for r in valid_recs] == [2, 4]
+    for r in train_recs:
+        assert {"epoch", "train_loss", "lr", "tokens_per_s", "elapsed"} <= r.keys()
+        assert r["tokens_per_s"] > 0 and math.isfinite(r["train_loss"])
+    for r in valid_recs:
+        # AXE is at most cross entropy sentence by sentence, hence per token too
+        assert r["valid_loss"] <= r["valid_ce"] + 1e-6
+    assert result.final == valid_recs[-1]
+    assert result.best_valid_loss == min(r["valid_loss"] for r in valid_recs)
+
+
+def test_stops_at_max_epochs(tmp_path, cache):
+    result = train(tiny(tmp_path / "r", cache, max_epochs=1), progress=False)
+    assert result.stop_reason == "max_epochs" and result.epoch == 1
+    valid = [r for r in result.history if r["kind"] == "valid"]
+    assert [r["reason"] for r in valid] == ["epoch_end"]
+
+
+def test_early_stopping_on_flat_validation_loss(tmp_path, cache):
+    # lr so small that parameters do not move in float32: validation never improves
+    cfg = tiny(tmp_path / "r", cache, lr=1e-20, warmup_init_lr=0.0, validate_every=1,
+               patience=2, max_updates=50)  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.stop_reason == "patience"
+    assert result.step == 3  # first validation sets the best, two more without improvement
+
+
+def test_bf16_autocast_trains_with_finite_loss(tmp_path, cache):
+    result = train(
+        tiny(tmp_path / "r", cache, bf16=True, max_updates=2, log_every=1), progress=False
+    )
+    losses = [r["train_loss"] for r in result.history if r["kind"] == "train"]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert math.isfinite(result.final["valid_ce"])
+
+
+def test_label_smoothed_ce_logs_nll(tmp_path, cache):
+    cfg = tiny(tmp_path / "r", cache, criterion="label_smoothed_ce", max_updates=1, log_every=1)
+    rec = next(r for r in train(cfg, progress=False).history if r["kind"] == "train")
+    # nll is logged next to the smoothed loss; they differ unless epsilon = 0
+    assert math.isfinite(rec["train_nll_loss"]) and rec["train_nll_loss"] != rec["train_loss"]
