@@ -242,16 +242,14 @@ def beam_search_hypotheses(
             max_positions=_model_max_positions(model),
         )  # (B,)
         enc = model.encode(src_tokens, src_lengths)
-        # rows are (sentence, beam) pairs, sentence-major: row = b * beam + k
-        expand = torch.arange(bsz, device=device).repeat_interleave(beam)  # (B*beam,)
-        enc = model.reorder_encoder_out(enc, expand)
         cache = model.init_cache(enc) if use_cache else None
+        # rows are (sentence, beam) pairs, sentence-major: row = b * width + j. The first step
+        # runs one row per sentence (all beams would be identical), then `width` = beam.
+        width = 1
         active = torch.arange(bsz)  # sentence ids of the active sentences (Ba,)
         limits_active = limits.clone()  # (Ba,)
-        tokens = torch.full((bsz * beam, 1), bos_id, dtype=torch.long, device=device)  # (N, t)
-        # only beam 0 is live at the start, so the first step does not pick duplicates
-        scores = torch.full((bsz, beam), -math.inf, device=device)  # (Ba, beam)
-        scores[:, 0] = 0.0
+        tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=device)  # (N, t)
+        scores = torch.zeros(bsz, 1, device=device)  # (Ba, width) sums of log-probs
         step = 0
         while True:
             n_active = active.numel()
@@ -259,23 +257,23 @@ def beam_search_hypotheses(
             lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
             vocab = lprobs.size(1)
             _mask_special(lprobs, step, min_len, pad_id, bos_id, eos_id)
-            at_limit = limits_active.le(step).repeat_interleave(beam)  # (N,)
+            at_limit = limits_active.le(step).repeat_interleave(width)  # (N,)
             if bool(at_limit.any()):  # force eos
                 eos_col = lprobs[:, eos_id].clone()
                 lprobs[at_limit] = -math.inf
                 lprobs[:, eos_id] = eos_col
-            cand = (scores.view(-1, 1) + lprobs).view(n_active, beam * vocab)  # (Ba, beam*V)
-            k = min(2 * beam, beam * vocab)
+            cand = lprobs.add_(scores.view(-1, 1)).view(n_active, width * vocab)  # (Ba, width*V)
+            k = min(2 * beam, width * vocab)
             cand_scores, cand_idx = cand.topk(k, dim=1)  # (Ba, k)
             cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")  # (Ba, k)
             cand_tok = cand_idx % vocab  # (Ba, k)
             is_eos = cand_tok.eq(eos_id)  # (Ba, k)
 
             # finalise eos candidates among the top `beam` (fairseq's rule)
-            fin = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])  # (Ba, beam)
+            fin = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])  # (Ba, <=beam)
             if bool(fin.any()):
                 fin_rows, fin_cols = fin.nonzero(as_tuple=True)
-                src_rows = (fin_rows * beam + cand_beam[fin_rows, fin_cols]).tolist()
+                src_rows = (fin_rows * width + cand_beam[fin_rows, fin_cols]).tolist()
                 fin_scores = cand_scores[fin_rows, fin_cols].tolist()
                 denom = float(step + 1) ** lenpen
                 for r, src_row, score in zip(fin_rows.tolist(), src_rows, fin_scores):
@@ -288,6 +286,11 @@ def beam_search_hypotheses(
 
             # continue with the best `beam` non-eos candidates
             cont = cand_scores.masked_fill(is_eos, -math.inf)  # (Ba, k)
+            if cont.size(1) < beam:  # tiny vocabularies: pad with impossible candidates
+                fill = cont.new_full((n_active, beam - cont.size(1)), -math.inf)
+                cont = torch.cat([cont, fill], dim=1)
+                cand_beam = torch.cat([cand_beam, torch.zeros_like(fill, dtype=torch.long)], 1)
+                cand_tok = torch.cat([cand_tok, torch.full_like(fill, pad_id, dtype=torch.long)], 1)
             sel_scores, sel_pos = cont.topk(beam, dim=1)  # (Ba, beam)
             sel_beam = cand_beam.gather(1, sel_pos)  # (Ba, beam)
             sel_tok = cand_tok.gather(1, sel_pos)  # (Ba, beam)
@@ -299,15 +302,17 @@ def beam_search_hypotheses(
             step += 1
             if bool(sent_done.all()):
                 break
-            base = torch.arange(n_active, device=device)[:, None] * beam  # (Ba, 1)
-            src_rows = (base + sel_beam).view(-1)  # (N,)
+            base = torch.arange(n_active, device=device)[:, None] * width  # (Ba, 1)
+            src_rows = (base + sel_beam).view(-1)  # (Ba*beam,) rows of the same sentence
+            regroup = width != beam
             if bool(sent_done.any()):
                 keep = (~sent_done).nonzero().flatten()  # (Ba',)
-                row_keep = (keep[:, None] * beam + torch.arange(beam)[None, :]).view(-1)
                 src_rows = src_rows.view(n_active, beam)[keep].view(-1)
                 active, limits_active = active[keep], limits_active[keep]
                 sel_scores, sel_tok = sel_scores[keep], sel_tok[keep]
-                enc = model.reorder_encoder_out(enc, row_keep)
+                regroup = True
+            if regroup:  # the rows of a sentence changed: move encoder rows too
+                enc = model.reorder_encoder_out(enc, src_rows)
                 if cache is not None:
                     cache = model.reorder_cache(cache, src_rows)
             elif cache is not None:
@@ -315,6 +320,7 @@ def beam_search_hypotheses(
                 cache = model.reorder_cache(cache, src_rows, self_attn_only=True)
             tokens = torch.cat([tokens[src_rows], sel_tok.reshape(-1, 1)], dim=1)  # (N, t+1)
             scores = sel_scores
+            width = beam
     for hyps in finished:
         hyps.sort(key=lambda h: h.normalized, reverse=True)
     return finished

@@ -92,6 +92,20 @@ def sinusoidal_table(num_positions: int, dim: int) -> Tensor:
     return table.float()
 
 
+def _attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float) -> Tensor:
+    """Attention without causal masking: q (B, H, Tq, D), k/v (B, H, Tk, D) -> (B, H, Tq, D).
+
+    A single query (incremental decoding) goes through two small batched matmuls, about twice
+    as fast on CPU as SDPA's flash kernel for this shape; everything else uses SDPA.
+    """
+    if q.size(2) == 1 and dropout_p == 0.0:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (q.size(-1) ** -0.5)  # (B, H, 1, Tk)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, -math.inf)
+        return torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, 1, D)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+
 def _split_heads(x: Tensor, heads: int) -> Tensor:
     b, t, c = x.shape  # (B, T, C)
     return x.view(b, t, heads, c // heads).transpose(1, 2)  # (B, H, T, D)
@@ -145,9 +159,10 @@ class SelfAttention(nn.Module):
                 causal_mask = torch.ones(t_q, t_k, dtype=torch.bool, device=x.device).tril(offset)
                 attn_mask = causal_mask if attn_mask is None else attn_mask & causal_mask
         dropout_p = self.attention_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
-        )  # (B, H, T, D)
+        if is_causal:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            y = _attend(q, k, v, attn_mask, dropout_p)  # (B, H, T, D)
         return self.out(_merge_heads(y)), k, v
 
 
@@ -177,7 +192,7 @@ class CrossAttention(nn.Module):
         """x (B, T, C), k/v (B, H, S, D), attn_mask (B, 1, 1, S) or None -> (B, T, C)."""
         q = _split_heads(self.q(x), self.heads)  # (B, H, T, D)
         dropout_p = self.attention_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        y = _attend(q, k, v, attn_mask, dropout_p)  # (B, H, T, D)
         return self.out(_merge_heads(y))
 
 
