@@ -417,7 +417,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(scores))
     else:
-        print(f"BLEU = {scores['bleu']:.2f}  ({scores.get('signature', '')})")
+        signature = scores.get("bleu_signature", scores.get("signature", ""))
+        print(f"BLEU = {scores['bleu']:.2f}  ({signature})")
         for key in ("chrf", "empty_share", "length_ratio"):
             if key in scores:
                 print(f"{key} = {scores[key]:.4f}")

@@ -118,7 +118,9 @@ class TrainConfig:
     seed: int = _f(1, "random seed (model init, dropout, batch order)")
     log_every: int = _f(100, "log training metrics every N updates")
     tensorboard: bool = _f(False, "also write TensorBoard events (needs tensorboard)")
-    num_workers: int = _f(0, "data loading worker processes (only 0: collate in the training process)")
+    num_workers: int = _f(
+        0, "data loading worker processes (only 0: collate in the training process)"
+    )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     cache_dir: str | None = _f(None, "cache for tokenizers/tensors (default ~/.cache/latalign)")
 
@@ -465,6 +467,37 @@ def validate(
     }
 
 
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    criterion: Any,
+    options: dict[str, Any],
+    *,
+    blank_id: int,
+    pad_id: int,
+    bf16: bool = False,
+    clip_norm: float = 0.0,
+    dist: DistInfo | None = None,
+) -> dict[str, float]:
+    """One update with teacher forcing: forward (bf16 autocast if asked), criterion sum,
+    backward, gradients summed over ranks and divided by the update's target tokens (fairseq),
+    optional clipping, optimizer step. The caller sets the lr. Returns the criterion stats."""
+    dist = dist or DistInfo(0, 1, 0, batch.target.device)
+    model.train()
+    with _autocast(bf16, batch.target.device):
+        logits = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
+    loss_sum, stats = criterion(logits, batch, blank_id, pad_id, **options)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum.backward()
+    ntokens = _all_reduce_sum([float(stats["ntokens"])], dist)[0]
+    _sync_and_scale_grads(model, max(ntokens, 1.0), dist)
+    if clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    return stats
+
+
 def _dump_params_for_tests(model: torch.nn.Module, dist: DistInfo) -> None:
     """With ``LATALIGN_DUMP_PARAMS=<dir>``, every rank saves its parameters (tests only)."""
     out = os.environ.get("LATALIGN_DUMP_PARAMS")
@@ -654,17 +687,11 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
             stop_reason = "max_epochs"
             break
         for batch in _batches(sampler, data.train, dist.device):
-            with _autocast(cfg.bf16, dist.device):
-                logits = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
-            loss_sum, stats = criterion(logits, batch, blank_id, pad_id, **options)
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum.backward()
-            ntokens = _all_reduce_sum([float(stats["ntokens"])], dist)[0]
-            _sync_and_scale_grads(model, max(ntokens, 1.0), dist)
-            if cfg.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            scheduler.step_update(step)
-            optimizer.step()
+            stats = train_step(
+                model, optimizer, batch, criterion, options,
+                blank_id=blank_id, pad_id=pad_id, bf16=cfg.bf16, clip_norm=cfg.clip_norm,
+                dist=dist,
+            )  # fmt: skip
             step += 1
             scheduler.step_update(step)
             interval["loss"] += stats["loss"]
