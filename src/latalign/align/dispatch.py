@@ -47,7 +47,7 @@ def algebra_forward(
         bp = np.zeros((nb, s1, tmax + 1) if use_max else (1, 1, 1), dtype=np.int8)
         out = np.empty(nb, dtype=np.float64)
         numba_cpu.algebra_forward(
-            _np(em),
+            _np(em.transpose(1, 2)),
             _np(in_len),
             _np(tg_len),
             np.asarray(objective.weights, dtype=np.float64),
@@ -85,24 +85,26 @@ def algebra_backward(
     obj = state.objective
     nb, tmax, s1 = em.shape
     if state.backend == "numba":
-        grad = np.zeros((nb, tmax, s1), dtype=np.float64)
+        grad = np.zeros((nb, s1, tmax), dtype=np.float64)  # transposed, as the kernels see em
         w = np.asarray(obj.weights, dtype=np.float64)
         g = _np(gscale.to(torch.float64))
         if obj.aggregate == "max":
             numba_cpu.algebra_backward_max(_np(in_len), _np(tg_len), w, _np(state.codes), g, grad)
         else:
+            alpha = _np(state.alpha)
             numba_cpu.algebra_backward_sum(
-                _np(em),
+                _np(em.transpose(1, 2)),
                 _np(in_len),
                 _np(tg_len),
                 w,
                 np.asarray(obj.flags, dtype=np.bool_),
                 obj.causal,
-                _np(state.alpha),
+                alpha,
+                np.empty_like(alpha),
                 g,
                 grad,
             )
-        return torch.from_numpy(grad)
+        return torch.from_numpy(grad).transpose(1, 2)
     if obj.aggregate == "max":
         grad = torch_vec.algebra_backward_max(state.codes, in_len, tg_len, obj.weights, tmax)
     else:

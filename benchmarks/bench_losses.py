@@ -1,0 +1,217 @@
+"""Speed of the alignment losses against PyTorch's cross entropy and CTC (forward + backward).
+
+    python benchmarks/bench_losses.py            # the README table (a few minutes on 2 cores)
+    python benchmarks/bench_losses.py --quick    # fewer repeats
+
+Every row times forward + backward *from logits* (log-softmax included) at N=64, V=8000,
+as the median of interleaved repeats, so the baselines and ours share the machine's state.
+The cross-entropy baseline runs on the same (N, m, V) logits (targets padded to m).
+Ratios < 1 mean faster than the baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numba
+import torch
+import torch.nn.functional as F
+
+import latalign as la
+from latalign.align import dispatch
+from latalign.align.objective import axe_objective
+
+
+def timeit(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make(nb: int, n: int, m: int, v: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(nb, m, v, generator=gen).requires_grad_()
+    targets = torch.randint(1, v, (nb, n), generator=gen)
+    return logits, targets
+
+
+def case_fns(logits, targets, n: int, m: int):
+    nb, _, v = logits.shape
+    in_len = torch.full((nb,), m)
+    tg_len = torch.full((nb,), n)
+    padded = torch.cat([targets, targets[:, : m - n]], dim=1) if m > n else targets  # CE baseline
+
+    def ce():
+        loss = F.cross_entropy(logits.view(-1, v), padded.reshape(-1), reduction="sum")
+        loss.backward()
+
+    def torch_ctc():
+        lp = logits.log_softmax(-1)
+        loss = F.ctc_loss(lp.transpose(0, 1), targets, in_len, tg_len, reduction="sum", zero_infinity=True)
+        loss.backward()
+
+    def axe():
+        la.axe_loss(logits, targets, in_len, tg_len, from_logits=True, reduction="sum").backward()
+
+    def axe_log_softmax():
+        lp = logits.log_softmax(-1)
+        la.axe_loss(lp, targets, in_len, tg_len, reduction="sum").backward()
+
+    def axe_torch_backend():
+        la.axe_loss(logits, targets, in_len, tg_len, from_logits=True, reduction="sum", backend="torch").backward()
+
+    def ctc():
+        la.ctc_loss(logits, targets, in_len, tg_len, from_logits=True, reduction="sum", zero_infinity=True).backward()
+
+    def clear():
+        logits.grad = None
+
+    return {
+        "torch cross_entropy": ce,
+        "torch ctc_loss": torch_ctc,
+        "la.axe_loss (logits)": axe,
+        "la.axe_loss (log_softmax)": axe_log_softmax,
+        "la.ctc_loss (logits)": ctc,
+        "la.axe_loss torch backend": axe_torch_backend,
+    }, clear
+
+
+def bench_table(sizes, repeats: int) -> None:
+    print(f"\nforward+backward from logits, N=64, V=8000, median of {repeats} interleaved repeats (ms)")
+    header = ["(n, m)", "torch CE", "torch CTC", "axe", "axe/CE", "axe(lsm)/CE", "ctc", "ctc/torchCTC", "axe torch-backend"]
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for n, m in sizes:
+        logits, targets = make(64, n, m, 8000)
+        fns, clear = case_fns(logits, targets, n, m)
+        for fn in fns.values():  # warm up (numba compile, allocator)
+            fn()
+            clear()
+        times = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                clear()
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        ce, tctc = med["torch cross_entropy"], med["torch ctc_loss"]
+        axe, axe_l, ctc = med["la.axe_loss (logits)"], med["la.axe_loss (log_softmax)"], med["la.ctc_loss (logits)"]
+        row = [
+            f"({n}, {m})",
+            f"{ce:.1f}",
+            f"{tctc:.1f}",
+            f"{axe:.1f}",
+            f"{axe / ce:.2f}",
+            f"{axe_l / ce:.2f}",
+            f"{ctc:.1f}",
+            f"{ctc / tctc:.2f}",
+            f"{med['la.axe_loss torch backend']:.1f}",
+        ]
+        print(" | ".join(row))
+        del logits
+        gc.collect()
+
+
+def bench_dp(repeats: int) -> None:
+    """The dynamic programs alone, on pre-gathered emissions (ns per grid cell, fwd + bwd)."""
+    print(f"\nDP alone (emissions given), N=64, forward+backward, median of {repeats} (ns per cell)")
+    print("(n, m) | AXE numba | AXE torch | sum {all four} numba | sum {all four} torch | CTC numba")
+    print("--- | --- | --- | --- | --- | ---")
+    axe = axe_objective()
+    sum_all = la.Objective.make(la.OPERATORS, "sum")
+    for n, m in [(30, 30), (100, 100)]:
+        nb = 64
+        em = torch.randn(nb, m, n + 1, dtype=torch.float64).log_softmax(-1)
+        targets = torch.randint(1, 50, (nb, n))
+        in_len = torch.full((nb,), m)
+        tg_len = torch.full((nb,), n)
+        gs = torch.ones(nb, dtype=torch.float64)
+        cells = nb * (n + 1) * (m + 1)
+
+        def run(obj, backend):
+            st = dispatch.algebra_forward(em, in_len, tg_len, obj, backend, keep=True)
+            dispatch.algebra_backward(st, em, in_len, tg_len, gs)
+
+        def run_ctc():
+            st = dispatch.ctc_forward(em, targets, in_len, tg_len, "numba", keep=True)
+            dispatch.ctc_backward(st, em, targets, in_len, tg_len, gs)
+
+        cols = []
+        for fn in [
+            lambda: run(axe, "numba"),
+            lambda: run(axe, "torch"),
+            lambda: run(sum_all, "numba"),
+            lambda: run(sum_all, "torch"),
+            run_ctc,
+        ]:
+            fn()
+            cols.append(timeit(fn, repeats) / cells * 1e9)
+        ctc_cells = nb * m * (2 * n + 1)
+        cols[-1] = cols[-1] * cells / ctc_cells
+        print(f"({n}, {m}) | " + " | ".join(f"{c:.2f}" for c in cols))
+    print("(CTC: per cell of its (m, 2n+1) lattice)")
+
+
+def _peak_gib_child(n: int) -> None:
+    logits, targets = make(1, n, n, 8000)
+    la.axe_loss(logits, targets, [n], [n], from_logits=True).backward()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
+def bench_memory(limit_gib: float = 4.0) -> None:
+    """Largest n = m whose forward+backward fits in ``limit_gib`` (peak RSS of a fresh process)."""
+    import subprocess
+
+    print(f"\nlargest n = m whose AXE forward+backward (from logits) fits in {limit_gib:g} GiB, N=1, V=8000")
+    print("n = m | peak RSS (GiB)")
+    print("--- | ---")
+    best = 0
+    for n in [1000, 2000, 4000, 8000, 12000, 16000]:
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n)], capture_output=True, text=True, check=False
+        )
+        if out.returncode != 0:
+            print(f"{n} | failed ({out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode})")
+            break
+        peak = float(out.stdout.strip().splitlines()[-1])
+        print(f"{n} | {peak:.2f}")
+        if peak > limit_gib:
+            break
+        best = n
+    print(f"largest measured n = m within {limit_gib:g} GiB: {best}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the memory search")
+    ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        _peak_gib_child(args.memory_child)
+        return
+    repeats = 5 if args.quick else 15
+    print(
+        f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, numba {numba.__version__} "
+        f"threads {numba.get_num_threads()}, "
+        f"cpus {os.cpu_count()}"
+    )
+    bench_table([(30, 30), (30, 60), (100, 100), (100, 200)], repeats)
+    bench_dp(repeats)
+    print(f"numba threading layer: {numba.threading_layer()}")
+    if not args.skip_memory:
+        bench_memory()
+
+
+if __name__ == "__main__":
+    main()
