@@ -13,12 +13,17 @@ every sentence would run to the length cap; the benchmark therefore decodes a fi
 steps (``--fixed-len``, default 16 ~ the mean target length in tokens) so that the timings
 compare like with like. The source side is then tokenised by hashing words into the vocabulary
 unless ``--tokenizer`` names a trained tokenizer folder. Timings exclude tokenisation.
+
+The CPU has no bf16 instructions (AVX2 only), so the bf16 autocast rows are expected to be
+slower than fp32; they are measured to keep that decision checkable. On a loaded machine,
+``--threads 1`` can beat the default 2 threads (intra-op threads wait on each other).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import re
 import sys
 import time
@@ -117,7 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fixed-len", type=int, default=16, help="random model only")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--skip-uncached", action="store_true")
+    p.add_argument("--skip-bf16", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     model, encode, what = load(args)
     sentences = read_sentences(args.data, args.sentences)
@@ -136,6 +145,11 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{model.num_parameters() / 1e6:.1f}M parameters"
     )
+    load1, load5, _ = os.getloadavg()
+    print(
+        f"# load average {load1:.1f} (1 min) {load5:.1f} (5 min) on {os.cpu_count()} CPUs: "
+        "timings on a shared machine scale with it"
+    )
     if not trained:
         print("# NOTE: random weights; outputs are meaningless, only the speed comparison is.")
 
@@ -149,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         ("greedy", "cached", True),
     ]
     for kind, cache, bf16 in configs:
-        if cache == "uncached" and args.skip_uncached:
+        if (cache == "uncached" and args.skip_uncached) or (bf16 and args.skip_bf16):
             continue
         kwargs = dict(use_cache=cache == "cached", autocast_bf16=bf16, **lengths)
         if kind == "beam":
@@ -172,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if f"{b} uncached fp32" in results:
         same = results[f"{b} cached fp32"] == results[f"{b} uncached fp32"]
         print(f"# cached == uncached outputs (beam {args.beam}, fp32): {same}")
-    for kind in (b, "greedy"):
+    for kind in (b, "greedy") if not args.skip_bf16 else ():
         a, c = results[f"{kind} cached fp32"], results[f"{kind} cached bf16"]
         same = sum(x == y for x, y in zip(a, c))
         print(f"# {kind}: bf16 outputs identical to fp32 for {same}/{n} sentences")

@@ -15,6 +15,9 @@ Conventions (fairseq-like):
   ``score / (len + 1) ** lenpen`` where ``len + 1`` counts the eos (fairseq's length penalty).
 - A sentence stops once ``beam`` hypotheses have ended (eos among the top ``beam``
   candidates of a step), as in fairseq.
+- ``autocast_bf16`` defaults to False: on the project's AVX2-only CPU (no bf16 instructions)
+  bf16 autocast made beam search 3-5x *slower* than fp32 and changed 3/100 beam outputs
+  (``benchmarks/bench_decode.py``), so fp32 is the default for decoding.
 - pad and bos are never generated. The blank token (ε) is generated like any other token;
   remove it with :func:`strip_blank` or the tokenizer's ``decode``.
 """
