@@ -67,7 +67,9 @@ def algebra_forward(
             torch.from_numpy(bp) if use_max else None,
             None,
         )
-    scores = torch_vec.AlgebraScores(em, objective.weights, objective.flags, objective.causal)
+    scores = torch_vec.AlgebraScores(
+        em, objective.weights, objective.flags, objective.causal, use_max
+    )
     alpha, codes = torch_vec.algebra_forward(scores, use_max)
     loss = -alpha[torch.arange(nb, device=em.device), tg_len, in_len]
     return AlgebraState(

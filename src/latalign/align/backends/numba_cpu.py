@@ -170,14 +170,18 @@ def algebra_backward_sum(et, in_len, tg_len, w, flags, causal, alpha, beta, gsca
                         e = et[b, e_row, j - 1]
                         acc = 0.0
                         if wa != 0.0:
-                            acc += wa * math.exp(alpha[b, i - 1, j - 1] + _scaled(wa, e) + ma + base)
+                            acc += wa * math.exp(
+                                alpha[b, i - 1, j - 1] + _scaled(wa, e) + ma + base
+                            )
                         if wct != 0.0:
                             acc += wct * math.exp(alpha[b, i, j - 1] + _scaled(wct, e) + mct + base)
                         if wcp != 0.0:
                             acc += wcp * math.exp(alpha[b, i - 1, j] + _scaled(wcp, e) + mcp + base)
                         grad[b, e_row, j - 1] -= g * acc
                     elif wcp != 0.0:
-                        p = math.exp(alpha[b, i - 1, 0] + _scaled(wcp, et[b, e_row, 0]) + mcp + base)
+                        p = math.exp(
+                            alpha[b, i - 1, 0] + _scaled(wcp, et[b, e_row, 0]) + mcp + base
+                        )
                         grad[b, e_row, 0] -= g * wcp * p
 
 

@@ -27,9 +27,14 @@ def _scaled(w: float, e: torch.Tensor) -> torch.Tensor:
 
 
 class AlgebraScores:
-    """Destination-indexed move scores on the grid, each ``(N, S+1, T+1)``, −inf = not allowed."""
+    """Destination-indexed move scores on the grid, each ``(N, S+1, T+1)``, −inf = not allowed.
 
-    def __init__(self, em: torch.Tensor, weights, flags, causal: bool) -> None:
+    ``right`` merges the two moves from ``(i, j-1)`` (``clone_target`` ⊕ ``delimiter``) so
+    that a diagonal step has three candidates; the max backend recovers which move won
+    afterwards, in one vectorized pass (:func:`move_codes`).
+    """
+
+    def __init__(self, em: torch.Tensor, weights, flags, causal: bool, use_max: bool) -> None:
         nb, tmax, s1 = em.shape
         dev = em.device
         em = em.to(DP_DTYPE)
@@ -38,58 +43,60 @@ class AlgebraScores:
         fa, fct, fcp, fd = flags
         i_idx = torch.arange(s1, device=dev).view(1, s1, 1)
         j_idx = torch.arange(tmax + 1, device=dev).view(1, 1, tmax + 1)
-        causal_ok = (j_idx <= i_idx) if causal else torch.ones_like(i_idx * j_idx, dtype=torch.bool)
-        # target emissions on the grid: tgt[b, i, j] = em[b, j-1, i] for j >= 1
-        tgt = em.transpose(1, 2)  # (N, S+1, T)
+        causal_ok = (
+            (j_idx <= i_idx)
+            if causal
+            else torch.ones((1, s1, tmax + 1), dtype=torch.bool, device=dev)
+        )
         full = torch.full(self.shape, NEG_INF, dtype=DP_DTYPE, device=dev)
-
-        def grid_from(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask, values, full)
-
-        tgt_j = torch.cat([tgt[:, :, :1], tgt], dim=2)  # column j uses p_j; column 0 -> p_1
+        # column j uses p_j; column 0 -> p_1 (clone_prediction down column 0)
+        tgt = em.transpose(1, 2)  # (N, S+1, T)
+        tgt_j = torch.cat([tgt[:, :, :1], tgt], dim=2)  # (N, S+1, T+1)
         i_pos = i_idx >= 1
         j_pos = j_idx >= 1
-        self.align = grid_from(_scaled(wa, tgt_j), i_pos & j_pos & causal_ok) if fa else full
-        self.clone_target = (
-            grid_from(_scaled(wct, tgt_j), i_pos & j_pos & causal_ok) if fct else full
+        self.align = (
+            torch.where(i_pos & j_pos & causal_ok, _scaled(wa, tgt_j), full) if fa else full
         )
-        self.clone_prediction = grid_from(_scaled(wcp, tgt_j), i_pos & causal_ok) if fcp else full
+        self.clone_target = (
+            torch.where(i_pos & j_pos & causal_ok, _scaled(wct, tgt_j), full) if fct else full
+        )
+        self.clone_prediction = (
+            torch.where(i_pos & causal_ok, _scaled(wcp, tgt_j), full) if fcp else full
+        )
         blank = em[:, :, 0]
-        blank_j = torch.cat([blank[:, :1], blank], dim=1).unsqueeze(1).expand(self.shape)
-        self.delimiter = grid_from(_scaled(wd, blank_j), j_pos.expand(self.shape)) if fd else full
-
-    def stacked(self) -> torch.Tensor:
-        """(4, N, S+1, T+1) in tie-break order: align, clone_target, clone_prediction, delimiter."""
-        return torch.stack([self.align, self.clone_target, self.clone_prediction, self.delimiter])
+        blank_j = torch.cat([blank[:, :1], blank], dim=1).unsqueeze(1)  # (N, 1, T+1)
+        self.delimiter = torch.where(j_pos, _scaled(wd, blank_j), full) if fd else full
+        if not fct:
+            self.right = self.delimiter
+        elif not fd:
+            self.right = self.clone_target
+        elif use_max:
+            self.right = torch.maximum(self.clone_target, self.delimiter)
+        else:
+            self.right = torch.logaddexp(self.clone_target, self.delimiter)
 
 
 def _skew(grid: torch.Tensor, n_diag: int) -> torch.Tensor:
-    """(..., S+1, T+1) grid -> (D, ..., S+1) with ``out[d, ..., i] = grid[..., i, d - i]``."""
+    """(..., S+1, T+1) grid -> (D, ..., S+1) with ``out[d, ..., i] = grid[..., i, d - i]``.
+
+    Row ``i`` is shifted right by ``i`` with a strided view over a padded copy: reads that
+    fall before a row's start land in the previous row's padding (the fill value).
+    """
     *lead, s1, t1 = grid.shape
-    dev = grid.device
-    d = torch.arange(n_diag, device=dev).view(n_diag, 1)
-    i = torch.arange(s1, device=dev).view(1, s1)
-    j = d - i  # (D, S+1)
-    valid = (j >= 0) & (j < t1)
-    jc = j.clamp(0, t1 - 1)
-    # gather along the last dim: grid[..., i, jc[d, i]]
-    g = grid.unsqueeze(-3).expand(*lead, n_diag, s1, t1)
-    idx = jc.view(*([1] * len(lead)), n_diag, s1, 1).expand(*lead, n_diag, s1, 1)
-    out = torch.gather(g, -1, idx).squeeze(-1)  # (..., D, S+1)
-    fill = torch.full_like(out, NEG_INF) if out.is_floating_point() else torch.zeros_like(out)
-    out = torch.where(valid, out, fill)
-    return out.movedim(-2, 0)
+    width = t1 + s1
+    fill = NEG_INF if grid.is_floating_point() else 0
+    padded = grid.new_full((*lead, s1, width), fill)
+    padded[..., :t1] = grid
+    strides = padded.stride()
+    shifted = padded.as_strided((*lead, s1, n_diag), (*strides[:-2], width - 1, 1))
+    return shifted.movedim(-1, 0).contiguous()
 
 
 def _unskew(sk: torch.Tensor, t1: int) -> torch.Tensor:
     """(D, N, S+1) -> (N, S+1, T+1) with ``grid[b, i, j] = sk[i + j, b, i]``."""
     n_diag, nb, s1 = sk.shape
-    dev = sk.device
-    i = torch.arange(s1, device=dev).view(s1, 1)
-    j = torch.arange(t1, device=dev).view(1, t1)
-    d = (i + j).view(1, s1, t1).expand(nb, s1, t1)
-    src = sk.permute(1, 2, 0)  # (N, S+1, D)
-    return torch.gather(src, 2, d)
+    rows = sk.permute(1, 2, 0).contiguous()  # (N, S+1, D)
+    return rows.as_strided((nb, s1, t1), (rows.stride(0), n_diag + 1, 1)).contiguous()
 
 
 def algebra_forward(scores: AlgebraScores, use_max: bool):
@@ -97,28 +104,36 @@ def algebra_forward(scores: AlgebraScores, use_max: bool):
     nb, s1, t1 = scores.shape
     n_diag = s1 + t1 - 1
     dev = scores.align.device
-    sk = _skew(scores.stacked(), n_diag)  # (D, 4, N, S+1)
+    s_align = _skew(scores.align, n_diag)  # (D, N, S+1)
+    s_down = _skew(scores.clone_prediction, n_diag)
+    s_right = _skew(scores.right, n_diag)
     alpha = torch.full((n_diag, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
     alpha[0, :, 0] = 0.0
-    codes = torch.zeros((n_diag, nb, s1), dtype=torch.int8, device=dev) if use_max else None
-    cand = torch.full((4, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    cand = torch.full((3, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    reduce = torch.amax if use_max else torch.logsumexp
     for d in range(1, n_diag):
-        prev1 = alpha[d - 1]
-        s = sk[d]
         if d >= 2:
-            torch.add(alpha[d - 2, :, :-1], s[0, :, 1:], out=cand[0, :, 1:])  # align
-        torch.add(prev1, s[1], out=cand[1])  # clone_target
-        torch.add(prev1[:, :-1], s[2, :, 1:], out=cand[2, :, 1:])  # clone_prediction
-        torch.add(prev1, s[3], out=cand[3])  # delimiter
-        if use_max:
-            best, arg = cand.max(dim=0)
-            alpha[d] = best
-            codes[d] = torch.where(best == NEG_INF, 0, arg + 1).to(torch.int8)
-        else:
-            alpha[d] = torch.logsumexp(cand, dim=0)
+            torch.add(alpha[d - 2, :, :-1], s_align[d, :, 1:], out=cand[0, :, 1:])
+        torch.add(alpha[d - 1, :, :-1], s_down[d, :, 1:], out=cand[1, :, 1:])
+        torch.add(alpha[d - 1], s_right[d], out=cand[2])
+        reduce(cand, 0, out=alpha[d])
     grid = _unskew(alpha, t1)
-    code_grid = _unskew(codes, t1) if use_max else None
-    return grid, code_grid
+    return grid, (move_codes(scores, grid) if use_max else None)
+
+
+def move_codes(scores: AlgebraScores, alpha: torch.Tensor) -> torch.Tensor:
+    """The winning move into every cell (1 align … 4 delimiter; 0 unreachable), ties to the earlier."""
+    nb, s1, t1 = scores.shape
+    neg = torch.full(scores.shape, NEG_INF, dtype=DP_DTYPE, device=alpha.device)
+    cand = torch.stack([neg, neg.clone(), neg.clone(), neg.clone()])
+    cand[0, :, 1:, 1:] = alpha[:, :-1, :-1] + scores.align[:, 1:, 1:]
+    cand[1, :, :, 1:] = alpha[:, :, :-1] + scores.clone_target[:, :, 1:]
+    cand[2, :, 1:, :] = alpha[:, :-1, :] + scores.clone_prediction[:, 1:, :]
+    cand[3, :, :, 1:] = alpha[:, :, :-1] + scores.delimiter[:, :, 1:]
+    codes = cand.argmax(dim=0) + 1
+    codes = torch.where(alpha == NEG_INF, 0, codes)
+    codes[:, 0, 0] = 0
+    return codes.to(torch.int8)
 
 
 def algebra_backward_sum(scores: AlgebraScores, alpha: torch.Tensor, in_len, tg_len, weights):
@@ -129,22 +144,22 @@ def algebra_backward_sum(scores: AlgebraScores, alpha: torch.Tensor, in_len, tg_
     nb, s1, t1 = scores.shape
     n_diag = s1 + t1 - 1
     dev = alpha.device
-    sk = _skew(scores.stacked(), n_diag)  # (D, 4, N, S+1)
+    s_align = _skew(scores.align, n_diag)  # (D, N, S+1)
+    s_down = _skew(scores.clone_prediction, n_diag)
+    s_right = _skew(scores.right, n_diag)
     end_d = (tg_len + in_len).view(1, nb)
     end_mask = (torch.arange(n_diag, device=dev).view(n_diag, 1) == end_d).view(n_diag, nb, 1) & (
         torch.arange(s1, device=dev).view(1, 1, s1) == tg_len.view(1, nb, 1)
     )
     beta = torch.full((n_diag, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
-    cand = torch.full((4, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
+    cand = torch.full((3, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
     zero = torch.zeros((), dtype=DP_DTYPE, device=dev)
     for d in range(n_diag - 1, -1, -1):
-        cand.fill_(NEG_INF)
         if d + 2 < n_diag:  # align into (i+1, j+1)
-            torch.add(beta[d + 2, :, 1:], sk[d + 2, 0, :, 1:], out=cand[0, :, :-1])
+            torch.add(beta[d + 2, :, 1:], s_align[d + 2, :, 1:], out=cand[0, :, :-1])
         if d + 1 < n_diag:
-            torch.add(beta[d + 1], sk[d + 1, 1], out=cand[1])  # clone_target into (i, j+1)
-            torch.add(beta[d + 1, :, 1:], sk[d + 1, 2, :, 1:], out=cand[2, :, :-1])  # cp (i+1, j)
-            torch.add(beta[d + 1], sk[d + 1, 3], out=cand[3])  # delimiter into (i, j+1)
+            torch.add(beta[d + 1, :, 1:], s_down[d + 1, :, 1:], out=cand[1, :, :-1])  # (i+1, j)
+            torch.add(beta[d + 1], s_right[d + 1], out=cand[2])  # (i, j+1)
         beta[d] = torch.where(end_mask[d], zero, torch.logsumexp(cand, dim=0))
     beta = _unskew(beta, t1)  # (N, S+1, T+1)
     bidx = torch.arange(nb, device=dev)
