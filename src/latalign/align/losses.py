@@ -42,35 +42,42 @@ def _row_chunks(x: torch.Tensor):
 
 
 class _Emissions(torch.autograd.Function):
-    """``em[b, t, k] = log p_t(idx[b, k])`` in float64, from log-probabilities or logits."""
+    """``em[b, t, k] = log p_t(idx[b, k])`` in float64, from log-probabilities or logits.
+
+    From logits, the log-softmax runs chunk by chunk of rows (a bounded temporary, never a
+    second ``(N, T, V)`` tensor) and only the gathered columns are kept; the backward
+    recomputes the softmax into the gradient's own buffer.
+    """
 
     @staticmethod
     def forward(ctx, src: torch.Tensor, idx: torch.Tensor, from_logits: bool) -> torch.Tensor:
         nb, tmax, _ = src.shape
-        full_idx = idx.view(nb, 1, -1).expand(nb, tmax, idx.shape[1])
-        em = src.gather(2, full_idx).to(torch.float64)
-        lse = None
+        k = idx.shape[1]
+        full_idx = idx.view(nb, 1, k).expand(nb, tmax, k)
         if from_logits:
-            if src.dtype in (torch.float32, torch.float64):
-                lse = torch.logsumexp(src, dim=2)
-            else:  # half precision: upcast chunk by chunk
-                lse = torch.empty(nb * tmax, dtype=torch.float32, device=src.device)
-                for start, chunk in _row_chunks(src):
-                    lse[start : start + chunk.shape[0]] = torch.logsumexp(chunk.float(), dim=1)
-                lse = lse.view(nb, tmax)
-            em = em - lse.to(torch.float64).unsqueeze(2)
+            em = torch.empty((nb * tmax, k), dtype=torch.float64, device=src.device)
+            flat_idx = full_idx.reshape(nb * tmax, k)
+            for start, chunk in _row_chunks(src):
+                stop = start + chunk.shape[0]
+                work = chunk if chunk.dtype in (torch.float32, torch.float64) else chunk.float()
+                lp = torch.log_softmax(work, dim=1)
+                em[start:stop] = lp.gather(1, flat_idx[start:stop])
+            em = em.view(nb, tmax, k)
+        else:
+            em = src.gather(2, full_idx).to(torch.float64)
         ctx.from_logits = from_logits
-        ctx.save_for_backward(src, full_idx, lse if lse is not None else src.new_empty(0))
+        ctx.save_for_backward(src, full_idx)
         return em
 
     @staticmethod
     def backward(ctx, grad_em: torch.Tensor):
-        src, full_idx, lse = ctx.saved_tensors
+        src, full_idx = ctx.saved_tensors
         g = grad_em.to(torch.float32 if src.dtype != torch.float64 else torch.float64)
         if not ctx.from_logits:
             grad = torch.zeros_like(src)
             grad.scatter_add_(2, full_idx, g.to(src.dtype))
             return grad, None, None
+        # d/dlogits = scatter(g) - softmax * sum(g)
         gsum = g.sum(dim=2, keepdim=True)  # (N, T, 1)
         if src.dtype in (torch.float32, torch.float64):
             grad = torch.softmax(src, dim=2)  # one fused pass; the buffer becomes the gradient
@@ -78,12 +85,10 @@ class _Emissions(torch.autograd.Function):
         else:
             grad = torch.empty_like(src)
             gflat = grad.view(-1, src.shape[2])
-            lflat = lse.reshape(-1, 1)
             sflat = gsum.reshape(-1, 1)
             for start, chunk in _row_chunks(src):
                 stop = start + chunk.shape[0]
-                p = torch.exp(chunk.float() - lflat[start:stop])
-                gflat[start:stop] = p.mul_(-sflat[start:stop])
+                gflat[start:stop] = torch.softmax(chunk.float(), dim=1).mul_(-sflat[start:stop])
         grad.scatter_add_(2, full_idx, g.to(grad.dtype))
         return grad, None, None
 
