@@ -43,7 +43,8 @@ def algebra_forward(
     use_max = objective.aggregate == "max"
     nb, tmax, s1 = em.shape
     if backend == "numba":
-        alpha = np.empty((nb, s1, tmax + 1), dtype=np.float64)
+        rows = 2 if use_max else s1  # max needs back-pointers only: keep two rows of alpha
+        alpha = np.empty((nb, rows, tmax + 1), dtype=np.float64)
         bp = np.zeros((nb, s1, tmax + 1) if use_max else (1, 1, 1), dtype=np.int8)
         out = np.empty(nb, dtype=np.float64)
         numba_cpu.algebra_forward(

@@ -64,7 +64,12 @@ def _lse4(a: float, b: float, c: float, d: float) -> float:
 
 @numba.njit(parallel=True, cache=True)
 def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, out):
-    """Fill ``alpha`` (log space) and, for max, back-pointers ``bp``; ``out[b] = alpha[n, m]``."""
+    """Fill ``alpha`` (log space) and, for max, back-pointers ``bp``; ``out[b] = alpha[n, m]``.
+
+    ``alpha`` is ``(N, S+1, T+1)``, or ``(N, 2, T+1)`` to keep only two rows (enough when
+    the backward pass needs back-pointers only, as for max: halves the memory).
+    """
+    rolling = alpha.shape[1] == 2
     nb = et.shape[0]
     wa, wct, wcp, wd = w[0], w[1], w[2], w[3]
     ma, mct, mcp, md = _mask(flags[0]), _mask(flags[1]), _mask(flags[2]), _mask(flags[3])
@@ -74,24 +79,27 @@ def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, ou
         alpha[b, 0, 0] = 0.0
         if use_max:
             bp[b, 0, 0] = 0
+        r = 0
         for j in range(1, m + 1):  # row 0: only delimiter
             v = alpha[b, 0, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
             alpha[b, 0, j] = v
             if use_max:
                 bp[b, 0, j] = 4 if v > NEG_INF else 0
         for i in range(1, n + 1):
+            p = r  # the previous row
+            r = (i & 1) if rolling else i
             # column 0: only clone_prediction (scored with p_1)
-            v = alpha[b, i - 1, 0] + _scaled(wcp, et[b, i, 0]) + mcp
-            alpha[b, i, 0] = v
+            v = alpha[b, p, 0] + _scaled(wcp, et[b, i, 0]) + mcp
+            alpha[b, r, 0] = v
             if use_max:
                 bp[b, i, 0] = 3 if v > NEG_INF else 0
             jc = min(i, m) if causal else m
             for j in range(1, jc + 1):
                 e = et[b, i, j - 1]
-                va = alpha[b, i - 1, j - 1] + _scaled(wa, e) + ma
-                vct = alpha[b, i, j - 1] + _scaled(wct, e) + mct
-                vcp = alpha[b, i - 1, j] + _scaled(wcp, e) + mcp
-                vd = alpha[b, i, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
+                va = alpha[b, p, j - 1] + _scaled(wa, e) + ma
+                vct = alpha[b, r, j - 1] + _scaled(wct, e) + mct
+                vcp = alpha[b, p, j] + _scaled(wcp, e) + mcp
+                vd = alpha[b, r, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
                 if use_max:
                     best = va
                     code = 1
@@ -104,16 +112,16 @@ def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, ou
                     if vd > best:
                         best = vd
                         code = 4
-                    alpha[b, i, j] = best
+                    alpha[b, r, j] = best
                     bp[b, i, j] = code if best > NEG_INF else 0
                 else:
-                    alpha[b, i, j] = _lse4(va, vct, vcp, vd)
+                    alpha[b, r, j] = _lse4(va, vct, vcp, vd)
             for j in range(jc + 1, m + 1):  # causal: beyond the diagonal only delimiter
-                v = alpha[b, i, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
-                alpha[b, i, j] = v
+                v = alpha[b, r, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
+                alpha[b, r, j] = v
                 if use_max:
                     bp[b, i, j] = 4 if v > NEG_INF else 0
-        out[b] = alpha[b, n, m]
+        out[b] = alpha[b, r, m]
 
 
 @numba.njit(parallel=True, cache=True)
