@@ -154,6 +154,11 @@ def test_strip_blank():
 # --------------------------------------------------------------------------- the real model
 
 
+# short caps keep these tests fast on a loaded 2-core machine; lengths still vary with
+# the source length (1 x src_len + 2)
+LIM = dict(max_len_a=1.0, max_len_b=2)
+
+
 @pytest.fixture(scope="module")
 def tiny_model() -> Transformer:
     torch.manual_seed(0)
@@ -181,36 +186,38 @@ def collate(seqs: list[list[int]]) -> torch.Tensor:
 
 def test_beam_one_equals_greedy(tiny_model, sources):
     src = collate(sources)
-    assert beam_search(tiny_model, src, beam=1) == greedy_decode(tiny_model, src)
+    assert beam_search(tiny_model, src, beam=1, **LIM) == greedy_decode(tiny_model, src, **LIM)
 
 
 @pytest.mark.parametrize("beam", [1, 5])
 def test_cached_equals_uncached(tiny_model, sources, beam):
     src = collate(sources)
-    cached = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=True)
-    uncached = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=False)
+    cached = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=True, **LIM)
+    uncached = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=False, **LIM)
     assert [[h.tokens for h in hs] for hs in cached] == [[h.tokens for h in hs] for hs in uncached]
     for hc, hu in zip(cached, uncached):
         assert hc[0].score == pytest.approx(hu[0].score, abs=1e-4)
-    assert greedy_decode(tiny_model, src, use_cache=False) == greedy_decode(tiny_model, src)
+    assert greedy_decode(tiny_model, src, use_cache=False, **LIM) == greedy_decode(
+        tiny_model, src, **LIM
+    )
 
 
 def test_batch_equals_one_by_one(tiny_model, sources):
     src = collate(sources)
-    batched = beam_search(tiny_model, src, beam=4)
-    alone = [beam_search(tiny_model, collate([s]), beam=4)[0] for s in sources]
+    batched = beam_search(tiny_model, src, beam=4, **LIM)
+    alone = [beam_search(tiny_model, collate([s]), beam=4, **LIM)[0] for s in sources]
     assert batched == alone
     lengths = {len(x) for x in batched}
     assert len(lengths) > 1  # sentences finish at different steps: exercises batch shrinking
-    assert greedy_decode(tiny_model, src) == [
-        greedy_decode(tiny_model, collate([s]))[0] for s in sources
+    assert greedy_decode(tiny_model, src, **LIM) == [
+        greedy_decode(tiny_model, collate([s]), **LIM)[0] for s in sources
     ]
 
 
 def test_beam_score_at_least_greedy_score(tiny_model, sources):
     src = collate(sources)
-    greedy = beam_search_hypotheses(tiny_model, src, beam=1, lenpen=0.0)
-    beam = beam_search_hypotheses(tiny_model, src, beam=5, lenpen=0.0)
+    greedy = beam_search_hypotheses(tiny_model, src, beam=1, lenpen=0.0, **LIM)
+    beam = beam_search_hypotheses(tiny_model, src, beam=5, lenpen=0.0, **LIM)
     for g, b in zip(greedy, beam):
         assert b[0].score >= g[0].score - 1e-4
         assert 1 <= len(b) <= 5
@@ -221,7 +228,7 @@ def test_decoding_restores_training_mode_and_runs_in_bf16(tiny_model, sources):
     src = collate(sources)
     tiny_model.train()
     try:
-        out = beam_search(tiny_model, src, beam=3, autocast_bf16=True)
+        out = beam_search(tiny_model, src, beam=3, autocast_bf16=True, **LIM)
         assert tiny_model.training
     finally:
         tiny_model.eval()
@@ -245,12 +252,12 @@ def test_translate_sentences_restores_order(tiny_model):
     sentences = ["abcdefg", "hi", "jklmn", "o", "pqrstuvw", "xy", "abc"]
     seen = []
     out = translate_sentences(
-        tiny_model, tok, sentences, beam=3, batch_size=3, progress=seen.append
+        tiny_model, tok, sentences, beam=3, batch_size=3, progress=seen.append, **LIM
     )
     assert sum(seen) == len(sentences) and len(seen) == 3
     for sentence, translation in zip(sentences, out):
         src = collate([tok.encode(sentence) + [EOS]])
-        expected = strip_blank(beam_search(tiny_model, src, beam=3)[0], BLANK)
+        expected = strip_blank(beam_search(tiny_model, src, beam=3, **LIM)[0], BLANK)
         assert translation == tok.decode(expected)
-    greedy = translate_sentences(tiny_model, tok, sentences, beam=1, batch_size=4)
+    greedy = translate_sentences(tiny_model, tok, sentences, beam=1, batch_size=4, **LIM)
     assert len(greedy) == len(sentences)
