@@ -1,0 +1,117 @@
+"""Training throughput: target tokens/s of CE vs AXE, fp32 vs bf16 autocast, same run.
+
+Same ``small`` model, Multi30k de-en (joint BPE 8000), ``max_tokens`` 4096, the same batches
+for every setting; ``--warmup`` updates are not timed, then ``--updates`` are. Prints a table,
+the AXE/CE ratio, the ratio to fairseq's 2,574 target tokens/s (the bar: >= 2x fairseq,
+AXE >= 0.9x CE) and peak resident memory (``ru_maxrss``).
+
+    python benchmarks/bench_train.py                    # ~2-3 minutes on 2 CPU cores
+    python benchmarks/bench_train.py --updates 30 --warmup 5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from latalign.translate.batching import TokenBatchSampler, collate
+from latalign.translate.config import ModelConfig
+from latalign.translate.criteria import get_criterion
+from latalign.translate.data import DataConfig, prepare_data
+from latalign.translate.model import Transformer
+from latalign.translate.optim import build_optimizer
+from latalign.translate.train import default_cache_dir, train_step
+
+FAIRSEQ_TOKENS_PER_S = 2574.0
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def measure(
+    criterion_name: str, bf16: bool, batches: list, vocab_size: int, args: argparse.Namespace
+) -> float:
+    """Target tokens/s over ``args.updates`` timed updates (after ``args.warmup``)."""
+    torch.manual_seed(args.seed)
+    model = Transformer(ModelConfig.preset(args.preset, vocab_size))
+    optimizer = build_optimizer(model, lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-4)
+    criterion = get_criterion(criterion_name)
+    kwargs = dict(blank_id=4, pad_id=0, bf16=bf16)
+    for batch in batches[: args.warmup]:
+        train_step(model, optimizer, batch, criterion, {}, **kwargs)
+    timed = batches[args.warmup : args.warmup + args.updates]
+    tokens = sum(b.ntokens for b in timed)
+    start = time.perf_counter()
+    for batch in timed:
+        train_step(model, optimizer, batch, criterion, {}, **kwargs)
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Multi30k directory")
+    p.add_argument("--preset", default="small", help="model preset (default: small)")
+    p.add_argument("--vocab-size", type=int, default=8000, help="joint BPE size (default: 8000)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="batch budget (default: 4096)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed updates per setting")
+    p.add_argument("--updates", type=int, default=4, help="timed updates per setting")
+    p.add_argument("--criteria", default="ce,axe", help="comma separated (default: ce,axe)")
+    p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--lr", type=float, default=5e-4, help="constant lr (no warm-up here)")
+    p.add_argument("--seed", type=int, default=1, help="seed of model init and batch order")
+    p.add_argument("--cache-dir", type=Path, default=None, help="data cache directory")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=args.vocab_size)
+    data = prepare_data(cfg, args.cache_dir or default_cache_dir())
+    sampler = TokenBatchSampler(
+        data.train.src_sizes, data.train.tgt_sizes, max_tokens=args.max_tokens, seed=args.seed
+    )
+    need = args.warmup + args.updates
+    batches = []
+    for indices in sampler:
+        batches.append(collate([data.train[i] for i in indices]))
+        if len(batches) == need:
+            break
+    print(
+        f"# preset={args.preset} vocab={data.tokenizer.vocab_size} max_tokens={args.max_tokens} "
+        f"warmup={args.warmup} timed_updates={args.updates} threads={torch.get_num_threads()} "
+        f"torch={torch.__version__}"
+    )
+    print(f"{'criterion':<10} {'precision':<9} {'tgt tok/s':>10} {'x fairseq':>9} {'peak MiB':>9}")
+    results: dict[tuple[str, str], float] = {}
+    for precision in args.precisions.split(","):
+        for name in args.criteria.split(","):
+            tps = measure(name, precision == "bf16", batches, data.tokenizer.vocab_size, args)
+            results[(name, precision)] = tps
+            print(
+                f"{name:<10} {precision:<9} {tps:>10.0f} {tps / FAIRSEQ_TOKENS_PER_S:>9.2f} "
+                f"{peak_rss_mib():>9.0f}",
+                flush=True,
+            )
+    for precision in args.precisions.split(","):
+        if ("ce", precision) in results and ("axe", precision) in results:
+            ratio = results[("axe", precision)] / results[("ce", precision)]
+            print(f"AXE/CE ({precision}) = {ratio:.2f}  (bar: >= 0.9)")
+    for name in args.criteria.split(","):
+        if (name, "fp32") in results and (name, "bf16") in results:
+            speed = results[(name, "bf16")] / results[(name, "fp32")]
+            print(f"bf16/fp32 ({name}) = {speed:.2f}")
+    best = max(results.values())
+    print(
+        f"best / fairseq {FAIRSEQ_TOKENS_PER_S:.0f} tok/s = {best / FAIRSEQ_TOKENS_PER_S:.2f}  (bar: >= 2)"
+    )
+    print(f"peak RSS = {peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
