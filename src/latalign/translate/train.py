@@ -114,7 +114,11 @@ class TrainConfig:
     )
     validate_every: int = _f(1000, "validate (and checkpoint) every N updates, and at epoch ends")
     patience: int = _f(0, "stop after N validations without improvement (0 = off)")
-    bf16: bool = _f(False, "bfloat16 autocast for forward/backward (CPU and CUDA)")
+    bf16: bool = _f(
+        False,
+        "bfloat16 autocast for forward/backward; off by default: on the 2-core dev CPU it was "
+        "~37x slower than fp32 (benchmarks/bench_train.py)",
+    )
     seed: int = _f(1, "random seed (model init, dropout, batch order)")
     log_every: int = _f(100, "log training metrics every N updates")
     tensorboard: bool = _f(False, "also write TensorBoard events (needs tensorboard)")
