@@ -110,13 +110,16 @@ def algebra_forward(scores: AlgebraScores, use_max: bool):
     alpha = torch.full((n_diag, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
     alpha[0, :, 0] = 0.0
     cand = torch.full((3, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
-    reduce = torch.amax if use_max else torch.logsumexp
     for d in range(1, n_diag):
         if d >= 2:
             torch.add(alpha[d - 2, :, :-1], s_align[d, :, 1:], out=cand[0, :, 1:])
         torch.add(alpha[d - 1, :, :-1], s_down[d, :, 1:], out=cand[1, :, 1:])
         torch.add(alpha[d - 1], s_right[d], out=cand[2])
-        reduce(cand, 0, out=alpha[d])
+        if use_max:
+            torch.maximum(cand[0], cand[1], out=alpha[d])
+            torch.maximum(alpha[d], cand[2], out=alpha[d])
+        else:
+            torch.logsumexp(cand, 0, out=alpha[d])
     grid = _unskew(alpha, t1)
     return grid, (move_codes(scores, grid) if use_max else None)
 
@@ -124,16 +127,22 @@ def algebra_forward(scores: AlgebraScores, use_max: bool):
 def move_codes(scores: AlgebraScores, alpha: torch.Tensor) -> torch.Tensor:
     """The winning move into every cell (1 align … 4 delimiter; 0 unreachable), ties to the earlier."""
     nb, s1, t1 = scores.shape
-    neg = torch.full(scores.shape, NEG_INF, dtype=DP_DTYPE, device=alpha.device)
-    cand = torch.stack([neg, neg.clone(), neg.clone(), neg.clone()])
-    cand[0, :, 1:, 1:] = alpha[:, :-1, :-1] + scores.align[:, 1:, 1:]
-    cand[1, :, :, 1:] = alpha[:, :, :-1] + scores.clone_target[:, :, 1:]
-    cand[2, :, 1:, :] = alpha[:, :-1, :] + scores.clone_prediction[:, 1:, :]
-    cand[3, :, :, 1:] = alpha[:, :, :-1] + scores.delimiter[:, :, 1:]
-    codes = cand.argmax(dim=0) + 1
-    codes = torch.where(alpha == NEG_INF, 0, codes)
-    codes[:, 0, 0] = 0
-    return codes.to(torch.int8)
+    # the same float64 sums as the forward pass, so the winner is recovered exactly
+    best = torch.full(scores.shape, NEG_INF, dtype=DP_DTYPE, device=alpha.device)
+    codes = torch.zeros(scores.shape, dtype=torch.int8, device=alpha.device)
+    moves = (
+        (1, (slice(1, None), slice(1, None)), alpha[:, :-1, :-1], scores.align[:, 1:, 1:]),
+        (2, (slice(None), slice(1, None)), alpha[:, :, :-1], scores.clone_target[:, :, 1:]),
+        (3, (slice(1, None), slice(None)), alpha[:, :-1, :], scores.clone_prediction[:, 1:, :]),
+        (4, (slice(None), slice(1, None)), alpha[:, :, :-1], scores.delimiter[:, :, 1:]),
+    )
+    for code, (rows, cols), src, score in moves:
+        value = src + score
+        region = best[:, rows, cols]
+        wins = value > region  # strict: an earlier move keeps a tie
+        region.copy_(torch.where(wins, value, region))
+        codes[:, rows, cols].masked_fill_(wins, code)
+    return codes
 
 
 def algebra_backward_sum(scores: AlgebraScores, alpha: torch.Tensor, in_len, tg_len, weights):
