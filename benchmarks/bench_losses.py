@@ -175,19 +175,31 @@ def bench_memory(limit_gib: float = 4.0) -> None:
     print(f"\nlargest n = m whose AXE forward+backward (from logits) fits in {limit_gib:g} GiB, N=1, V=8000")
     print("n = m | peak RSS (GiB)")
     print("--- | ---")
-    best = 0
-    for n in [1000, 2000, 4000, 8000, 12000, 16000]:
+    def peak(n: int) -> float | None:
         out = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(n)], capture_output=True, text=True, check=False
         )
         if out.returncode != 0:
             print(f"{n} | failed ({out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode})")
-            break
-        peak = float(out.stdout.strip().splitlines()[-1])
-        print(f"{n} | {peak:.2f}")
-        if peak > limit_gib:
+            return None
+        value = float(out.stdout.strip().splitlines()[-1])
+        print(f"{n} | {value:.2f}")
+        return value
+
+    best, worst = 0, None
+    for n in [1000, 2000, 4000, 8000, 12000, 16000, 24000]:
+        value = peak(n)
+        if value is None or value > limit_gib:
+            worst = n
             break
         best = n
+    while worst is not None and worst - best > 500:  # bisect to 500
+        mid = (best + worst) // 2
+        value = peak(mid)
+        if value is None or value > limit_gib:
+            worst = mid
+        else:
+            best = mid
     print(f"largest measured n = m within {limit_gib:g} GiB: {best}")
 
 
