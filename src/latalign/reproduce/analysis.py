@@ -1,0 +1,291 @@
+"""Measurements behind the paper's claims: pure functions on logits, targets and paths.
+
+Conventions (teacher forcing, see ``docs/ARCHITECTURE.md``): a target row is
+``y_1 … y_n eos`` (``L = n + 1`` positions), the decoder input is ``bos y_1 … y_n``, so
+prediction ``p_j`` (1-based) has seen ``y_{j-1}`` as its last input. Losses are in nats.
+
+The theorem's map (:func:`predict_objective`) is derived from the operator semantics of
+``SPEC.md`` by walking the alignment grid, not from a hand-written table: an objective is
+predicted *degenerate* exactly when some complete path at ``m = n`` contains a move in which
+a prediction ``p_j`` scores a target ``y_i`` with ``i < j`` (the prediction has then already
+seen its target through teacher forcing).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import latalign as la
+
+ALIGN, CLONE_TARGET, CLONE_PREDICTION, DELIMITER = la.OPERATORS
+OPTIONAL_OPERATORS = (CLONE_TARGET, CLONE_PREDICTION, DELIMITER)
+LOG2 = math.log(2.0)
+
+
+# --------------------------------------------------------------------------- the map's rule
+
+
+def operator_subsets() -> list[tuple[str, ...]]:
+    """The 8 operator sets that contain ``align``, in canonical operator order."""
+    out = []
+    for k in range(len(OPTIONAL_OPERATORS) + 1):
+        for extra in itertools.combinations(OPTIONAL_OPERATORS, k):
+            out.append((ALIGN, *extra))
+    return out
+
+
+def _moves(operators: Iterable[str], causal: bool, n: int, i: int, j: int):
+    """Moves out of cell ``(i, j)`` on the ``n × n`` grid: ``(op, (i2, j2), scored)`` where
+    ``scored`` is the ``(target i, prediction j)`` pair the move scores, or None (ε)."""
+    for op in operators:
+        if op == ALIGN:
+            i2, j2, scored = i + 1, j + 1, (i + 1, j + 1)
+        elif op == CLONE_TARGET:
+            if i < 1:
+                continue
+            i2, j2, scored = i, j + 1, (i, j + 1)
+        elif op == CLONE_PREDICTION:
+            i2, j2, scored = i + 1, j, (i + 1, max(j, 1))
+        elif op == DELIMITER:
+            i2, j2, scored = i, j + 1, None
+        else:
+            raise ValueError(f"expected operators among {la.OPERATORS}; found {op!r}")
+        if i2 > n or j2 > n:
+            continue
+        if causal and scored is not None and j2 > i2:
+            continue
+        yield op, (i2, j2), scored
+
+
+@dataclass(frozen=True)
+class ObjectivePrediction:
+    """What the theory says about one objective under teacher forcing (``m = n``).
+
+    Attributes:
+        degenerate: some complete path lets ``p_j`` score ``y_i`` with ``i < j``.
+        lookback_operators: the operators whose moves do so on some complete path.
+        only_trivial_path: the trivial path ``align × n`` is the only path, so the objective
+            *is* cross entropy at ``m = n`` (sum and max alike).
+        num_paths: number of complete paths on the grid used (``n = 5``).
+    """
+
+    degenerate: bool
+    lookback_operators: tuple[str, ...]
+    only_trivial_path: bool
+    num_paths: int
+
+    def note(self) -> str:
+        """A short human-readable reason."""
+        if self.only_trivial_path:
+            return "only the trivial path exists at m = n: identical to cross entropy"
+        if self.degenerate:
+            return "p_j can score y_i with i < j via " + ", ".join(self.lookback_operators)
+        return "non-trivial paths exist, but none lets p_j score y_i with i < j"
+
+
+def predict_objective(operators: Sequence[str], causal: bool, n: int = 5) -> ObjectivePrediction:
+    """The paper's prediction for ``operators`` (must contain ``align``) with or without the
+    causal restriction, from the grid of ``SPEC.md`` at ``m = n`` (``n ≥ 3`` is enough for
+    every pattern; the default 5 leaves room).
+
+    Raises ``ValueError`` for unknown operators or a set without ``align``.
+    """
+    ops = tuple(operators)
+    unknown = [o for o in ops if o not in la.OPERATORS]
+    if unknown or ALIGN not in ops:
+        raise ValueError(f"expected an operator set containing 'align'; found {list(ops)}")
+    if n < 3:
+        raise ValueError(f"expected n >= 3; found {n}")
+    cells = [(i, j) for i in range(n + 1) for j in range(n + 1)]
+    # paths from the start into each cell (a DAG: every move increases i + j)
+    from_start = {c: 0 for c in cells}
+    from_start[(0, 0)] = 1
+    for i, j in sorted(cells, key=sum):
+        if from_start[(i, j)]:
+            for _, nxt, _ in _moves(ops, causal, n, i, j):
+                from_start[nxt] += from_start[(i, j)]
+    to_end = {c: 0 for c in cells}
+    to_end[(n, n)] = 1
+    for i, j in sorted(cells, key=sum, reverse=True):
+        for _, nxt, _ in _moves(ops, causal, n, i, j):
+            to_end[(i, j)] += to_end[nxt]
+    lookback = set()
+    for i, j in cells:
+        if not from_start[(i, j)]:
+            continue
+        for op, nxt, scored in _moves(ops, causal, n, i, j):
+            if to_end[nxt] and scored is not None and scored[0] < scored[1]:
+                lookback.add(op)
+    num_paths = from_start[(n, n)]
+    return ObjectivePrediction(
+        degenerate=bool(lookback),
+        lookback_operators=tuple(o for o in la.OPERATORS if o in lookback),
+        only_trivial_path=num_paths == 1,
+        num_paths=num_paths,
+    )
+
+
+def classify_measured(
+    loss: float,
+    empty_share: float,
+    bleu: float,
+    *,
+    reference_loss: float,
+    reference_bleu: float,
+    loss_ratio: float = 0.25,
+    empty_threshold: float = 0.5,
+    bleu_ratio: float = 0.5,
+) -> str:
+    """``"degenerate"`` or ``"healthy"`` from measurements (losses in nats/token, BLEU 0-100).
+
+    Degenerate = near-zero loss (``loss < loss_ratio · reference_loss``, the reference being
+    cross entropy trained for as long) **and** collapsed decoding (``empty_share ≥
+    empty_threshold`` or ``bleu < bleu_ratio · reference_bleu``).
+    """
+    near_zero = loss < loss_ratio * reference_loss
+    collapsed = empty_share >= empty_threshold or bleu < bleu_ratio * reference_bleu
+    return "degenerate" if near_zero and collapsed else "healthy"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def degenerate_path(length: int) -> tuple[str, ...]:
+    """AXE's constant path over ``length`` targets (eos included): ``delimiter, align ×
+    (length − 1), clone_prediction`` (the paper's Figure 3)."""
+    if length < 1:
+        raise ValueError(f"expected length >= 1; found {length}")
+    return (DELIMITER,) + (ALIGN,) * (length - 1) + (CLONE_PREDICTION,)
+
+
+def trivial_path(length: int) -> tuple[str, ...]:
+    """The trivial alignment ``align × length`` (cross entropy's only path)."""
+    if length < 0:
+        raise ValueError(f"expected length >= 0; found {length}")
+    return (ALIGN,) * length
+
+
+def path_summary(operators: Sequence[str]) -> str:
+    """Non-align moves of a path as ``"delimiter×1 + clone_prediction×1"`` (``"trivial"``
+    when there are none), in canonical operator order."""
+    counts = Counter(o for o in operators if o != ALIGN)
+    if not counts:
+        return "trivial"
+    return " + ".join(f"{o}×{counts[o]}" for o in la.OPERATORS if counts[o])
+
+
+def path_shares(paths: Sequence[Sequence[str]], lengths: Sequence[int]) -> dict[str, Any]:
+    """Shares (in [0, 1]) of best paths that are the degenerate and the trivial path, and the
+    most common summaries of the others (:func:`path_summary`)."""
+    if len(paths) != len(lengths):
+        raise ValueError(f"expected one length per path; found {len(paths)} and {len(lengths)}")
+    if not paths:
+        raise ValueError("expected at least one path; found none")
+    n = len(paths)
+    deg = sum(tuple(p) == degenerate_path(L) for p, L in zip(paths, lengths))
+    triv = sum(tuple(p) == trivial_path(L) for p, L in zip(paths, lengths))
+    others = Counter(path_summary(p) for p, L in zip(paths, lengths) if tuple(p) != trivial_path(L))
+    return {
+        "n_sentences": n,
+        "degenerate_share": deg / n,
+        "trivial_share": triv / n,
+        "other_paths": [{"summary": s, "count": c} for s, c in others.most_common(5)],
+    }
+
+
+# --------------------------------------------------------------------------- teacher forcing
+
+
+def copy_probability(
+    logits: torch.Tensor, prev_output_tokens: torch.Tensor, lengths: torch.Tensor
+) -> tuple[float, int]:
+    """Sum of ``p_j(y_{j−1})`` over positions ``j = 2 … L`` (the input token at position
+    ``j`` is ``y_{j−1}``) and the number of such positions: ``(sum, count)``.
+
+    logits (B, T, V) unnormalised; prev_output_tokens (B, T) ``bos y_1 … y_n``; lengths (B,)
+    ``L = n + 1``.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)  # (B, T, V)
+    p_input = probs.gather(-1, prev_output_tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    pos = torch.arange(logits.size(1), device=logits.device)[None, :]
+    mask = (pos >= 1) & (pos < lengths[:, None])
+    return float(p_input[mask].sum()), int(mask.sum())
+
+
+def has_equal_neighbours(target: Sequence[int]) -> bool:
+    """True when two adjacent tokens are equal (real CTC at ``m = n`` is then infeasible)."""
+    return any(a == b for a, b in zip(target, target[1:]))
+
+
+def ctc_versus_ce(
+    logits: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor, blank: int
+) -> dict[str, Any]:
+    """Per-sentence CTC (``m = n``) and cross-entropy sums (nats) for one batch.
+
+    Returns lists ``ctc``, ``ce`` (nats per sentence) and ``repeats`` (bool: equal
+    neighbours); CTC of a sentence with repeats is ``inf``.
+    """
+    lp = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
+    ctc = la.ctc_loss(lp, target, lengths, lengths, blank=blank, reduction="none")
+    tok = -lp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    pos = torch.arange(target.size(1))[None, :]
+    ce = (tok * (pos < lengths[:, None])).sum(dim=1)
+    reps = [has_equal_neighbours(target[b, : int(lengths[b])].tolist()) for b in range(len(target))]
+    return {"ctc": ctc.tolist(), "ce": ce.tolist(), "repeats": reps}
+
+
+def summarize_ctc_versus_ce(ctc: Sequence[float], ce: Sequence[float], repeats: Sequence[bool]):
+    """The §3 claim as numbers: ``max_abs_diff`` (nats) over sentences without equal
+    neighbours, ``repeat_count``/``repeat_share`` and ``repeat_infinite`` (how many of those
+    had CTC = inf)."""
+    n = len(ctc)
+    if n == 0 or not (len(ce) == len(repeats) == n):
+        raise ValueError(f"expected equal non-empty lists; found {n}, {len(ce)}, {len(repeats)}")
+    diffs = [abs(a - b) for a, b, r in zip(ctc, ce, repeats) if not r]
+    rep = sum(bool(r) for r in repeats)
+    return {
+        "n_sentences": n,
+        "max_abs_diff": max(diffs) if diffs else 0.0,
+        "repeat_count": rep,
+        "repeat_share": rep / n,
+        "repeat_infinite": sum(1 for a, r in zip(ctc, repeats) if r and math.isinf(a)),
+    }
+
+
+def loss_floor(mean_length: float) -> float:
+    """The exploit's floor per token (nats): the last prediction scores two targets, so each
+    sentence pays at least ``−2·log(0.5)``; divided by the mean target length (eos included)."""
+    if mean_length <= 0:
+        raise ValueError(f"expected a positive mean length; found {mean_length}")
+    return 2.0 * LOG2 / mean_length
+
+
+def first_below(
+    history: Sequence[dict[str, Any]], key: str, threshold: float
+) -> dict[str, Any] | None:
+    """The first record whose ``key`` is below ``threshold`` (None if never)."""
+    for rec in history:
+        value = rec.get(key)
+        if value is not None and value < threshold:
+            return rec
+    return None
+
+
+def top_k_table(
+    logits: torch.Tensor, k: int, piece: Any, length: int
+) -> list[list[tuple[str, float]]]:
+    """Figure 3's table for one sentence: for each position ``j < length`` the ``k`` most
+    probable pieces and their probabilities. logits (T, V); ``piece(id) -> str``."""
+    probs = torch.softmax(logits.float(), dim=-1)[:length]
+    values, ids = probs.topk(k, dim=-1)
+    return [
+        [(piece(int(i)), float(v)) for v, i in zip(vs.tolist(), is_.tolist())]
+        for vs, is_ in zip(values, ids)
+    ]

@@ -1,0 +1,124 @@
+"""CLI adapter: ``add_arguments(parser)`` and ``main(args) -> int`` for ``latalign reproduce``.
+
+Exit status 0 on success, 2 on bad input (refused before any training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
+
+EXIT_USAGE = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``latalign reproduce``."""
+    parser.add_argument(
+        "--preset", default="quick", choices=list(PRESETS),
+        help="sizes: quick (synthetic corpus, tiny model, ~10 min on 2 CPU cores), multi30k "
+        "(--data DIR, small model), paper (the paper's model and schedule, for a GPU), ci",
+    )  # fmt: skip
+    parser.add_argument("--data", default=None, help="data directory (multi30k and paper presets)")
+    parser.add_argument(
+        "--out", default="runs/reproduce", help="run directory (default %(default)s)"
+    )
+    parser.add_argument(
+        "--experiments", default=None,
+        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--map-objectives", default=None,
+        help="comma-separated subset of the map, e.g. 'align+clone_prediction+delimiter/max/"
+        "noncausal' (default: all 32)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1, help="model and batch-order seed")
+    parser.add_argument("--force", action="store_true", help="redo finished experiments")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every schedule (default 1)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads (default: 1 for quick/ci, torch's default otherwise)",
+    )  # fmt: skip
+    parser.add_argument("--cache-dir", default=None, help="tokenizer/data cache directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceOptions:
+    return ReproduceOptions(
+        out=args.out, preset=args.preset, data=args.data,
+        experiments=_split(args.experiments), map_objectives=_split(args.map_objectives),
+        seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
+        cache_dir=args.cache_dir, command=command, threads=args.threads,
+    )  # fmt: skip
+
+
+def command_line(options: ReproduceOptions) -> str:
+    """The ``latalign reproduce`` command that reproduces ``options`` (for the report)."""
+    parts = ["latalign", "reproduce", "--preset", options.preset, "--out", str(options.out)]
+    if options.data is not None:
+        parts += ["--data", str(options.data)]
+    if options.experiments:
+        parts += ["--experiments", ",".join(options.experiments)]
+    if options.map_objectives:
+        parts += ["--map-objectives", ",".join(options.map_objectives)]
+    parts += ["--seed", str(options.seed)]
+    if options.scale != 1.0:
+        parts += ["--scale", f"{options.scale:g}"]
+    if options.force:
+        parts.append("--force")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the reproduction; print the claims table and where the report is."""
+    from latalign.reproduce.report import format_claims_table
+    from latalign.reproduce.run import run_reproduction, validate_options
+
+    options = options_from_args(args)
+    options.command = command_line(options)
+    try:
+        validate_options(options)
+    except ValueError as e:
+        print(f"latalign reproduce: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if options.progress:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log = logging.getLogger("latalign.reproduce")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    t0 = time.monotonic()
+    try:
+        results = run_reproduction(options)
+    except ValueError as e:
+        print(f"latalign reproduce: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_claims_table(results["claims"]))
+    print(f"\nreport: {options.out}/report.md, {options.out}/report.html "
+          f"({(time.monotonic() - t0) / 60:.1f} min)")  # fmt: skip
+    return 0
+
+
+def standalone(argv: Sequence[str] | None = None) -> int:
+    """``python -m latalign.reproduce.cli …`` (before the subcommand is registered)."""
+    parser = argparse.ArgumentParser(prog="latalign reproduce", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(standalone())

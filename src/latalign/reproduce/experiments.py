@@ -1,0 +1,530 @@
+"""Running one experiment: train (or reuse/resume), decode the test set, analyse validation.
+
+Each experiment lives in ``{out}/{name}/``: the stack's run directory ``train/`` (checkpoints,
+``log.jsonl``; an interrupted run resumes from ``checkpoint_last.pt``), ``hyps.test.txt`` and
+``result.json``, written last, which marks the experiment finished. ``result.json`` holds the
+experiment's ``spec`` (preset, seed, data): a rerun with the same spec reuses it; a different
+spec is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import latalign as la
+from latalign.reproduce import analysis as an
+from latalign.reproduce.doubled import (
+    DoubledConfig,
+    double_inputs,
+    train_doubled,
+    translate_doubled,
+)
+from latalign.reproduce.presets import CRITERION_OF, Preset
+from latalign.translate.batching import TokenBatchSampler, collate
+from latalign.translate.data import DataConfig, PreparedData, prepare_data
+from latalign.translate.decode import translate_sentences
+from latalign.translate.metrics import evaluate_translations
+from latalign.translate.runlog import read_log
+from latalign.translate.train import TrainConfig, default_cache_dir, train
+
+logger = logging.getLogger("latalign.reproduce")
+
+RESULT_FILE = "result.json"
+MAP_REFERENCE = "align/sum/noncausal"  # = cross entropy at m = n: the map's yardstick
+
+
+def objective_key(operators: tuple[str, ...], aggregate: str, causal: bool) -> str:
+    """``"align+clone_prediction+delimiter/max/noncausal"``."""
+    return f"{'+'.join(operators)}/{aggregate}/{'causal' if causal else 'noncausal'}"
+
+
+def parse_objective_key(key: str) -> tuple[tuple[str, ...], str, bool]:
+    """Inverse of :func:`objective_key`; ``ValueError`` on a malformed key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[1] not in ("sum", "max") or parts[2] not in ("causal", "noncausal"):
+        raise ValueError(
+            f"expected a map objective like 'align+delimiter/sum/causal'; found {key!r}"
+        )
+    ops = tuple(parts[0].split("+"))
+    if ops not in an.operator_subsets():
+        raise ValueError(
+            f"expected an operator set containing align, in canonical order "
+            f"(align, clone_target, clone_prediction, delimiter); found {parts[0]!r}"
+        )
+    return ops, parts[1], parts[2] == "causal"
+
+
+def all_map_objectives() -> list[str]:
+    """The 32 objective keys: 8 operator sets × {sum, max} × {noncausal, causal}."""
+    return [
+        objective_key(ops, agg, causal)
+        for causal in (False, True)
+        for ops in an.operator_subsets()
+        for agg in ("sum", "max")
+    ]
+
+
+@dataclass
+class Context:
+    """Shared state of one reproduction."""
+
+    out: Path
+    preset: Preset
+    seed: int
+    data_dir: str | None
+    force: bool
+    progress: bool
+    cache_dir: Path
+    _data: PreparedData | None = field(default=None, repr=False)
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(data=self.data_dir, **self.preset.data)
+
+    @property
+    def data(self) -> PreparedData:
+        if self._data is None:
+            self._data = prepare_data(self.data_config(), self.cache_dir)
+        return self._data
+
+    def spec(self, experiment: str) -> dict[str, Any]:
+        """What a finished result depends on (compared on reuse)."""
+        return {
+            "experiment": experiment,
+            "preset": self.preset.to_dict(),
+            "seed": self.seed,
+            "data": self.data_dir,
+        }
+
+
+def check_reusable(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved result if ``directory`` holds a finished experiment with this ``spec``;
+    None if unfinished; ``ValueError`` if finished with another spec."""
+    path = directory / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("spec") != spec:
+        raise ValueError(
+            f"expected {directory} to hold this experiment with the same preset, seed and data; "
+            "found a different one (use --force to redo it, or another --out)"
+        )
+    return saved["result"]
+
+
+def write_result(directory: Path, spec: dict[str, Any], result: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"spec": spec, "result": result}, indent=1, default=_json_default))
+    tmp.replace(directory / RESULT_FILE)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def prepare_dir(directory: Path, force: bool) -> None:
+    if force and directory.exists():
+        shutil.rmtree(directory)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_config(
+    ctx: Context,
+    run_dir: Path,
+    criterion: str,
+    options: dict[str, Any],
+    updates: int,
+    model: dict[str, Any] | None = None,
+) -> TrainConfig:
+    p = ctx.preset
+    return TrainConfig(
+        run_dir=str(run_dir),
+        data=ctx.data_config(),
+        preset=p.model_preset,
+        model={**p.model, **(model or {})},
+        criterion=criterion,
+        **options,
+        lr=p.lr,
+        warmup_updates=p.warmup_updates,
+        max_tokens=p.max_tokens,
+        max_updates=updates,
+        validate_every=p.validate_every,
+        log_every=p.log_every,
+        seed=ctx.seed,
+        device="cpu",
+        cache_dir=str(ctx.cache_dir),
+    )
+
+
+def full_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of the run's ``log.jsonl`` (resumptions included), one per (kind, step)."""
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        return []
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for rec in read_log(path):
+        seen[(rec.get("kind", ""), int(rec.get("step", 0)))] = rec
+    return sorted(seen.values(), key=lambda r: (r["step"], r.get("kind") != "train"))
+
+
+def updates_per_epoch(ctx: Context) -> int:
+    d = ctx.data
+    return len(
+        TokenBatchSampler(
+            d.train.src_sizes, d.train.tgt_sizes, max_tokens=ctx.preset.max_tokens, seed=ctx.seed
+        )
+    )
+
+
+def _curves(history: list[dict[str, Any]], per_epoch: int) -> dict[str, Any]:
+    train_c = [(r["step"], r["train_loss"]) for r in history if r.get("kind") == "train"]
+    valid_c = [
+        (r["step"], r["valid_loss"], r.get("valid_ce")) for r in history if r.get("kind") == "valid"
+    ]
+    below = an.first_below([r for r in history if r.get("kind") == "train"], "train_loss", 0.1)
+    below_v = an.first_below([r for r in history if r.get("kind") == "valid"], "valid_loss", 0.1)
+    return {
+        "train_curve": train_c,
+        "valid_curve": valid_c,
+        "updates_per_epoch": per_epoch,
+        "first_train_below_0.1": None
+        if below is None
+        else {"step": below["step"], "epoch": below["step"] / per_epoch},
+        "first_valid_below_0.1": None
+        if below_v is None
+        else {"step": below_v["step"], "epoch": below_v["step"] / per_epoch},
+    }
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _subset(n: int, limit: int) -> list[int]:
+    return list(range(n if limit <= 0 else min(n, limit)))
+
+
+@torch.no_grad()
+def analyse_validation(
+    model: torch.nn.Module,
+    ctx: Context,
+    *,
+    causal: bool,
+    doubled: bool = False,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Teacher-forced analysis of the validation sentences (nats, probabilities in [0, 1]):
+    mean ``p_j(y_{j−1})``, CTC vs CE per sentence, AXE best paths (``causal`` as given), mean
+    target length, and the data of Figure 3 and of the heat map."""
+    data, tok = ctx.data, ctx.data.tokenizer
+    model.eval()
+    idx = _subset(len(data.valid), ctx.preset.analysis_sentences)
+    copy_sum = copy_n = 0.0
+    ctc_l, ce_l, reps, paths, lengths = [], [], [], [], []
+    figs: list[dict[str, Any]] = []
+    want = ctx.preset.figure_sentences if figures else 0
+    for start in range(0, len(idx), 32):
+        batch = collate([data.valid[i] for i in idx[start : start + 32]])
+        L = batch.target_lengths
+        if doubled:
+            prev = double_inputs(batch.prev_output_tokens)
+            logits = model(batch.src_tokens, batch.src_lengths, prev)
+            s, c = _copy_doubled(logits, prev, 2 * L)
+            copy_sum, copy_n = copy_sum + s, copy_n + c
+            lengths += L.tolist()
+            continue
+        logits = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
+        s, c = an.copy_probability(logits, batch.prev_output_tokens, L)
+        copy_sum, copy_n = copy_sum + s, copy_n + c
+        cc = an.ctc_versus_ce(logits, batch.target, L, tok.blank_id)
+        ctc_l += cc["ctc"]
+        ce_l += cc["ce"]
+        reps += cc["repeats"]
+        best = la.best_alignment(
+            logits.float(), batch.target, L, L, blank=tok.blank_id, causal=causal, from_logits=True
+        )  # fmt: skip
+        paths += [b.operators for b in best]
+        lengths += L.tolist()
+    if want and not doubled:
+        figs = _figures(model, ctx, _figure_sentences(data.valid, idx, want), causal)
+    out: dict[str, Any] = {
+        "n_sentences": len(idx),
+        "mean_target_length": sum(lengths) / max(len(lengths), 1),
+        "copy_probability": copy_sum / max(copy_n, 1.0),
+        "copy_positions": int(copy_n),
+    }
+    if not doubled:
+        out["ctc_vs_ce"] = an.summarize_ctc_versus_ce(ctc_l, ce_l, reps)
+        out["paths"] = an.path_shares(paths, lengths)
+        out["paths"]["causal"] = causal
+        out["figures"] = figs
+    return out
+
+
+def _copy_doubled(logits: torch.Tensor, prev: torch.Tensor, lengths: torch.Tensor):
+    """Mean ``p_t(x_t)`` over positions ``t ≥ 3`` of the doubled input (input is a target
+    token there)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    p_in = probs.gather(-1, prev.unsqueeze(-1)).squeeze(-1)
+    pos = torch.arange(logits.size(1))[None, :]
+    mask = (pos >= 2) & (pos < lengths[:, None])
+    return float(p_in[mask].sum()), int(mask.sum())
+
+
+def _figure_sentences(valid: Any, idx: list[int], k: int) -> list[int]:
+    """``k`` short validation sentences for Figure 3 (the shortest with >= 6 target tokens,
+    else the shortest), in corpus order."""
+    sizes = [(int(valid.tgt_sizes[i]), i) for i in idx]
+    pool = [x for x in sizes if x[0] >= 6] or sizes
+    return sorted(i for _, i in sorted(pool)[:k])
+
+
+@torch.no_grad()
+def _figures(model: Any, ctx: Context, ids: list[int], causal: bool) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    tok = ctx.data.tokenizer
+    batch = collate([ctx.data.valid[i] for i in ids])
+    L = batch.target_lengths
+    logits = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
+    best = la.best_alignment(
+        logits.float(), batch.target, L, L, blank=tok.blank_id, causal=causal, from_logits=True
+    )
+    return [
+        _figure_data(logits[b], batch.target[b], int(L[b]), best[b], tok)
+        | {"index": ids[b], "source": ctx.data.valid.raw_src[ids[b]]}
+        for b in range(len(ids))
+    ]
+
+
+def _figure_data(
+    logits: torch.Tensor, target: torch.Tensor, n: int, best: Any, tok: Any
+) -> dict[str, Any]:
+    probs = torch.softmax(logits.float(), dim=-1)[:n]  # (L, V)
+    tgt = target[:n].tolist()
+    matrix = probs[:, tgt].T.tolist()  # [i][j] = p_{j+1}(y_{i+1})
+    return {
+        "target": [tok.id_to_piece(t) for t in tgt],
+        "top4": an.top_k_table(logits, 4, tok.id_to_piece, n),
+        "alpha": [list(a) for a in best.alpha],
+        "operators": list(best.operators),
+        "p_target": matrix,
+        "p_blank": probs[:, tok.blank_id].tolist(),
+    }
+
+
+def evaluate_test(
+    model: torch.nn.Module, ctx: Context, limit: int, beam: int, directory: Path,
+    translate: Callable[..., list[str]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Decode the first ``limit`` test sentences (0 = all) and score them (BLEU, chrF, empty
+    share after removing ε); writes ``hyps.test.txt``."""
+    test = ctx.data.test
+    idx = _subset(len(test), limit)
+    src = [test.raw_src[i] for i in idx]
+    refs = [test.raw_tgt[i] for i in idx]
+    if translate is None:
+        hyps = translate_sentences(model, ctx.data.tokenizer, src, beam=beam, batch_size=50)
+    else:
+        hyps = translate(model, ctx.data.tokenizer, src)
+    (directory / "hyps.test.txt").write_text("".join(h + "\n" for h in hyps))
+    scores = evaluate_translations(hyps, refs)
+    keep = ("bleu", "chrf", "empty_share", "length_ratio", "n_sentences", "bleu_signature")
+    return {k: scores[k] for k in keep} | {"beam": beam, "examples": list(zip(src, refs, hyps))[:3]}
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _load_last(run_dir: Path) -> torch.nn.Module:
+    from latalign.translate.checkpoint import checkpoint_paths, load_model
+
+    last, _ = checkpoint_paths(run_dir)
+    model, _, _ = load_model(checkpoint=last)
+    return model
+
+
+def run_criterion_experiment(name: str, ctx: Context) -> dict[str, Any]:
+    """Train ``name`` (a key of :data:`CRITERION_OF`), decode the test set with beam search,
+    analyse validation. Returns the result dict (also written to ``result.json``)."""
+    directory = ctx.out / name
+    spec = ctx.spec(name)
+    prepare_dir(directory, ctx.force)
+    saved = check_reusable(directory, spec)
+    if saved is not None:
+        logger.info("%s: finished earlier, reusing %s", name, directory / RESULT_FILE)
+        return saved
+    criterion, options = CRITERION_OF[name]
+    model_overrides = {"tie_output": False} if name == "axe_untied" else {}
+    run_dir = directory / "train"
+    cfg = train_config(ctx, run_dir, criterion, options, ctx.preset.updates[name], model_overrides)
+    t0 = time.monotonic()
+    logger.info("%s: training %d updates (%s)", name, cfg.max_updates, run_dir)
+    res = train(cfg, progress=ctx.progress)
+    train_s = time.monotonic() - t0
+    model = _load_last(run_dir)
+    history = full_history(run_dir)
+    last_train = [r for r in history if r.get("kind") == "train"]
+    t1 = time.monotonic()
+    logger.info("%s: beam-%d decoding of the test set", name, ctx.preset.beam)
+    test = evaluate_test(model, ctx, ctx.preset.test_sentences, ctx.preset.beam, directory)
+    analysis = analyse_validation(model, ctx, causal=(name == "causal_axe"))
+    result = {
+        "name": name,
+        "criterion": criterion,
+        "options": options,
+        "tied_output": bool(model.cfg.share_decoder_input_output_embed),
+        "updates": res.step,
+        "final_valid_loss": res.final.get("valid_loss"),
+        "final_valid_ce": res.final.get("valid_ce"),
+        "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
+        **_curves(history, updates_per_epoch(ctx)),
+        "test": test,
+        "analysis": analysis,
+        "seconds": {"train": train_s, "eval": time.monotonic() - t1},
+    }
+    write_result(directory, spec, result)
+    logger.info(
+        "%s: done in %.0f s (valid loss %.3f nats/token, BLEU %.1f, empty %.0f%%)",
+        name, time.monotonic() - t0, result["final_valid_loss"], test["bleu"],
+        100 * test["empty_share"],
+    )  # fmt: skip
+    return result
+
+
+def run_doubled_experiment(ctx: Context) -> dict[str, Any]:
+    """Doubled CTC (see :mod:`latalign.reproduce.doubled`)."""
+    name = "doubled_ctc"
+    directory = ctx.out / name
+    spec = ctx.spec(name)
+    prepare_dir(directory, ctx.force)
+    saved = check_reusable(directory, spec)
+    if saved is not None:
+        logger.info("%s: finished earlier, reusing %s", name, directory / RESULT_FILE)
+        return saved
+    p = ctx.preset
+    cfg = DoubledConfig(
+        run_dir=str(directory / "train"), data=ctx.data_config(), preset=p.model_preset,
+        model=dict(p.model), lr=p.lr, warmup_updates=p.warmup_updates, max_tokens=p.max_tokens,
+        max_updates=p.updates[name], validate_every=p.validate_every, log_every=p.log_every,
+        seed=ctx.seed,
+    )  # fmt: skip
+    t0 = time.monotonic()
+    logger.info("%s: training %d updates (%s)", name, cfg.max_updates, cfg.run_dir)
+    res = train_doubled(cfg, ctx.data)
+    train_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    test = evaluate_test(
+        res.model, ctx, p.test_sentences, 1, directory,
+        translate=lambda m, tok, src: translate_doubled(m, tok, src),
+    )  # fmt: skip
+    analysis = analyse_validation(res.model, ctx, causal=False, doubled=True, figures=False)
+    last_train = [r for r in res.history if r.get("kind") == "train"]
+    result = {
+        "name": name,
+        "criterion": "ctc (m = 2L, inputs doubled)",
+        "updates": res.step,
+        "final_valid_loss": res.final.get("valid_loss"),
+        "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
+        **_curves(res.history, res.updates_per_epoch),
+        "test": test,
+        "analysis": analysis,
+        "seconds": {"train": train_s, "eval": time.monotonic() - t1},
+    }
+    write_result(directory, spec, result)
+    logger.info(
+        "%s: done in %.0f s (valid loss %.3f nats/token, BLEU %.1f, empty %.0f%%)",
+        name, time.monotonic() - t0, result["final_valid_loss"], test["bleu"],
+        100 * test["empty_share"],
+    )  # fmt: skip
+    return result
+
+
+def run_map_objective(key: str, ctx: Context) -> dict[str, Any]:
+    """Train one objective of the map briefly; greedy-decode test sentences."""
+    ops, aggregate, causal = parse_objective_key(key)
+    directory = ctx.out / "map" / key.replace("/", "__").replace("+", "-")
+    spec = ctx.spec(f"map:{key}")
+    prepare_dir(directory, ctx.force)
+    saved = check_reusable(directory, spec)
+    if saved is not None:
+        return saved
+    run_dir = directory / "train"
+    options = {"operators": ops, "aggregate": aggregate, "causal": causal}
+    cfg = train_config(ctx, run_dir, "latent", options, ctx.preset.updates["map"])
+    t0 = time.monotonic()
+    res = train(cfg, progress=False)
+    model = _load_last(run_dir)
+    test = evaluate_test(model, ctx, ctx.preset.map_eval_sentences, 1, directory)
+    history = full_history(run_dir)
+    last_train = [r for r in history if r.get("kind") == "train"]
+    pred = an.predict_objective(ops, causal)
+    result = {
+        "key": key,
+        "operators": list(ops),
+        "aggregate": aggregate,
+        "causal": causal,
+        "updates": res.step,
+        "final_valid_loss": res.final.get("valid_loss"),
+        "final_valid_ce": res.final.get("valid_ce"),
+        "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
+        "bleu": test["bleu"],
+        "chrf": test["chrf"],
+        "empty_share": test["empty_share"],
+        "predicted": "degenerate" if pred.degenerate else "healthy",
+        "prediction_note": pred.note(),
+        "only_trivial_path": pred.only_trivial_path,
+        "seconds": time.monotonic() - t0,
+    }
+    write_result(directory, spec, result)
+    return result
+
+
+def run_map(ctx: Context, keys: list[str]) -> dict[str, Any]:
+    """All objectives of ``keys`` (the reference ``align/sum/noncausal`` is always run) and
+    their classification against the reference."""
+    if MAP_REFERENCE not in keys:
+        keys = [MAP_REFERENCE, *keys]
+    rows = []
+    t0 = time.monotonic()
+    for n, key in enumerate(keys, 1):
+        row = run_map_objective(key, ctx)
+        logger.info(
+            "map %d/%d %s: valid %.3f nats/token, greedy BLEU %.1f, empty %.0f%%",
+            n, len(keys), key, row["final_valid_loss"], row["bleu"], 100 * row["empty_share"],
+        )  # fmt: skip
+        rows.append(row)
+    ref = next(r for r in rows if r["key"] == MAP_REFERENCE)
+    for r in rows:
+        r["measured"] = an.classify_measured(
+            r["final_valid_loss"], r["empty_share"], r["bleu"],
+            reference_loss=ref["final_valid_loss"], reference_bleu=ref["bleu"],
+        )  # fmt: skip
+        r["agrees"] = r["measured"] == r["predicted"]
+    return {
+        "rows": rows,
+        "reference": MAP_REFERENCE,
+        "rule": "degenerate = valid loss < 0.25 × the reference's (cross entropy trained as long) "
+        "and (empty share ≥ 0.5 or greedy BLEU < 0.5 × the reference's)",
+        "agreement": sum(r["agrees"] for r in rows) / len(rows),
+        "seconds": time.monotonic() - t0,
+    }
+
+
+def default_cache(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir) if cache_dir else default_cache_dir()

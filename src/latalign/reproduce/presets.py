@@ -1,0 +1,208 @@
+"""Presets (data, model and schedule sizes) and the experiments ``latalign reproduce`` runs.
+
+Every schedule is in updates; losses are nats per target token. The ``quick`` sizes were
+measured on the project's 2-core CPU (see ``docs/reproduce.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+#: Experiments in run order. Criterion experiments train with the stack's ``train()``.
+EXPERIMENTS: dict[str, str] = {
+    "ce": "cross entropy (baseline)",
+    "label_smoothed_ce": "label-smoothed cross entropy, ε = 0.1 (baseline)",
+    "ctc": "CTC at equal lengths m = n (§3)",
+    "axe": "AXE, output layer tied to the decoder embedding (§4, the paper's setting)",
+    "axe_untied": "AXE with a separate output layer (the tying finding)",
+    "causal_axe": "causal AXE (§5)",
+    "doubled_ctc": "CTC with m = 2(n+1) and every target token fed twice (beyond the paper)",
+    "map": "every operator set with align × {sum, max} × {causal, not} (beyond the paper)",
+}
+
+#: criterion name and options of the criterion experiments
+CRITERION_OF: dict[str, tuple[str, dict[str, Any]]] = {
+    "ce": ("ce", {}),
+    "label_smoothed_ce": ("label_smoothed_ce", {"epsilon": 0.1}),
+    "ctc": ("ctc", {}),
+    "axe": ("axe", {}),
+    "axe_untied": ("axe", {}),
+    "causal_axe": ("causal_axe", {}),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one reproduction. ``updates`` maps an experiment (or ``"map"``, the updates
+    of each map objective) to its number of updates."""
+
+    name: str
+    description: str
+    model_preset: str  # translate.config preset: tiny, small, paper
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
+    data: dict[str, Any] = field(default_factory=dict)  # DataConfig fields (not ``data``)
+    needs_data: bool = False  # True: --data DIR is required
+    lr: float = 2e-3
+    warmup_updates: int = 50
+    max_tokens: int = 1024
+    updates: dict[str, int] = field(default_factory=dict)
+    log_every: int = 10
+    validate_every: int = 50
+    beam: int = 5
+    test_sentences: int = 200  # beam-decoded test sentences (0 = all)
+    analysis_sentences: int = 200  # validation sentences for the alignment analysis (0 = all)
+    map_eval_sentences: int = 100  # greedy-decoded test sentences per map objective
+    figure_sentences: int = 3
+    threads: int | None = None  # torch intra-op threads (None = torch's default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def scaled(self, factor: float) -> Preset:
+        """A copy with every schedule multiplied by ``factor`` (at least 1 update)."""
+        return replace(
+            self, updates={k: max(1, round(v * factor)) for k, v in self.updates.items()}
+        )
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        name="quick",
+        description="built-in synthetic corpus, tiny model (2+2 layers, d=64): every claim "
+        "and both studies on a 2-core CPU in about 10 minutes",
+        model_preset="tiny",
+        model={"dropout": 0.1},
+        data={"synthetic_size": 10000, "synthetic_eval_size": 200, "vocab_size": 600},
+        lr=2e-3,
+        warmup_updates=50,
+        max_tokens=1024,
+        updates={
+            "ce": 450,
+            "label_smoothed_ce": 450,
+            "ctc": 450,
+            "axe": 300,
+            "axe_untied": 300,
+            "causal_axe": 450,
+            "doubled_ctc": 450,
+            "map": 140,
+        },
+        log_every=10,
+        validate_every=50,
+        test_sentences=200,
+        analysis_sentences=200,
+        map_eval_sentences=100,
+        threads=1,
+    ),
+    "multi30k": Preset(
+        name="multi30k",
+        description="Multi30k de-en (--data DIR), the small model (3+3 layers, d=256) on CPU",
+        model_preset="small",
+        model={},
+        data={"vocab_size": 8000, "src": "de", "tgt": "en"},
+        needs_data=True,
+        lr=5e-4,
+        warmup_updates=200,
+        max_tokens=2048,
+        updates={
+            "ce": 900,
+            "label_smoothed_ce": 900,
+            "ctc": 900,
+            "axe": 300,
+            "axe_untied": 600,
+            "causal_axe": 900,
+            "doubled_ctc": 600,
+            "map": 80,
+        },
+        log_every=10,
+        validate_every=150,
+        test_sentences=200,
+        analysis_sentences=200,
+        map_eval_sentences=50,
+    ),
+    "paper": Preset(
+        name="paper",
+        description="the paper's model (fairseq transformer_iwslt_de_en) and schedule, for a "
+        "GPU; any data directory (IWSLT'14 de-en as fairseq prepares it)",
+        model_preset="paper",
+        model={},
+        data={"vocab_size": 10000, "src": "de", "tgt": "en"},
+        needs_data=True,
+        lr=5e-4,
+        warmup_updates=4000,
+        max_tokens=4096,
+        updates={
+            "ce": 50000,
+            "label_smoothed_ce": 50000,
+            "ctc": 50000,
+            "axe": 50000,
+            "axe_untied": 50000,
+            "causal_axe": 50000,
+            "doubled_ctc": 50000,
+            "map": 3000,
+        },
+        log_every=100,
+        validate_every=1000,
+        test_sentences=0,
+        analysis_sentences=0,
+        map_eval_sentences=500,
+    ),
+    "ci": Preset(
+        name="ci",
+        description="a smoke test: tiny everything (checks the pipeline, not the paper)",
+        model_preset="tiny",
+        model={"dropout": 0.0, "encoder_layers": 1, "decoder_layers": 1, "d_model": 32,
+               "ffn_dim": 64},
+        data={"synthetic_size": 300, "synthetic_eval_size": 16, "vocab_size": 200},
+        lr=3e-3,
+        warmup_updates=5,
+        max_tokens=512,
+        updates={k: 12 for k in EXPERIMENTS},
+        log_every=2,
+        validate_every=6,
+        beam=2,
+        test_sentences=16,
+        analysis_sentences=16,
+        map_eval_sentences=8,
+        figure_sentences=2,
+        threads=1,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class ReproduceOptions:
+    """What :func:`latalign.reproduce.run_reproduction` runs.
+
+    Attributes:
+        out: the run directory (one subdirectory per experiment; ``report.md`` etc.).
+        preset: ``quick`` (default), ``multi30k``, ``paper`` or ``ci``.
+        data: data directory (required by ``multi30k``/``paper``; ``quick`` uses the synthetic
+            corpus and refuses ``data``).
+        experiments: subset of :data:`EXPERIMENTS` (None = all).
+        map_objectives: subset of map objective keys (``"align+delimiter/sum/causal"``;
+            None = all 32).
+        seed: model/batch-order seed (the synthetic corpus is fixed).
+        force: redo experiments even when finished.
+        scale: multiply every schedule (for smoke tests and longer runs).
+        progress: per-experiment progress lines on stderr.
+        cache_dir: tokenizer/binarized-data cache (None = the stack's default).
+        command: the command line recorded in the report.
+        threads: torch intra-op threads (None = the preset's choice: 1 for ``quick``/``ci``,
+            where a tiny model gains little from a second thread and loses a lot when the
+            machine is shared).
+    """
+
+    out: str | Path = "runs/reproduce"
+    preset: str = "quick"
+    data: str | Path | None = None
+    experiments: list[str] | None = None
+    map_objectives: list[str] | None = None
+    seed: int = 1
+    force: bool = False
+    scale: float = 1.0
+    progress: bool = True
+    cache_dir: str | Path | None = None
+    command: str = ""
+    threads: int | None = None

@@ -1,0 +1,197 @@
+"""A tiny ``latalign reproduce`` end to end (preset ``ci``): files, numbers, consistency,
+reuse, ``--force``, resume and refusals. It checks the pipeline, not the paper's conclusions
+(the models are far too small for those)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from latalign.reproduce import EXPERIMENTS, ReproduceOptions, run_reproduction
+from latalign.reproduce import cli as rcli
+from latalign.reproduce.report import FIGURES, MARK
+
+MAP_SLICE = [
+    "align+clone_prediction+delimiter/max/noncausal",
+    "align+clone_prediction+delimiter/max/causal",
+]
+
+
+def _options(out: Path, cache: Path, **kw) -> ReproduceOptions:
+    base = dict(
+        out=out, preset="ci", map_objectives=MAP_SLICE, progress=False, cache_dir=cache,
+        command="latalign reproduce --preset ci (test)",
+    )  # fmt: skip
+    return ReproduceOptions(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    cache = tmp_path_factory.mktemp("cache")
+    t0 = time.monotonic()
+    results = run_reproduction(_options(out, cache))
+    return out, cache, results, time.monotonic() - t0
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield float(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+
+
+def test_files_exist(run):
+    out, _, results, _ = run
+    for name in ("report.md", "report.html", "results.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    for png in FIGURES.values():
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", png
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
+    assert "<img" in html and 'src="' in html and 'src="fig' not in html
+    for name in EXPERIMENTS:
+        if name != "map":
+            assert (out / name / "result.json").is_file()
+
+
+def test_every_claim_measured(run):
+    _, _, results, _ = run
+    claims = results["claims"]
+    assert len(claims) == 11
+    for c in claims:
+        assert not c["measured"].startswith("not run"), c
+        assert re.search(r"\d", c["measured"]), c
+        assert c["values"] and list(_numbers(c["values"])), c
+        assert c["passed"] in (True, False, None)
+    by_id = {c["id"]: c for c in claims}
+    assert by_id["tying"]["passed"] is None  # a finding
+    # the exact identity holds at any size
+    assert by_id["ctc_is_ce"]["passed"] is True
+
+
+def test_numbers_consistent(run):
+    out, _, results, _ = run
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["claims"] == json.loads(json.dumps(results["claims"]))
+    e = saved["experiments"]
+    for name, r in e.items():
+        t = r["test"]
+        assert 0 <= t["empty_share"] <= 1 and 0 <= t["bleu"] <= 100 and 0 <= t["chrf"] <= 100
+        a = r["analysis"]
+        assert 0 <= a["copy_probability"] <= 1
+        assert a["mean_target_length"] > 1
+        assert math.isfinite(r["final_valid_loss"]) and r["final_valid_loss"] >= 0
+        assert r["updates"] == saved["meta"]["preset"]["updates"][name]
+        if "paths" in a:
+            p = a["paths"]
+            assert 0 <= p["degenerate_share"] <= 1 and 0 <= p["trivial_share"] <= 1
+            assert p["degenerate_share"] + p["trivial_share"] <= 1
+            others = sum(o["count"] for o in p["other_paths"])
+            assert others <= p["n_sentences"] * (1 - p["trivial_share"]) + 1e-9
+        if "ctc_vs_ce" in a:
+            c = a["ctc_vs_ce"]
+            assert 0 <= c["repeat_share"] <= 1 and c["repeat_infinite"] == c["repeat_count"]
+    assert e["axe"]["tied_output"] is True and e["axe_untied"]["tied_output"] is False
+    rows = saved["map"]["rows"]
+    keys = [r["key"] for r in rows]
+    assert keys[0] == "align/sum/noncausal" and set(MAP_SLICE) <= set(keys)
+    for r in rows:
+        assert r["measured"] in ("degenerate", "healthy")
+        assert r["agrees"] == (r["measured"] == r["predicted"])
+    pred = {r["key"]: r["predicted"] for r in rows}
+    assert pred[MAP_SLICE[0]] == "degenerate" and pred[MAP_SLICE[1]] == "healthy"
+    assert saved["map"]["agreement"] == pytest.approx(sum(r["agrees"] for r in rows) / len(rows))
+
+
+def test_report_matches_results(run):
+    out, _, results, _ = run
+    md = (out / "report.md").read_text()
+    assert "nats" in md and "latalign reproduce --preset ci" in md
+    section = md.split("## Claims", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = rows[1:]  # header
+    assert len(rows) == len(results["claims"])
+    for line, c in zip(rows, results["claims"]):
+        cells = [x.strip() for x in line.strip("|").split(" | ")]
+        assert cells[0] == MARK[c["passed"]]
+        assert cells[1] == c["claim"]
+        assert cells[3] == c["measured"].replace("|", "\\|")
+    html = (out / "report.html").read_text()
+    for c in results["claims"]:
+        assert c["claim"].replace("…", "…") in html.replace("&#x27;", "'")
+
+
+def test_rerun_reuses(run):
+    out, cache, results, first = run
+    mtimes = {p: p.stat().st_mtime for p in out.rglob("checkpoint_last.pt")}
+    t0 = time.monotonic()
+    again = run_reproduction(_options(out, cache))
+    took = time.monotonic() - t0
+    assert took < max(0.5 * first, 30)
+    assert {p: p.stat().st_mtime for p in out.rglob("checkpoint_last.pt")} == mtimes
+    assert again["claims"] == results["claims"]
+
+
+def test_resume_after_interruption(run):
+    out, cache, results, _ = run
+    (out / "ctc" / "result.json").unlink()  # as if killed after training, before the result
+    again = run_reproduction(_options(out, cache, experiments=["ctc"]))
+    assert again["experiments"]["ctc"]["updates"] == results["experiments"]["ctc"]["updates"]
+    assert (out / "ctc" / "result.json").is_file()
+
+
+def test_force_retrains(run):
+    out, cache, _, _ = run
+    ckpt = out / "ce" / "train" / "checkpoints" / "checkpoint_last.pt"
+    before = ckpt.stat().st_mtime_ns
+    run_reproduction(_options(out, cache, experiments=["ce"], force=True))
+    assert ckpt.stat().st_mtime_ns != before
+
+
+def test_foreign_result_refused(run):
+    out, cache, _, _ = run
+    with pytest.raises(ValueError, match="--force"):
+        run_reproduction(_options(out, cache, experiments=["ce"], seed=7))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"experiments": ["ce", "nope"]}, "expected experiments among"),
+        ({"preset": "multi30k"}, "expected --data DIR"),
+        ({"preset": "multi30k", "data": "/nonexistent/dir"}, "expected a data directory"),
+        ({"data": "/tmp"}, "expected no --data"),
+        ({"preset": "huge"}, "expected a preset"),
+        ({"map_objectives": ["delimiter/sum/causal"]}, "expected"),
+    ],
+)
+def test_bad_input_refused_before_training(tmp_path, kw, match):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=match):
+        run_reproduction(_options(out, tmp_path / "cache", **kw))
+    assert not out.exists()
+
+
+def test_cli_exit_status(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    rcli.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "x"), "--experiments", "ce,bogus"])
+    assert rcli.main(args) == 2
+    assert "expected experiments among" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    opts = rcli.options_from_args(parser.parse_args(["--preset", "ci", "--scale", "0.5"]))
+    assert rcli.command_line(opts).startswith("latalign reproduce --preset ci")
