@@ -472,5 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+# `latalign reproduce` (src/latalign/reproduce/cli.py; registered here, its parser is light)
+from latalign.reproduce import cli as _reproduce_cli  # noqa: E402
+
+COMMANDS["reproduce"] = Command(
+    "run the paper's experiments and write a report (docs/reproduce.md)",
+    _reproduce_cli.add_arguments,
+    _reproduce_cli.main,
+)
+
 if __name__ == "__main__":
     sys.exit(main())
