@@ -233,12 +233,42 @@ def _algebra_loss(
     from_logits,
     backend,
 ) -> torch.Tensor:
+    def program(em, checked, name):
+        return _AlgebraDP.apply(em, checked.input_lengths, checked.target_lengths, objective, name)
+
+    return _run_loss(
+        program,
+        log_probs,
+        targets,
+        input_lengths,
+        target_lengths,
+        blank,
+        reduction,
+        zero_infinity,
+        from_logits,
+        backend,
+    )
+
+
+def _run_loss(
+    program,
+    log_probs,
+    targets,
+    input_lengths,
+    target_lengths,
+    blank,
+    reduction,
+    zero_infinity,
+    from_logits,
+    backend,
+) -> torch.Tensor:
+    """Check the inputs, gather the emissions, run ``program(em, checked, backend)``, reduce."""
     checked = check_inputs(
         log_probs, targets, input_lengths, target_lengths, blank=blank, reduction=reduction
     )
     name = resolve(backend, log_probs.device)
     em = _emissions(checked, blank, from_logits)
-    loss = _AlgebraDP.apply(em, checked.input_lengths, checked.target_lengths, objective, name)
+    loss = program(em, checked, name)
     return _reduce(loss, checked.target_lengths, reduction, zero_infinity, log_probs.dtype)
 
 
@@ -297,13 +327,24 @@ def ctc_loss(
     returns ``exp(log_probs) − posterior`` (dense over the vocabulary). Through a
     ``log_softmax`` both give the same gradient. Returns the loss in nats.
     """
-    checked = check_inputs(
-        log_probs, targets, input_lengths, target_lengths, blank=blank, reduction=reduction
+
+    def program(em, checked, name):
+        return _CTCDP.apply(
+            em, checked.targets, checked.input_lengths, checked.target_lengths, name
+        )
+
+    return _run_loss(
+        program,
+        log_probs,
+        targets,
+        input_lengths,
+        target_lengths,
+        blank,
+        reduction,
+        zero_infinity,
+        from_logits,
+        backend,
     )
-    name = resolve(backend, log_probs.device)
-    em = _emissions(checked, blank, from_logits)
-    loss = _CTCDP.apply(em, checked.targets, checked.input_lengths, checked.target_lengths, name)
-    return _reduce(loss, checked.target_lengths, reduction, zero_infinity, log_probs.dtype)
 
 
 _NAMES = {code: name for name, code in MOVE_CODES.items()}
