@@ -9,6 +9,7 @@ import json
 import math
 import re
 import time
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,7 @@ def test_report_matches_results(run):
         assert cells[3] == c["measured"].replace("|", "\\|")
     html = (out / "report.html").read_text()
     for c in results["claims"]:
-        assert c["claim"].replace("…", "…") in html.replace("&#x27;", "'")
+        assert html_escape(c["claim"]) in html and html_escape(c["measured"]) in html
 
 
 def test_rerun_reuses(run):
@@ -195,3 +196,11 @@ def test_cli_exit_status(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     opts = rcli.options_from_args(parser.parse_args(["--preset", "ci", "--scale", "0.5"]))
     assert rcli.command_line(opts).startswith("latalign reproduce --preset ci")
+
+
+def test_registered_as_subcommand():
+    from latalign.cli import COMMANDS, build_parser
+
+    assert "reproduce" in COMMANDS
+    args = build_parser().parse_args(["reproduce", "--preset", "ci", "--experiments", "ce"])
+    assert (args.preset, args.experiments) == ("ci", "ce")

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale", type=float, default=1.0, help="multiply every schedule (default 1)"
     )
     parser.add_argument(
+        "--updates", default=None,
+        help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="torch threads (default: 1 for quick/ci, torch's default otherwise)",
     )  # fmt: skip
@@ -56,12 +60,26 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _parse_updates(value: str | None) -> dict[str, int] | None:
+    if not value:
+        return None
+    out: dict[str, int] = {}
+    for item in _split(value) or []:
+        name, _, n = item.partition("=")
+        try:
+            out[name.strip()] = int(n)
+        except ValueError:
+            raise ValueError(f"expected --updates like 'axe=100,ce=300'; found {item!r}") from None
+    return out
+
+
 def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceOptions:
     return ReproduceOptions(
         out=args.out, preset=args.preset, data=args.data,
         experiments=_split(args.experiments), map_objectives=_split(args.map_objectives),
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,
+        updates=_parse_updates(args.updates),
     )  # fmt: skip
 
 
@@ -77,6 +95,10 @@ def command_line(options: ReproduceOptions) -> str:
     parts += ["--seed", str(options.seed)]
     if options.scale != 1.0:
         parts += ["--scale", f"{options.scale:g}"]
+    if options.updates:
+        parts += ["--updates", ",".join(f"{k}={v}" for k, v in options.updates.items())]
+    if options.threads:
+        parts += ["--threads", str(options.threads)]
     if options.force:
         parts.append("--force")
     return " ".join(shlex.quote(p) for p in parts)
@@ -87,9 +109,9 @@ def main(args: argparse.Namespace) -> int:
     from latalign.reproduce.report import format_claims_table
     from latalign.reproduce.run import run_reproduction, validate_options
 
-    options = options_from_args(args)
-    options.command = command_line(options)
     try:
+        options = options_from_args(args)
+        options.command = command_line(options)
         validate_options(options)
     except ValueError as e:
         print(f"latalign reproduce: error: {e}", file=sys.stderr)

@@ -61,10 +61,18 @@ class Preset:
         return asdict(self)
 
     def scaled(self, factor: float) -> Preset:
-        """A copy with every schedule multiplied by ``factor`` (at least 1 update)."""
+        """A copy with every schedule (updates, warm-up, validation interval) multiplied by
+        ``factor`` (at least 1 update)."""
         return replace(
-            self, updates={k: max(1, round(v * factor)) for k, v in self.updates.items()}
+            self,
+            updates={k: max(1, round(v * factor)) for k, v in self.updates.items()},
+            warmup_updates=max(1, round(self.warmup_updates * factor)),
+            validate_every=max(1, round(self.validate_every * factor)),
         )
+
+    def with_updates(self, updates: dict[str, int]) -> Preset:
+        """A copy with some experiments' updates replaced (``{"axe": 100}``)."""
+        return replace(self, updates={**self.updates, **updates})
 
 
 PRESETS: dict[str, Preset] = {
@@ -189,6 +197,8 @@ class ReproduceOptions:
         progress: per-experiment progress lines on stderr.
         cache_dir: tokenizer/binarized-data cache (None = the stack's default).
         command: the command line recorded in the report.
+        updates: per-experiment updates overriding the (scaled) preset, e.g. ``{"axe": 100}``
+            (``"map"``: each map objective).
         threads: torch intra-op threads (None = the preset's choice: 1 for ``quick``/``ci``,
             where a tiny model gains little from a second thread and loses a lot when the
             machine is shared).
@@ -206,3 +216,4 @@ class ReproduceOptions:
     cache_dir: str | Path | None = None
     command: str = ""
     threads: int | None = None
+    updates: dict[str, int] | None = None

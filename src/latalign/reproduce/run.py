@@ -36,6 +36,12 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
         for k in options.map_objectives:
             ex.parse_objective_key(k)  # ValueError on a malformed key
         keys = [k for k in keys if k in set(options.map_objectives)]
+    for k, v in (options.updates or {}).items():
+        if k not in EXPERIMENTS or not isinstance(v, int) or v < 1:
+            raise ValueError(
+                f"expected updates as experiment=N with N >= 1 for experiments in "
+                f"{list(EXPERIMENTS)}; found {k}={v!r}"
+            )
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"expected threads >= 1; found {options.threads}")
     if not options.scale > 0:
@@ -65,6 +71,8 @@ def _context(options: ReproduceOptions) -> ex.Context:
     preset = PRESETS[options.preset]
     if options.scale != 1.0:
         preset = preset.scaled(options.scale)
+    if options.updates:
+        preset = preset.with_updates(options.updates)
     return ex.Context(
         out=Path(options.out),
         preset=preset,
