@@ -204,3 +204,21 @@ def test_registered_as_subcommand():
     assert "reproduce" in COMMANDS
     args = build_parser().parse_args(["reproduce", "--preset", "ci", "--experiments", "ce"])
     assert (args.preset, args.experiments) == ("ci", "ce")
+
+
+def test_scale_and_updates_overrides(tmp_path):
+    from latalign.reproduce import PRESETS
+
+    p = PRESETS["quick"].scaled(0.5).with_updates({"axe": 7})
+    assert p.updates["ce"] == round(PRESETS["quick"].updates["ce"] / 2) and p.updates["axe"] == 7
+    assert p.warmup_updates == round(PRESETS["quick"].warmup_updates / 2)
+    parser = argparse.ArgumentParser()
+    rcli.add_arguments(parser)
+    opts = rcli.options_from_args(parser.parse_args(["--updates", "axe=5,map=3"]))
+    assert opts.updates == {"axe": 5, "map": 3}
+    assert "--updates axe=5,map=3" in rcli.command_line(opts)
+    args = parser.parse_args(["--updates", "axe=x", "--out", str(tmp_path / "y")])
+    assert rcli.main(args) == 2
+    with pytest.raises(ValueError, match="expected updates"):
+        run_reproduction(_options(tmp_path / "z", tmp_path / "c", updates={"nope": 3}))
+    assert not (tmp_path / "z").exists()

@@ -103,6 +103,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
     ctx.out.mkdir(parents=True, exist_ok=True)
     threads = options.threads or ctx.preset.threads
     old_threads = torch.get_num_threads()
+    old_numba = _numba_threads(threads)
     if threads:
         torch.set_num_threads(threads)
     flush = torch.set_flush_denormal(True)  # denormals made CE training ~10x slower on CPU
@@ -121,6 +122,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         if flush:
             torch.set_flush_denormal(False)
         torch.set_num_threads(old_threads)
+        _numba_threads(old_numba)
     results["meta"] = {
         "command": options.command or "run_reproduction(...)",
         "preset": ctx.preset.to_dict(),
@@ -138,6 +140,19 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
     (ctx.out / "results.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
     write_report(ctx.out, results)
     return results
+
+
+def _numba_threads(n: int | None) -> int | None:
+    """Set numba's thread count (the CPU loss kernels run in parallel over the batch) to
+    ``n`` when given; returns the previous count (None if numba is unavailable)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    old = numba.get_num_threads()
+    if n:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    return old
 
 
 def _jsonable(o: Any) -> Any:
