@@ -14,6 +14,17 @@ steps (``--fixed-len``, default 16 ~ the mean target length in tokens) so that t
 compare like with like. The source side is then tokenised by hashing words into the vocabulary
 unless ``--tokenizer`` names a trained tokenizer folder. Timings exclude tokenisation.
 
+A trained model stops at eos, as fairseq's reference did; a few minutes of training give one
+(quality aside, it emits eos), e.g.
+
+    latalign train --run-dir /tmp/bench_ce --preset small --criterion ce --lr 1e-3 \
+        --warmup-updates 40 --max-minutes 4 --no-progress
+    python benchmarks/bench_decode.py --run-dir /tmp/bench_ce --skip-bf16 --skip-uncached
+
+Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
+before and after. Beam search is GEMM-bound: on one idle-ish core the output projection and the
+decoder's linear layers were ~68% of beam-5 time (torch.profiler), log_softmax 9%, topk 6%.
+
 The CPU has no bf16 instructions (AVX2 only), so the bf16 autocast rows are expected to be
 slower than fp32; they are measured to keep that decision checkable. On a loaded machine,
 ``--threads 1`` can beat the default 2 threads (intra-op threads wait on each other).
@@ -25,6 +36,7 @@ import argparse
 import gzip
 import os
 import re
+import statistics
 import sys
 import time
 import zlib
@@ -95,18 +107,13 @@ def make_batches(ids: list[list[int]], batch_size: int) -> list[tuple[torch.Tens
     ]
 
 
-def run(fn: Callable[..., list[list[int]]], model, batches, repeats: int, **kwargs):
-    """Best-of-``repeats`` wall time (s) and the outputs of the last repeat."""
-    fn(model, *batches[0], **kwargs)  # warm-up
-    best = float("inf")
+def run_once(fn: Callable[..., list[list[int]]], model, batches, **kwargs):
+    """Wall time (s) of one pass over ``batches`` and its outputs."""
     outputs: list[list[int]] = []
-    for _ in range(repeats):
-        outputs = []
-        start = time.perf_counter()
-        for src, lengths in batches:
-            outputs.extend(fn(model, src, lengths, **kwargs))
-        best = min(best, time.perf_counter() - start)
-    return best, outputs
+    start = time.perf_counter()
+    for src, lengths in batches:
+        outputs.extend(fn(model, src, lengths, **kwargs))
+    return time.perf_counter() - start, outputs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder")
     p.add_argument("--vocab-size", type=int, default=10000, help="random model only")
     p.add_argument("--fixed-len", type=int, default=16, help="random model only")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; median")
     p.add_argument("--skip-uncached", action="store_true")
     p.add_argument("--skip-bf16", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         ("greedy", "cached", False),
         ("greedy", "cached", True),
     ]
+    runs = []
     for kind, cache, bf16 in configs:
         if (cache == "uncached" and args.skip_uncached) or (bf16 and args.skip_bf16):
             continue
@@ -170,10 +178,20 @@ def main(argv: list[str] | None = None) -> None:
             fn, kwargs["beam"] = beam_search, args.beam
         else:
             fn = greedy_decode
-        seconds, out = run(fn, model, batches, args.repeats, **kwargs)
         name = f"{kind}{'-' + str(args.beam) if kind == 'beam' else ''} {cache} {'bf16' if bf16 else 'fp32'}"
-        results[name] = out
+        fn(model, *batches[0], **kwargs)  # warm-up
+        runs.append((name, kind, fn, kwargs))
+    # interleaved repeats (config order reversed every other round), median per config:
+    # on a shared machine the load drifts, and interleaving spreads it over every config
+    times: dict[str, list[float]] = {name: [] for name, *_ in runs}
+    for r in range(args.repeats):
+        for name, _, fn, kwargs in runs if r % 2 == 0 else runs[::-1]:
+            seconds, results[name] = run_once(fn, model, batches, **kwargs)
+            times[name].append(seconds)
+    for name, kind, _, _ in runs:
+        seconds = statistics.median(times[name])
         ref = FAIRSEQ_BEAM5 if kind == "beam" else FAIRSEQ_GREEDY
+        out = results[name]
         rows.append((name, n / seconds, n / seconds / ref, sum(map(len, out)) / n))
 
     print(f"{'decoder':28s} {'sent/s':>8s} {'vs fairseq':>11s} {'out len':>8s}")
@@ -182,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# fairseq reference: beam-5 {FAIRSEQ_BEAM5:.0f} sent/s, greedy {FAIRSEQ_GREEDY:.0f} sent/s"
     )
+    print(f"# median of {args.repeats} interleaved repeats; load average now {os.getloadavg()}")
     b = f"beam-{args.beam}"
     if f"{b} uncached fp32" in results:
         same = results[f"{b} cached fp32"] == results[f"{b} uncached fp32"]

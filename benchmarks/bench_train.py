@@ -17,6 +17,7 @@ on that CPU: ~37x slower), hence bf16 off by default here and in TrainConfig.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -92,7 +93,7 @@ def main() -> None:
     print(
         f"# preset={args.preset} vocab={data.tokenizer.vocab_size} max_tokens={args.max_tokens} "
         f"warmup={args.warmup} timed_updates={args.updates} threads={torch.get_num_threads()} "
-        f"torch={torch.__version__}"
+        f"torch={torch.__version__} loadavg={os.getloadavg()}"
     )
     print(f"{'criterion':<10} {'precision':<9} {'tgt tok/s':>10} {'x fairseq':>9} {'peak MiB':>9}")
     results: dict[tuple[str, str], float] = {}
@@ -117,7 +118,7 @@ def main() -> None:
     print(
         f"best / fairseq {FAIRSEQ_TOKENS_PER_S:.0f} tok/s = {best / FAIRSEQ_TOKENS_PER_S:.2f}  (bar: >= 2)"
     )
-    print(f"peak RSS = {peak_rss_mib():.0f} MiB")
+    print(f"peak RSS = {peak_rss_mib():.0f} MiB; load average now {os.getloadavg()}")
 
 
 if __name__ == "__main__":

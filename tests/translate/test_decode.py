@@ -202,6 +202,27 @@ def test_cached_equals_uncached(tiny_model, sources, beam):
     )
 
 
+@pytest.mark.parametrize("beam", [2, 5])
+def test_grouped_cross_attention_equals_per_beam_copies(tiny_model, sources, beam, monkeypatch):
+    """One encoder row per sentence shared by its beams == encoder rows copied per beam."""
+    src = collate(sources)
+    grouped = beam_search_hypotheses(tiny_model, src, beam=beam, **LIM)
+    monkeypatch.setattr(tiny_model, "grouped_cross_attention", False)
+    copied = beam_search_hypotheses(tiny_model, src, beam=beam, **LIM)
+    assert [[h.tokens for h in hs] for hs in grouped] == [[h.tokens for h in hs] for hs in copied]
+    for hg, hc in zip(grouped, copied):
+        assert [h.score for h in hg] == pytest.approx([h.score for h in hc], abs=1e-5)
+    assert len({len(hs[0].tokens) for hs in grouped}) > 1  # sentences leave the batch
+
+
+def test_reorder_cache_cross_order_rejects_bad_groups(tiny_model, sources):
+    src = collate(sources)
+    with torch.no_grad():
+        cache = tiny_model.init_cache(tiny_model.encode(src))
+    with pytest.raises(ValueError, match="multiple of cross_order"):
+        tiny_model.reorder_cache(cache, torch.arange(5), cross_order=torch.arange(2))
+
+
 def test_batch_equals_one_by_one(tiny_model, sources):
     src = collate(sources)
     batched = beam_search(tiny_model, src, beam=4, **LIM)

@@ -246,6 +246,9 @@ def beam_search_hypotheses(
         )  # (B,)
         enc = model.encode(src_tokens, src_lengths)
         cache = model.init_cache(enc) if use_cache else None
+        # with a cache, a model that supports it keeps one encoder row per sentence (the
+        # beams of a sentence share the cross-attention keys/values)
+        grouped = cache is not None and getattr(model, "grouped_cross_attention", False)
         # rows are (sentence, beam) pairs, sentence-major: row = b * width + j. The first step
         # runs one row per sentence (all beams would be identical), then `width` = beam.
         width = 1
@@ -308,13 +311,21 @@ def beam_search_hypotheses(
             base = torch.arange(n_active, device=device)[:, None] * width  # (Ba, 1)
             src_rows = (base + sel_beam).view(-1)  # (Ba*beam,) rows of the same sentence
             regroup = width != beam
+            keep = None
             if bool(sent_done.any()):
                 keep = (~sent_done).nonzero().flatten()  # (Ba',)
                 src_rows = src_rows.view(n_active, beam)[keep].view(-1)
                 active, limits_active = active[keep], limits_active[keep]
                 sel_scores, sel_tok = sel_scores[keep], sel_tok[keep]
                 regroup = True
-            if regroup:  # the rows of a sentence changed: move encoder rows too
+            if regroup and grouped:
+                # one encoder / cross-attention row per sentence, shared by its beams
+                if keep is None:  # width 1 -> beam: the sentences are unchanged
+                    cache = model.reorder_cache(cache, src_rows, self_attn_only=True)
+                else:
+                    enc = model.reorder_encoder_out(enc, keep)
+                    cache = model.reorder_cache(cache, src_rows, cross_order=keep)
+            elif regroup:  # the rows of a sentence changed: move encoder rows too
                 enc = model.reorder_encoder_out(enc, src_rows)
                 if cache is not None:
                     cache = model.reorder_cache(cache, src_rows)

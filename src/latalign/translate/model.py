@@ -189,7 +189,23 @@ class CrossAttention(nn.Module):
         return _split_heads(k, self.heads), _split_heads(v, self.heads)
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
-        """x (B, T, C), k/v (B, H, S, D), attn_mask (B, 1, 1, S) or None -> (B, T, C)."""
+        """x (B, T, C), k/v (B, H, S, D), attn_mask (B, 1, 1, S) or None -> (B, T, C).
+
+        Grouped (incremental beam decoding): x (B*g, 1, C) with k/v/mask of B rows, the ``g``
+        consecutive rows of x sharing one row of k/v (the beams of a sentence). The ``g``
+        queries then go through one (g, D) x (D, S) product per sentence and head instead of
+        ``g`` copies of the encoder keys/values.
+        """
+        n, b = x.size(0), k.size(0)
+        if n != b and x.size(1) == 1 and not self.training:
+            g = n // b
+            h, d = self.heads, k.size(-1)
+            q = self.q(x).view(b, g, h, d).transpose(1, 2)  # (B, H, g, D)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (d**-0.5)  # (B, H, g, S)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, -math.inf)
+            y = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, g, D)
+            return self.out(y.transpose(1, 2).reshape(n, 1, h * d))
         q = _split_heads(self.q(x), self.heads)  # (B, H, T, D)
         dropout_p = self.attention_dropout if self.training else 0.0
         y = _attend(q, k, v, attn_mask, dropout_p)  # (B, H, T, D)
@@ -375,8 +391,9 @@ class Transformer(nn.Module):
         cross_k, cross_v = [], []
         for layer in self.decoder_layers:
             k, v = layer.cross_attn.project_kv(encoder_out.out)  # (N, H, S, D)
-            cross_k.append(k)
-            cross_v.append(v)
+            # contiguous once here, not copied by every step's batched matmul
+            cross_k.append(k.contiguous())
+            cross_v.append(v.contiguous())
         return DecoderCache([], [], cross_k, cross_v, encoder_out.attn_mask())
 
     def decode_step(
@@ -421,22 +438,39 @@ class Transformer(nn.Module):
         """Select rows ``new_order`` (N',) of the encoder output."""
         return encoder_out.index_select(new_order)
 
+    #: :meth:`decode_step` accepts a cache whose cross-attention tensors hold one row per
+    #: group of consecutive rows (see :meth:`reorder_cache`'s ``cross_order``).
+    grouped_cross_attention = True
+
     @staticmethod
     def reorder_cache(
-        cache: DecoderCache, new_order: Tensor, *, self_attn_only: bool = False
+        cache: DecoderCache,
+        new_order: Tensor,
+        *,
+        self_attn_only: bool = False,
+        cross_order: Tensor | None = None,
     ) -> DecoderCache:
         """Select rows ``new_order`` (N',) of every cached tensor (beam search reordering).
 
         ``self_attn_only=True`` skips the cross-attention tensors: valid when every row keeps
         the encoder state of its source sentence (beams of one sentence share it).
+        ``cross_order`` (B',) selects the cross-attention rows separately, with N' = B' * g:
+        the ``g`` consecutive rows ``new_order[i*g:(i+1)*g]`` must all attend to encoder row
+        ``cross_order[i]`` (grouped beams; the cross keys/values are not copied per beam).
         """
         sk = [k.index_select(0, new_order) for k in cache.self_k]
         sv = [v.index_select(0, new_order) for v in cache.self_v]
         if self_attn_only:
             return DecoderCache(sk, sv, cache.cross_k, cache.cross_v, cache.cross_mask)
-        ck = [k.index_select(0, new_order) for k in cache.cross_k]
-        cv = [v.index_select(0, new_order) for v in cache.cross_v]
-        mask = None if cache.cross_mask is None else cache.cross_mask.index_select(0, new_order)
+        order = new_order if cross_order is None else cross_order
+        if cross_order is not None and new_order.numel() % max(cross_order.numel(), 1):
+            raise ValueError(
+                f"expected new_order ({new_order.numel()} rows) to be a multiple of "
+                f"cross_order ({cross_order.numel()} rows)"
+            )
+        ck = [k.index_select(0, order) for k in cache.cross_k]
+        cv = [v.index_select(0, order) for v in cache.cross_v]
+        mask = None if cache.cross_mask is None else cache.cross_mask.index_select(0, order)
         return DecoderCache(sk, sv, ck, cv, mask)
 
     def num_parameters(self) -> int:
