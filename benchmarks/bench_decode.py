@@ -26,8 +26,14 @@ before and after. Beam search is GEMM-bound: on one idle-ish core the output pro
 decoder's linear layers were ~68% of beam-5 time (torch.profiler), log_softmax 9%, topk 6%.
 
 The CPU has no bf16 instructions (AVX2 only), so the bf16 autocast rows are expected to be
-slower than fp32; they are measured to keep that decision checkable. On a loaded machine,
-``--threads 1`` can beat the default 2 threads (intra-op threads wait on each other).
+slower than fp32; they are measured to keep that decision checkable.
+
+On the shared machine (load 3-9 from other jobs) the default 2 OpenMP threads spin-wait for each
+other and lose most of their time: measured in one process with interleaved steps, CE training
+563 tok/s with 2 threads vs 1,125 with 1 thread; with ``OMP_WAIT_POLICY=PASSIVE`` (must be set
+before torch is imported, i.e. in the shell) 2 threads gave 1,132. Beam 5 (random model):
+5.8 sent/s with 2 threads, 48 with 1, 44 with 2 threads and PASSIVE (``--threads 1`` or
+PASSIVE on a loaded machine). The header prints the policy.
 """
 
 from __future__ import annotations
@@ -155,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     load1, load5, _ = os.getloadavg()
     print(
         f"# load average {load1:.1f} (1 min) {load5:.1f} (5 min) on {os.cpu_count()} CPUs: "
-        "timings on a shared machine scale with it"
+        "timings on a shared machine scale with it; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     if not trained:
         print("# NOTE: random weights; outputs are meaningless, only the speed comparison is.")

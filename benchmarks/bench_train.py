@@ -12,6 +12,12 @@ Measured on the 2-core dev CPU (idle, torch 2.13, --warmup 1 --updates 3): fp32 
 AXE 2160 target tokens/s (AXE/CE 1.05, 0.80x fairseq); bf16 CE 56 tokens/s (no native bf16
 on that CPU: ~37x slower), hence bf16 off by default here and in TrainConfig.
     python benchmarks/bench_train.py --updates 30 --warmup 5 --threads 2
+
+On the shared machine (load 3-9 from other jobs) the default 2 OpenMP threads spin-wait for each
+other and lose most of their time: measured in one process with interleaved steps, CE training
+563 tok/s with 2 threads vs 1,125 with 1 thread; with ``OMP_WAIT_POLICY=PASSIVE`` (must be set
+before torch is imported, i.e. in the shell) 2 threads gave 1,132. Beam 5 (random model):
+5.8 sent/s with 2 threads, 48 with 1, 44 with 2 threads and PASSIVE. The header prints the policy.
 """
 
 from __future__ import annotations
@@ -93,7 +99,8 @@ def main() -> None:
     print(
         f"# preset={args.preset} vocab={data.tokenizer.vocab_size} max_tokens={args.max_tokens} "
         f"warmup={args.warmup} timed_updates={args.updates} threads={torch.get_num_threads()} "
-        f"torch={torch.__version__} loadavg={os.getloadavg()}"
+        f"torch={torch.__version__} loadavg={os.getloadavg()} "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     print(f"{'criterion':<10} {'precision':<9} {'tgt tok/s':>10} {'x fairseq':>9} {'peak MiB':>9}")
     results: dict[tuple[str, str], float] = {}
