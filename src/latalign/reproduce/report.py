@@ -449,7 +449,7 @@ def build_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[tuple
     b.append(("p", f"Preset **{meta['preset']['name']}** ({meta['preset']['description']}); "
               f"seed {meta['seed']}; data: {meta['data'] or 'built-in synthetic corpus'}; "
               f"wall time of this invocation {meta['wall_seconds'] / 60:.1f} min "
-              f"({meta['threads']} torch threads)."))  # fmt: skip
+              f"(torch threads: {meta['threads']})."))  # fmt: skip
     b.append(("p", "Command:"))
     b.append(("code", meta["command"]))
     b.append(("p", f"Units: {meta['units']}."))
@@ -526,6 +526,11 @@ def build_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[tuple
                             "valid CE", "BLEU", "empty", "note"], rows))  # fmt: skip
         if "map" in figures:
             b.append(("img", figures["map"], "left: the paper's prediction; right: measured"))
+    notes = _notes(results)
+    if notes:
+        b.append(("h", 2, "Notes on these numbers"))
+        for note in notes:
+            b.append(("p", "- " + note))
     b.append(("h", 2, "Examples (test set)"))
     for n in EXPERIMENTS:
         if n in e and e[n]["test"].get("examples"):
@@ -533,6 +538,43 @@ def build_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[tuple
             b.append(("p", f"**{n}** — source: {src} / reference: {ref} / output: "
                       f"{hyp or '(empty)'}"))  # fmt: skip
     return b
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    """Caveats computed from the results (each says what a number does and does not show)."""
+    e = results.get("experiments", {})
+    out = []
+    if "ctc" in e and "ce" in e:
+        c = e["ctc"]["analysis"]["ctc_vs_ce"]
+        out.append(
+            f"CTC at m = n is infinite for the {_pct(c['repeat_share'])} of sentences with equal "
+            "neighbours; training uses zero_infinity, so those sentences give no gradient and the "
+            f"CTC model's cross entropy ({_f(e['ctc'].get('final_valid_ce'))} nats/token) is "
+            f"above the CE model's ({_f(e['ce'].get('final_valid_ce'))}); its own loss averages "
+            "over all target tokens, infeasible sentences counting 0."
+        )
+    if "axe" in e:
+        out.append(
+            "Logged training losses are averages over each logging interval with dropout on; "
+            "validation losses are without dropout, hence lower."
+        )
+    m = results.get("map")
+    if m:
+        ref = next((r for r in m["rows"] if r["key"] == m["reference"]), None)
+        if ref is not None and ref["bleu"] < 10:
+            out.append(
+                f"Each map objective is trained for {ref['updates']} updates only: the "
+                f"cross-entropy reference reaches greedy BLEU {_f(ref['bleu'], 1)}, so the BLEU "
+                "half of the measured rule carries little information at this length; the "
+                "classification rests on the near-zero-loss test and on empty outputs."
+            )
+    if "axe_untied" in e:
+        u = e["axe_untied"]
+        out.append(
+            f"The untied AXE run is as long as the tied one ({u['updates']} updates); that it "
+            "still translates says the collapse is slower without tying, not that it never comes."
+        )
+    return out
 
 
 def render_markdown(blocks: list[tuple]) -> str:
