@@ -56,7 +56,9 @@ def case_fns(logits, targets, n: int, m: int):
 
     def torch_ctc():
         lp = logits.log_softmax(-1)
-        loss = F.ctc_loss(lp.transpose(0, 1), targets, in_len, tg_len, reduction="sum", zero_infinity=True)
+        loss = F.ctc_loss(
+            lp.transpose(0, 1), targets, in_len, tg_len, reduction="sum", zero_infinity=True
+        )
         loss.backward()
 
     def axe():
@@ -67,10 +69,14 @@ def case_fns(logits, targets, n: int, m: int):
         la.axe_loss(lp, targets, in_len, tg_len, reduction="sum").backward()
 
     def axe_torch_backend():
-        la.axe_loss(logits, targets, in_len, tg_len, from_logits=True, reduction="sum", backend="torch").backward()
+        la.axe_loss(
+            logits, targets, in_len, tg_len, from_logits=True, reduction="sum", backend="torch"
+        ).backward()
 
     def ctc():
-        la.ctc_loss(logits, targets, in_len, tg_len, from_logits=True, reduction="sum", zero_infinity=True).backward()
+        la.ctc_loss(
+            logits, targets, in_len, tg_len, from_logits=True, reduction="sum", zero_infinity=True
+        ).backward()
 
     def clear():
         logits.grad = None
@@ -86,8 +92,20 @@ def case_fns(logits, targets, n: int, m: int):
 
 
 def bench_table(sizes, repeats: int) -> None:
-    print(f"\nforward+backward from logits, N=64, V=8000, median of {repeats} interleaved repeats (ms)")
-    header = ["(n, m)", "torch CE", "torch CTC", "axe", "axe/CE", "axe(lsm)/CE", "ctc", "ctc/torchCTC", "axe torch-backend"]
+    print(
+        f"\nforward+backward from logits, N=64, V=8000, median of {repeats} interleaved repeats (ms)"
+    )
+    header = [
+        "(n, m)",
+        "torch CE",
+        "torch CTC",
+        "axe",
+        "axe/CE",
+        "axe(lsm)/CE",
+        "ctc",
+        "ctc/torchCTC",
+        "axe torch-backend",
+    ]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for n, m in sizes:
@@ -105,7 +123,11 @@ def bench_table(sizes, repeats: int) -> None:
                 times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         ce, tctc = med["torch cross_entropy"], med["torch ctc_loss"]
-        axe, axe_l, ctc = med["la.axe_loss (logits)"], med["la.axe_loss (log_softmax)"], med["la.ctc_loss (logits)"]
+        axe, axe_l, ctc = (
+            med["la.axe_loss (logits)"],
+            med["la.axe_loss (log_softmax)"],
+            med["la.ctc_loss (logits)"],
+        )
         row = [
             f"({n}, {m})",
             f"{ce:.1f}",
@@ -124,8 +146,12 @@ def bench_table(sizes, repeats: int) -> None:
 
 def bench_dp(repeats: int) -> None:
     """The dynamic programs alone, on pre-gathered emissions (ns per grid cell, fwd + bwd)."""
-    print(f"\nDP alone (emissions given), N=64, forward+backward, median of {repeats} (ns per cell)")
-    print("(n, m) | AXE numba | AXE torch | sum {all four} numba | sum {all four} torch | CTC numba")
+    print(
+        f"\nDP alone (emissions given), N=64, forward+backward, median of {repeats} (ns per cell)"
+    )
+    print(
+        "(n, m) | AXE numba | AXE torch | sum {all four} numba | sum {all four} torch | CTC numba"
+    )
     print("--- | --- | --- | --- | --- | ---")
     axe = axe_objective()
     sum_all = la.Objective.make(la.OPERATORS, "sum")
@@ -172,15 +198,23 @@ def bench_memory(limit_gib: float = 4.0) -> None:
     """Largest n = m whose forward+backward fits in ``limit_gib`` (peak RSS of a fresh process)."""
     import subprocess
 
-    print(f"\nlargest n = m whose AXE forward+backward (from logits) fits in {limit_gib:g} GiB, N=1, V=8000")
+    print(
+        f"\nlargest n = m whose AXE forward+backward (from logits) fits in {limit_gib:g} GiB, N=1, V=8000"
+    )
     print("n = m | peak RSS (GiB)")
     print("--- | ---")
+
     def peak(n: int) -> float | None:
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(n)], capture_output=True, text=True, check=False
+            [sys.executable, __file__, "--memory-child", str(n)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode != 0:
-            print(f"{n} | failed ({out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode})")
+            print(
+                f"{n} | failed ({out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode})"
+            )
             return None
         value = float(out.stdout.strip().splitlines()[-1])
         print(f"{n} | {value:.2f}")
@@ -204,7 +238,9 @@ def bench_memory(limit_gib: float = 4.0) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--skip-memory", action="store_true", help="skip the memory search")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
