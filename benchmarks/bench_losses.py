@@ -18,6 +18,7 @@ import resource
 import statistics
 import sys
 import time
+from functools import partial
 
 import numba
 import torch
@@ -144,6 +145,18 @@ def bench_table(sizes, repeats: int) -> None:
         gc.collect()
 
 
+def _algebra_fwd_bwd(data, obj, backend: str) -> None:
+    em, _, in_len, tg_len, gs = data
+    state = dispatch.algebra_forward(em, in_len, tg_len, obj, backend, keep=True)
+    dispatch.algebra_backward(state, em, in_len, tg_len, gs)
+
+
+def _ctc_fwd_bwd(data) -> None:
+    em, targets, in_len, tg_len, gs = data
+    state = dispatch.ctc_forward(em, targets, in_len, tg_len, "numba", keep=True)
+    dispatch.ctc_backward(state, em, targets, in_len, tg_len, gs)
+
+
 def bench_dp(repeats: int) -> None:
     """The dynamic programs alone, on pre-gathered emissions (ns per grid cell, fwd + bwd)."""
     print(
@@ -164,21 +177,14 @@ def bench_dp(repeats: int) -> None:
         gs = torch.ones(nb, dtype=torch.float64)
         cells = nb * (n + 1) * (m + 1)
 
-        def run(obj, backend):
-            st = dispatch.algebra_forward(em, in_len, tg_len, obj, backend, keep=True)
-            dispatch.algebra_backward(st, em, in_len, tg_len, gs)
-
-        def run_ctc():
-            st = dispatch.ctc_forward(em, targets, in_len, tg_len, "numba", keep=True)
-            dispatch.ctc_backward(st, em, targets, in_len, tg_len, gs)
-
         cols = []
+        data = (em, targets, in_len, tg_len, gs)
         for fn in [
-            lambda: run(axe, "numba"),
-            lambda: run(axe, "torch"),
-            lambda: run(sum_all, "numba"),
-            lambda: run(sum_all, "torch"),
-            run_ctc,
+            partial(_algebra_fwd_bwd, data, axe, "numba"),
+            partial(_algebra_fwd_bwd, data, axe, "torch"),
+            partial(_algebra_fwd_bwd, data, sum_all, "numba"),
+            partial(_algebra_fwd_bwd, data, sum_all, "torch"),
+            partial(_ctc_fwd_bwd, data),
         ]:
             fn()
             cols.append(timeit(fn, repeats) / cells * 1e9)

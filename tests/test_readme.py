@@ -26,5 +26,5 @@ def test_readme_examples_run(capsys):
 def test_readme_install_and_test_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     readme = README.read_text(encoding="utf-8")
-    for command in ['pip install torch==2.13.0 numpy', 'pip install -e ".[dev]"', "pytest"]:
+    for command in ["pip install torch==2.13.0 numpy", 'pip install -e ".[dev]"', "pytest"]:
         assert command in readme and command in ci, command
