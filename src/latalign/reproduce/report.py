@@ -156,7 +156,7 @@ def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         missing("causal_trivial", claim, "§5", crit, ["causal_axe"])
 
-    claim = "cross entropy translates (baseline)"
+    claim = "cross entropy translates"
     crit = "BLEU ≥ 10 and empty share < 0.05 for CE (and label-smoothed CE if run)"
     base = [n for n in ("ce", "label_smoothed_ce") if n in e]
     if base:
