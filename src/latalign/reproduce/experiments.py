@@ -167,7 +167,7 @@ def train_config(
         validate_every=p.validate_every,
         log_every=p.log_every,
         seed=ctx.seed,
-        device="cpu",
+        device=p.train_device,
         cache_dir=str(ctx.cache_dir),
     )
 

@@ -56,6 +56,7 @@ class Preset:
     map_eval_sentences: int = 100  # greedy-decoded test sentences per map objective
     figure_sentences: int = 3
     threads: int | None = None  # torch intra-op threads (None = torch's default)
+    train_device: str = "cpu"  # TrainConfig.device of the criterion runs ("auto": CUDA if any)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +156,7 @@ PRESETS: dict[str, Preset] = {
         test_sentences=0,
         analysis_sentences=0,
         map_eval_sentences=500,
+        train_device="auto",
     ),
     "ci": Preset(
         name="ci",
