@@ -398,7 +398,15 @@ def run_criterion_experiment(name: str, ctx: Context) -> dict[str, Any]:
         "analysis": analysis,
         "seconds": {"train": train_s, "eval": time.monotonic() - t1},
     }
+    return _finish(directory, spec, name, result, t0)
+
+
+def _finish(
+    directory: Path, spec: Any, name: str, result: dict[str, Any], t0: float
+) -> dict[str, Any]:
+    """Write an experiment's result (last, so a crash leaves it unfinished) and log a summary."""
     write_result(directory, spec, result)
+    test = result["test"]
     logger.info(
         "%s: done in %.0f s (valid loss %.3f nats/token, BLEU %.1f, empty %.0f%%)",
         name, time.monotonic() - t0, result["final_valid_loss"], test["bleu"],
@@ -446,13 +454,7 @@ def run_doubled_experiment(ctx: Context) -> dict[str, Any]:
         "analysis": analysis,
         "seconds": {"train": train_s, "eval": time.monotonic() - t1},
     }
-    write_result(directory, spec, result)
-    logger.info(
-        "%s: done in %.0f s (valid loss %.3f nats/token, BLEU %.1f, empty %.0f%%)",
-        name, time.monotonic() - t0, result["final_valid_loss"], test["bleu"],
-        100 * test["empty_share"],
-    )  # fmt: skip
-    return result
+    return _finish(directory, spec, name, result, t0)
 
 
 def run_map_objective(key: str, ctx: Context) -> dict[str, Any]:
