@@ -20,11 +20,16 @@ EXIT_USAGE = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``latalign reproduce``."""
     parser.add_argument(
-        "--preset", default="quick", choices=list(PRESETS),
+        "--preset", default=None, choices=list(PRESETS),
         help="sizes: quick (synthetic corpus, tiny model, ~10 min on 2 CPU cores), multi30k "
-        "(--data DIR, small model), paper (the paper's model and schedule, for a GPU), ci",
+        "(--data DIR, small model, ~70 min), paper (the paper's model and schedule, for a GPU), "
+        "ci (default: multi30k with --data, quick without)",
     )  # fmt: skip
-    parser.add_argument("--data", default=None, help="data directory (multi30k and paper presets)")
+    parser.add_argument(
+        "--data", default=None,
+        help="data directory of parallel text (multi30k and paper presets; alone, it selects "
+        "multi30k)",
+    )  # fmt: skip
     parser.add_argument(
         "--out", default="runs/reproduce", help="run directory (default %(default)s)"
     )
@@ -73,9 +78,16 @@ def _parse_updates(value: str | None) -> dict[str, int] | None:
     return out
 
 
+def default_preset(preset: str | None, data: str | None) -> str:
+    """``--preset`` when given, else ``multi30k`` with ``--data`` and ``quick`` without."""
+    if preset is not None:
+        return preset
+    return "quick" if data is None else "multi30k"
+
+
 def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceOptions:
     return ReproduceOptions(
-        out=args.out, preset=args.preset, data=args.data,
+        out=args.out, preset=default_preset(args.preset, args.data), data=args.data,
         experiments=_split(args.experiments), map_objectives=_split(args.map_objectives),
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,

@@ -24,7 +24,10 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
     if options.preset not in PRESETS:
         raise ValueError(f"expected a preset in {{{', '.join(PRESETS)}}}; found {options.preset!r}")
     preset = PRESETS[options.preset]
-    names = list(options.experiments) if options.experiments else list(EXPERIMENTS)
+    if options.experiments:
+        names = list(options.experiments)
+    else:
+        names = list(preset.default_experiments or EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown or not names:
         raise ValueError(
