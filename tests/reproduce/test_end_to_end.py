@@ -222,3 +222,30 @@ def test_scale_and_updates_overrides(tmp_path):
     with pytest.raises(ValueError, match="expected updates"):
         run_reproduction(_options(tmp_path / "z", tmp_path / "c", updates={"nope": 3}))
     assert not (tmp_path / "z").exists()
+
+
+def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
+    from latalign.reproduce import PRESETS
+    from latalign.reproduce.run import validate_options
+
+    parser = argparse.ArgumentParser()
+    rcli.add_arguments(parser)
+    assert rcli.options_from_args(parser.parse_args([])).preset == "quick"
+    data = tmp_path / "data"
+    data.mkdir()
+    opts = rcli.options_from_args(parser.parse_args(["--data", str(data)]))
+    assert opts.preset == "multi30k"
+    explicit = rcli.options_from_args(parser.parse_args(["--data", str(data), "--preset", "paper"]))
+    assert explicit.preset == "paper"
+    # multi30k leaves the 32-objective map out unless asked; quick runs everything
+    assert "map" not in PRESETS["multi30k"].default_experiments
+    assert validate_options(ReproduceOptions(preset="quick"))[0] == list(EXPERIMENTS)
+    with pytest.raises(ValueError, match="train"):  # empty data dir: refused, names the split
+        validate_options(opts)
+    for split in ("train", "valid", "test"):
+        for lang in ("de", "en"):
+            (data / f"{split}.{lang}").write_text("ein satz\n" if lang == "de" else "a sentence\n")
+    names, _ = validate_options(opts)
+    assert names == [n for n in EXPERIMENTS if n != "map"]
+    asked = rcli.options_from_args(parser.parse_args(["--data", str(data), "--experiments", "map"]))
+    assert validate_options(asked)[0] == ["map"]

@@ -193,6 +193,20 @@ def algebra_backward_sum(et, in_len, tg_len, w, flags, causal, alpha, beta, gsca
                         grad[b, e_row, 0] -= g * wcp * p
 
 
+@numba.njit(inline="always", cache=True)
+def _move_back(code: int, i: int, j: int) -> tuple[int, int, int, int]:
+    """One step back along a best path from cell (i, j) by move ``code`` (1 align,
+    2 clone_target, 3 clone_prediction, 4 delimiter): ``(row, col, i', j')`` where
+    ``et[b, row, col]`` is the emission the move scored and (i', j') the cell it came from."""
+    if code == 1:
+        return i, j - 1, i - 1, j - 1
+    if code == 3:
+        return i, (j if j >= 1 else 1) - 1, i - 1, j
+    if code == 4:
+        return 0, j - 1, i, j - 1
+    return i, j - 1, i, j - 1  # clone_target
+
+
 @numba.njit(parallel=True, cache=True)
 def algebra_backward_max(in_len, tg_len, w, bp, gscale, grad):
     """Gradient of ``-max`` w.r.t. ``et``: minus the weighted move counts of the best path."""
@@ -205,22 +219,10 @@ def algebra_backward_max(in_len, tg_len, w, bp, gscale, grad):
             continue
         while i > 0 or j > 0:
             code = bp[b, i, j]
-            if code == 1:
-                grad[b, i, j - 1] -= g * w[0]
-                i -= 1
-                j -= 1
-            elif code == 2:
-                grad[b, i, j - 1] -= g * w[1]
-                j -= 1
-            elif code == 3:
-                jj = j if j >= 1 else 1
-                grad[b, i, jj - 1] -= g * w[2]
-                i -= 1
-            elif code == 4:
-                grad[b, 0, j - 1] -= g * w[3]
-                j -= 1
-            else:
+            if code == 0:
                 break
+            row, col, i, j = _move_back(code, i, j)
+            grad[b, row, col] -= g * w[code - 1]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -238,13 +240,7 @@ def algebra_backtrack(in_len, tg_len, bp, paths, plen):
             code = bp[b, i, j]
             paths[b, k] = code
             k += 1
-            if code == 1:
-                i -= 1
-                j -= 1
-            elif code == 3:
-                i -= 1
-            else:
-                j -= 1
+            _, _, i, j = _move_back(code, i, j)
         for q in range(k // 2):  # reverse in place
             tmp = paths[b, q]
             paths[b, q] = paths[b, k - 1 - q]
