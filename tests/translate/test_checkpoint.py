@@ -21,38 +21,9 @@ from latalign.translate.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from latalign.translate.data import DataConfig
-from latalign.translate.train import SetupError, TrainConfig, train
+from latalign.translate.train import SetupError, train
 
-
-def tiny_config(run_dir: Path, cache: Path, **overrides) -> TrainConfig:
-    fields = dict(
-        run_dir=str(run_dir),
-        data=DataConfig(synthetic_size=120, synthetic_eval_size=16, vocab_size=120),
-        preset="tiny",
-        criterion="ce",
-        max_tokens=300,
-        warmup_updates=4,
-        validate_every=1000,
-        log_every=1000,
-        cache_dir=str(cache),
-    )
-    fields.update(overrides)
-    return TrainConfig(**fields)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -97,39 +68,39 @@ def assert_same_params(a: Path, b: Path) -> None:
         assert torch.equal(ea[k]["exp_avg"], eb[k]["exp_avg"])
 
 
-def test_resume_is_exact(tmp_path, cache):
+def test_resume_is_exact(tmp_path, tiny_config):
     # 7 updates straight vs 3 + resume to 7; the epoch (~5 batches) ends in between and
     # dropout is on (tiny preset: 0.1), so data position and RNG state both matter.
-    full = train(tiny_config(tmp_path / "full", cache, max_updates=7), progress=False)
-    part = train(tiny_config(tmp_path / "part", cache, max_updates=3), progress=False)
+    full = train(tiny_config(tmp_path / "full", max_updates=7), progress=False)
+    part = train(tiny_config(tmp_path / "part", max_updates=3), progress=False)
     assert part.step == 3 and part.stop_reason == "max_updates"
-    resumed = train(tiny_config(tmp_path / "part", cache, max_updates=7), progress=False)
+    resumed = train(tiny_config(tmp_path / "part", max_updates=7), progress=False)
     assert resumed.step == 7 and full.step == 7
     assert_same_params(full.last_checkpoint, resumed.last_checkpoint)
     # a different seed gives different parameters: the comparison above can fail
-    other = train(tiny_config(tmp_path / "other", cache, max_updates=7, seed=2), progress=False)
+    other = train(tiny_config(tmp_path / "other", max_updates=7, seed=2), progress=False)
     sa, sb = load_checkpoint(full.last_checkpoint), load_checkpoint(other.last_checkpoint)
     assert not all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
 
 
-def test_refuses_to_resume_a_different_run(tmp_path, cache):
+def test_refuses_to_resume_a_different_run(tmp_path, tiny_config):
     run = tmp_path / "run"
-    train(tiny_config(run, cache, max_updates=1), progress=False)
+    train(tiny_config(run, max_updates=1), progress=False)
     last = run / "checkpoints" / "checkpoint_last.pt"
     before = last.read_bytes()
     with pytest.raises(SetupError, match="lr"):
-        train(tiny_config(run, cache, max_updates=2, lr=1e-3), progress=False)
+        train(tiny_config(run, max_updates=2, lr=1e-3), progress=False)
     with pytest.raises(SetupError, match="criterion"):
-        train(tiny_config(run, cache, max_updates=2, criterion="axe"), progress=False)
+        train(tiny_config(run, max_updates=2, criterion="axe"), progress=False)
     with pytest.raises(SetupError, match="resume disabled"):
-        train(tiny_config(run, cache, max_updates=2), progress=False, resume=False)
+        train(tiny_config(run, max_updates=2), progress=False, resume=False)
     assert last.read_bytes() == before
     with pytest.raises(SetupError, match="to resume from"):
-        train(tiny_config(tmp_path / "empty", cache, max_updates=1), progress=False, resume=True)
+        train(tiny_config(tmp_path / "empty", max_updates=1), progress=False, resume=True)
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill(tmp_path, cache):
+def test_resume_after_sigkill(tmp_path, cache, tiny_config):
     """Kill a training process mid-run (SIGKILL), resume it, compare with a straight run."""
     args = [
         sys.executable, "-m", "latalign.cli", "train", "--no-progress",
@@ -158,7 +129,7 @@ def test_resume_after_sigkill(tmp_path, cache):
     subprocess.run([*args, "--run-dir", str(killed), "--max-updates", str(target)], check=True,
                    stdout=subprocess.DEVNULL, env=ONE_THREAD_ENV)  # fmt: skip
     straight = train(
-        tiny_config(tmp_path / "straight", cache, max_updates=target, validate_every=2),
+        tiny_config(tmp_path / "straight", max_updates=target, validate_every=2),
         progress=False,
     )
     assert_same_params(straight.last_checkpoint, last)

@@ -8,40 +8,12 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
-from latalign.translate.data import DataConfig
 from latalign.translate.optim import inverse_sqrt_lr
 from latalign.translate.runlog import read_log
 from latalign.translate.train import TrainConfig, config_differences, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def tiny(run_dir: Path, cache: Path, **overrides) -> TrainConfig:
-    fields = dict(
-        run_dir=str(run_dir),
-        data=DataConfig(synthetic_size=120, synthetic_eval_size=16, vocab_size=120),
-        preset="tiny",
-        max_tokens=300,
-        warmup_updates=4,
-        validate_every=1000,
-        log_every=1000,
-        cache_dir=str(cache),
-    )
-    fields.update(overrides)
-    return TrainConfig(**fields)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ config
@@ -115,9 +87,9 @@ def test_inverse_sqrt_schedule():
 # ------------------------------------------------------------------ loop
 
 
-def test_train_writes_run_dir_logs_and_validates_ce(tmp_path, cache):
-    cfg = tiny(
-        tmp_path / "run", cache, criterion="axe", max_updates=4, validate_every=2, log_every=2
+def test_train_writes_run_dir_logs_and_validates_ce(tmp_path, tiny_config):
+    cfg = tiny_config(
+        tmp_path / "run", criterion="axe", max_updates=4, validate_every=2, log_every=2
     )
     result = train(cfg, progress=False)
     run = Path(cfg.run_dir)
@@ -140,33 +112,33 @@ def test_train_writes_run_dir_logs_and_validates_ce(tmp_path, cache):
     assert result.best_valid_loss == min(r["valid_loss"] for r in valid_recs)
 
 
-def test_stops_at_max_epochs(tmp_path, cache):
-    result = train(tiny(tmp_path / "r", cache, max_epochs=1), progress=False)
+def test_stops_at_max_epochs(tmp_path, tiny_config):
+    result = train(tiny_config(tmp_path / "r", max_epochs=1), progress=False)
     assert result.stop_reason == "max_epochs" and result.epoch == 1
     valid = [r for r in result.history if r["kind"] == "valid"]
     assert [r["reason"] for r in valid] == ["epoch_end"]
 
 
-def test_early_stopping_on_flat_validation_loss(tmp_path, cache):
+def test_early_stopping_on_flat_validation_loss(tmp_path, tiny_config):
     # lr so small that parameters do not move in float32: validation never improves
-    cfg = tiny(tmp_path / "r", cache, lr=1e-20, warmup_init_lr=0.0, validate_every=1,
+    cfg = tiny_config(tmp_path / "r", lr=1e-20, warmup_init_lr=0.0, validate_every=1,
                patience=2, max_updates=50)  # fmt: skip
     result = train(cfg, progress=False)
     assert result.stop_reason == "patience"
     assert result.step == 3  # first validation sets the best, two more without improvement
 
 
-def test_bf16_autocast_trains_with_finite_loss(tmp_path, cache):
+def test_bf16_autocast_trains_with_finite_loss(tmp_path, tiny_config):
     result = train(
-        tiny(tmp_path / "r", cache, bf16=True, max_updates=2, log_every=1), progress=False
+        tiny_config(tmp_path / "r", bf16=True, max_updates=2, log_every=1), progress=False
     )
     losses = [r["train_loss"] for r in result.history if r["kind"] == "train"]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert math.isfinite(result.final["valid_ce"])
 
 
-def test_label_smoothed_ce_logs_nll(tmp_path, cache):
-    cfg = tiny(tmp_path / "r", cache, criterion="label_smoothed_ce", max_updates=1, log_every=1)
+def test_label_smoothed_ce_logs_nll(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path / "r", criterion="label_smoothed_ce", max_updates=1, log_every=1)
     rec = next(r for r in train(cfg, progress=False).history if r["kind"] == "train")
     # nll is logged next to the smoothed loss; they differ unless epsilon = 0
     assert math.isfinite(rec["train_nll_loss"]) and rec["train_nll_loss"] != rec["train_loss"]
