@@ -28,3 +28,34 @@ def test_readme_install_and_test_commands_match_ci():
     readme = README.read_text(encoding="utf-8")
     for command in ["pip install torch==2.13.0 numpy", 'pip install -e ".[dev]"', "pytest"]:
         assert command in readme and command in ci, command
+
+
+def readme_cli_commands() -> list[list[str]]:
+    """Arguments of every ``latalign …`` (or ``-m latalign.cli …``) command in the README's
+    bash blocks, continuation lines joined, comments and pipes split off."""
+    import shlex
+
+    commands = []
+    text = README.read_text(encoding="utf-8")
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("|"):
+                words = shlex.split(part, comments=True)
+                for k, word in enumerate(words):
+                    if word in ("latalign", "latalign.cli"):
+                        commands.append(words[k + 1 :])
+                        break
+    return commands
+
+
+def test_readme_cli_commands_parse():
+    from latalign.cli import build_parser
+
+    commands = readme_cli_commands()
+    assert len(commands) >= 5 and any(c[:1] == ["reproduce"] for c in commands)
+    parser = build_parser()
+    for args in commands:
+        try:
+            parser.parse_args(args)
+        except SystemExit as e:  # argparse refuses an unknown option or value
+            raise AssertionError(f"README command does not parse: latalign {' '.join(args)}") from e
