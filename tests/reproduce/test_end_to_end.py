@@ -145,6 +145,13 @@ def test_rerun_reuses(run):
     assert took < max(0.5 * first, 30)
     assert {p: p.stat().st_mtime for p in out.rglob("checkpoint_last.pt")} == mtimes
     assert again["claims"] == results["claims"]
+    # the rerun's wall time is its own; the experiments' time is the one they took when run
+    from latalign.reproduce.report import experiment_seconds
+
+    assert again["meta"]["wall_seconds"] == pytest.approx(took, abs=5)
+    assert experiment_seconds(again) == pytest.approx(experiment_seconds(results))
+    assert experiment_seconds(results) > again["meta"]["wall_seconds"]
+    assert f"{experiment_seconds(again) / 60:.1f} min" in (out / "report.md").read_text()
 
 
 def test_resume_after_interruption(run):

@@ -83,11 +83,14 @@ def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
         a = e["axe"]
         ft, fv = a["first_train_below_0.1"], a["first_valid_below_0.1"]
         ok = ft is not None and ft["epoch"] <= 1.0 and a["final_valid_loss"] < 0.2
+        span = f"never in {a['updates']} updates ({_f(a['updates'] / a['updates_per_epoch'], 2)} epochs)"
+
+        def when(r: dict[str, Any] | None) -> str:
+            return f"at update {r['step']} (epoch {_f(r['epoch'], 2)})" if r else span
+
         add("axe_near_zero", claim, "§4, Fig. 2", crit,
-            f"train < 0.1 at update {ft['step'] if ft else 'never'} (epoch "
-            f"{_f(ft['epoch'], 2) if ft else 'n/a'}); valid < 0.1 at "
-            f"{('update ' + str(fv['step']) + ', epoch ' + _f(fv['epoch'], 2)) if fv else 'never'}; "
-            f"final train {_f(a['final_train_loss'])}, valid {_f(a['final_valid_loss'])} nats/token",
+            f"train < 0.1 {when(ft)}; valid < 0.1 {when(fv)}; final train "
+            f"{_f(a['final_train_loss'])}, valid {_f(a['final_valid_loss'])} nats/token",
             {"first_train_below_0.1": ft, "first_valid_below_0.1": fv,
              "final_train_loss": a["final_train_loss"], "final_valid_loss": a["final_valid_loss"]},
             ok)  # fmt: skip
@@ -219,9 +222,14 @@ def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "empty_share": e[n]["test"]["empty_share"], "bleu": e[n]["test"]["bleu"],
             }  # fmt: skip
             label = "tied" if n == "axe" else "untied"
+
+            def below(x: str, v: dict[str, Any] = vals[n]) -> str:
+                step = v[f"below_{x}"]
+                return f"< {x} from update {step}" if step else f"never < {x}"
+
             parts.append(
-                f"{label}: < 0.5 at update {vals[n]['below_0.5'] or 'never'}, < 0.1 at "
-                f"{vals[n]['below_0.1'] or 'never'}, empty {_pct(vals[n]['empty_share'])}"
+                f"{label} ({e[n]['updates']} updates): train {below('0.5')}, {below('0.1')}; "
+                f"BLEU {_f(vals[n]['bleu'], 1)}, empty {_pct(vals[n]['empty_share'])}"
             )
         add("tying", claim, "finding", crit, "; ".join(parts), vals, None)
     else:
@@ -229,11 +237,22 @@ def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def experiment_seconds(results: dict[str, Any]) -> float:
+    """Seconds the experiments of ``results`` took when they ran (training + evaluation),
+    whether this invocation ran them or reused them."""
+    total = 0.0
+    for r in results.get("experiments", {}).values():
+        sec = r.get("seconds", 0.0)
+        total += sum(sec.values()) if isinstance(sec, dict) else float(sec)
+    total += sum(float(row["seconds"]) for row in results.get("map", {}).get("rows", []))
+    return total
+
+
 def format_claims_table(claims: Sequence[dict[str, Any]], width: int = 110) -> str:
     """The claims table as plain text for the terminal."""
     lines = []
     for c in claims:
-        head = f"{MARK[c['passed']]} {c['claim']} ({c['section']})"
+        head = f"{MARK[c['passed']]} {c['claim']} [{c['section']}]"
         lines.append(head)
         lines.append("    " + c["measured"])
     return "\n".join(lines)
@@ -448,8 +467,9 @@ def build_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[tuple
     b.append(("h", 1, "Can latent alignments improve autoregressive MT? — reproduction report"))
     b.append(("p", f"Preset **{meta['preset']['name']}** ({meta['preset']['description']}); "
               f"seed {meta['seed']}; data: {meta['data'] or 'built-in synthetic corpus'}; "
-              f"wall time of this invocation {meta['wall_seconds'] / 60:.1f} min "
-              f"(torch threads: {meta['threads']})."))  # fmt: skip
+              f"wall time of this invocation {meta['wall_seconds'] / 60:.1f} min; the "
+              f"experiments' own time (training + evaluation, also of reused ones) "
+              f"{experiment_seconds(results) / 60:.1f} min (torch threads: {meta['threads']})."))  # fmt: skip
     b.append(("p", "Command:"))
     b.append(("code", meta["command"]))
     b.append(("p", f"Units: {meta['units']}."))
