@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=8000, help="joint BPE size (default: 8000)")
     p.add_argument("--max-tokens", type=int, default=4096, help="batch budget (default: 4096)")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates per setting")
-    p.add_argument("--updates", type=int, default=4, help="timed updates per setting")
+    p.add_argument("--updates", type=int, default=10, help="timed updates per setting")
     p.add_argument("--criteria", default="ce,axe", help="comma separated (default: ce,axe)")
     p.add_argument(
         "--precisions", default="fp32", help="fp32 and/or bf16, comma separated (default: fp32)"

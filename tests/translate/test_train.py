@@ -142,3 +142,13 @@ def test_label_smoothed_ce_logs_nll(tmp_path, tiny_config):
     rec = next(r for r in train(cfg, progress=False).history if r["kind"] == "train")
     # nll is logged next to the smoothed loss; they differ unless epsilon = 0
     assert math.isfinite(rec["train_nll_loss"]) and rec["train_nll_loss"] != rec["train_loss"]
+
+
+def test_shipped_configs_load():
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
+    assert configs, "configs/ lost its example configs"
+    for path in configs:
+        cfg = TrainConfig.from_file(path, run_dir="unused")
+        assert cfg.preset in ("tiny", "small", "paper") and cfg.max_minutes > 0
+    cfg = TrainConfig.from_file(configs[0], run_dir="unused", lr=2e-3)  # CLI-style override
+    assert cfg.lr == 2e-3 and cfg.model["dropout"] == 0.2
