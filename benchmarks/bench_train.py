@@ -8,9 +8,11 @@ AXE >= 0.9x CE) and peak resident memory (``ru_maxrss``).
     python benchmarks/bench_train.py                    # fp32 CE + AXE, ~2-3 minutes, 2 cores
     python benchmarks/bench_train.py --precisions fp32,bf16 --warmup 1 --updates 3
 
-Measured on the 2-core dev CPU (idle, torch 2.13, --warmup 1 --updates 3): fp32 CE 2055,
-AXE 2160 target tokens/s (AXE/CE 1.05, 0.80x fairseq); bf16 CE 56 tokens/s (no native bf16
-on that CPU: ~37x slower), hence bf16 off by default here and in TrainConfig.
+Measured on the 2-core dev CPU (quiet, torch 2.13, defaults, 2026-11-25): fp32 CE 1,608,
+AXE 1,529 target tokens/s (AXE/CE 0.95, 0.62x fairseq), peak RSS 2.1 GB. An earlier day
+(--warmup 1 --updates 3) gave CE 2,055 and AXE 2,160: the machine's speed varies, compare
+ratios within one run. bf16 CE 56 tokens/s (no native bf16 on that CPU: ~37x slower), hence
+bf16 off by default here and in TrainConfig.
     python benchmarks/bench_train.py --updates 30 --warmup 5 --threads 2
 
 On the shared machine (load 3-9 from other jobs) the default 2 OpenMP threads spin-wait for each
