@@ -256,3 +256,25 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     assert names == [n for n in EXPERIMENTS if n != "map"]
     asked = rcli.options_from_args(parser.parse_args(["--data", str(data), "--experiments", "map"]))
     assert validate_options(asked)[0] == ["map"]
+
+
+def test_map_workers_do_not_change_results(run, tmp_path):
+    """The fixture's map ran in 2 worker processes (ci preset: 1 thread, 2+ cores); one
+    process gives the same numbers."""
+    from latalign.reproduce import PRESETS
+    from latalign.reproduce.run import map_workers
+
+    out, cache, results, _ = run
+    import os
+
+    assert map_workers(_options(out, cache), PRESETS["ci"]) == min(2, os.cpu_count() or 1)
+    serial = run_reproduction(
+        _options(tmp_path / "serial", cache, experiments=["map"], map_workers=1)
+    )
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(serial["map"]["rows"]) == strip(results["map"]["rows"])
+    with pytest.raises(ValueError, match="map_workers"):
+        run_reproduction(_options(tmp_path / "bad", cache, map_workers=0))

@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None,
         help="torch threads (default: 1 for quick/ci, torch's default otherwise)",
     )  # fmt: skip
+    parser.add_argument(
+        "--map-workers", type=int, default=None,
+        help="processes training map objectives side by side (default: 2 when the preset "
+        "runs on one thread and the machine has 2+ cores, else 1; results do not depend on it)",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", default=None, help="tokenizer/data cache directory")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -91,7 +96,7 @@ def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceO
         experiments=_split(args.experiments), map_objectives=_split(args.map_objectives),
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,
-        updates=_parse_updates(args.updates),
+        updates=_parse_updates(args.updates), map_workers=args.map_workers,
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,8 @@ class Context:
     force: bool
     progress: bool
     cache_dir: Path
+    map_workers: int = 1  # processes training map objectives side by side
+    threads: int | None = None  # torch/numba threads of each map worker process
     _data: PreparedData | None = field(default=None, repr=False)
 
     def data_config(self) -> DataConfig:
@@ -457,10 +459,16 @@ def run_doubled_experiment(ctx: Context) -> dict[str, Any]:
     return _finish(directory, spec, name, result, t0)
 
 
+def map_dir(ctx: Context, key: str) -> Path:
+    """The directory of one map objective (``align+delimiter/sum/causal`` ->
+    ``map/align-delimiter__sum__causal``)."""
+    return ctx.out / "map" / key.replace("/", "__").replace("+", "-")
+
+
 def run_map_objective(key: str, ctx: Context) -> dict[str, Any]:
     """Train one objective of the map briefly; greedy-decode test sentences."""
     ops, aggregate, causal = parse_objective_key(key)
-    directory = ctx.out / "map" / key.replace("/", "__").replace("+", "-")
+    directory = map_dir(ctx, key)
     spec = ctx.spec(f"map:{key}")
     prepare_dir(directory, ctx.force)
     saved = check_reusable(directory, spec)
@@ -497,20 +505,65 @@ def run_map_objective(key: str, ctx: Context) -> dict[str, Any]:
     return result
 
 
+def _map_worker_init(threads: int) -> None:
+    """A map worker process: ``threads`` torch and numba threads, denormals flushed (as the
+    parent sets for its own training)."""
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    except ImportError:
+        pass
+
+
 def run_map(ctx: Context, keys: list[str]) -> dict[str, Any]:
     """All objectives of ``keys`` (the reference ``align/sum/noncausal`` is always run) and
     their classification against the reference."""
     if MAP_REFERENCE not in keys:
         keys = [MAP_REFERENCE, *keys]
-    rows = []
     t0 = time.monotonic()
-    for n, key in enumerate(keys, 1):
-        row = run_map_objective(key, ctx)
+    by_key: dict[str, dict[str, Any]] = {}
+
+    def done(row: dict[str, Any]) -> None:
+        by_key[row["key"]] = row
         logger.info(
             "map %d/%d %s: valid %.3f nats/token, greedy BLEU %.1f, empty %.0f%%",
-            n, len(keys), key, row["final_valid_loss"], row["bleu"], 100 * row["empty_share"],
+            len(by_key), len(keys), row["key"], row["final_valid_loss"], row["bleu"],
+            100 * row["empty_share"],
         )  # fmt: skip
-        rows.append(row)
+
+    todo = list(keys)
+    if not ctx.force:  # finished objectives are reused here, without starting workers
+        todo = []
+        for key in keys:
+            saved = check_reusable(map_dir(ctx, key), ctx.spec(f"map:{key}"))
+            if saved is None:
+                todo.append(key)
+            else:
+                done(saved)
+    workers = min(ctx.map_workers, len(todo))
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx.data  # noqa: B018 - prepare the tokenizer and data once; workers hit the cache
+        light = replace(ctx, _data=None)
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_map_worker_init,
+            initargs=(ctx.threads or 1,),
+        ) as pool:
+            futures = [pool.submit(run_map_objective, key, light) for key in todo]
+            for fut in as_completed(futures):
+                done(fut.result())
+    else:
+        for key in todo:
+            done(run_map_objective(key, ctx))
+    rows = [by_key[k] for k in keys]
     ref = next(r for r in rows if r["key"] == MAP_REFERENCE)
     for r in rows:
         r["measured"] = an.classify_measured(

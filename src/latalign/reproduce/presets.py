@@ -212,6 +212,8 @@ class ReproduceOptions:
         threads: torch intra-op threads (None = the preset's choice: 1 for ``quick``/``ci``,
             where a tiny model gains little from a second thread and loses a lot when the
             machine is shared).
+        map_workers: processes training map objectives side by side (None = 2 on a 2+-core
+            machine when the preset runs on one thread, else 1). Results do not depend on it.
     """
 
     out: str | Path = "runs/reproduce"
@@ -227,3 +229,4 @@ class ReproduceOptions:
     command: str = ""
     threads: int | None = None
     updates: dict[str, int] | None = None
+    map_workers: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from latalign.reproduce import experiments as ex
-from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
+from latalign.reproduce.presets import EXPERIMENTS, PRESETS, Preset, ReproduceOptions
 
 logger = logging.getLogger("latalign.reproduce")
 
@@ -45,6 +46,8 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
                 f"expected updates as experiment=N with N >= 1 for experiments in "
                 f"{list(EXPERIMENTS)}; found {k}={v!r}"
             )
+    if options.map_workers is not None and options.map_workers < 1:
+        raise ValueError(f"expected map_workers >= 1; found {options.map_workers}")
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"expected threads >= 1; found {options.threads}")
     if not options.scale > 0:
@@ -84,7 +87,19 @@ def _context(options: ReproduceOptions) -> ex.Context:
         force=options.force,
         progress=options.progress,
         cache_dir=ex.default_cache(options.cache_dir),
+        map_workers=map_workers(options, preset),
+        threads=options.threads or preset.threads,
     )
+
+
+def map_workers(options: ReproduceOptions, preset: Preset) -> int:
+    """Processes for the map: ``options.map_workers`` when given; else one per core (at most
+    2) when the preset trains on one thread (its tiny models gain little from a second
+    thread, and two single-thread processes use both cores without spin-waiting), else 1."""
+    if options.map_workers:
+        return options.map_workers
+    threads = options.threads or preset.threads
+    return min(2, os.cpu_count() or 1) if threads == 1 else 1
 
 
 def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
