@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
     "multi30k": Preset(
         name="multi30k",
         description="Multi30k de-en (--data DIR), the small model (3+3 layers, d=256) on CPU: "
-        "every claim in about 70 minutes on 2 CPU cores (the map only when asked: "
+        "every claim in about 60 minutes on 2 CPU cores (the map only when asked: "
         "--experiments ...,map, about 32 x 80 s more)",
         model_preset="small",
         model={},
