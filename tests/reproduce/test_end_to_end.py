@@ -267,7 +267,7 @@ def test_map_workers_do_not_change_results(run, tmp_path):
     out, cache, results, _ = run
     import os
 
-    assert map_workers(_options(out, cache), PRESETS["ci"]) == min(2, os.cpu_count() or 1)
+    assert map_workers(None, PRESETS["ci"].threads) == min(2, os.cpu_count() or 1)
     serial = run_reproduction(
         _options(tmp_path / "serial", cache, experiments=["map"], map_workers=1)
     )

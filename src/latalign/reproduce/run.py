@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from latalign.reproduce import experiments as ex
-from latalign.reproduce.presets import EXPERIMENTS, PRESETS, Preset, ReproduceOptions
+from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
 
 logger = logging.getLogger("latalign.reproduce")
 
@@ -79,6 +79,7 @@ def _context(options: ReproduceOptions) -> ex.Context:
         preset = preset.scaled(options.scale)
     if options.updates:
         preset = preset.with_updates(options.updates)
+    threads = options.threads or preset.threads  # None: torch's default
     return ex.Context(
         out=Path(options.out),
         preset=preset,
@@ -87,18 +88,17 @@ def _context(options: ReproduceOptions) -> ex.Context:
         force=options.force,
         progress=options.progress,
         cache_dir=ex.default_cache(options.cache_dir),
-        map_workers=map_workers(options, preset),
-        threads=options.threads or preset.threads,
+        map_workers=map_workers(options.map_workers, threads),
+        threads=threads,
     )
 
 
-def map_workers(options: ReproduceOptions, preset: Preset) -> int:
-    """Processes for the map: ``options.map_workers`` when given; else one per core (at most
-    2) when the preset trains on one thread (its tiny models gain little from a second
-    thread, and two single-thread processes use both cores without spin-waiting), else 1."""
-    if options.map_workers:
-        return options.map_workers
-    threads = options.threads or preset.threads
+def map_workers(requested: int | None, threads: int | None) -> int:
+    """Processes for the map: ``requested`` when given; else one per core (at most 2) when
+    the run trains on one thread (tiny models gain little from a second thread, and two
+    single-thread processes use both cores without spin-waiting), else 1."""
+    if requested:
+        return requested
     return min(2, os.cpu_count() or 1) if threads == 1 else 1
 
 
@@ -119,9 +119,9 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         if name not in ("map",) and not ctx.force:
             ex.check_reusable(directory, ctx.spec(name))
     ctx.out.mkdir(parents=True, exist_ok=True)
-    threads = options.threads or ctx.preset.threads
+    threads = ctx.threads
     old_threads = torch.get_num_threads()
-    old_numba = _numba_threads(threads)
+    old_numba = ex.set_numba_threads(threads)
     if threads:
         torch.set_num_threads(threads)
     flush = torch.set_flush_denormal(True)  # denormals made CE training ~10x slower on CPU
@@ -140,7 +140,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         if flush:
             torch.set_flush_denormal(False)
         torch.set_num_threads(old_threads)
-        _numba_threads(old_numba)
+        ex.set_numba_threads(old_numba)
     results["meta"] = {
         "command": options.command or "run_reproduction(...)",
         "preset": ctx.preset.to_dict(),
@@ -158,19 +158,6 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
     (ctx.out / "results.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
     write_report(ctx.out, results)
     return results
-
-
-def _numba_threads(n: int | None) -> int | None:
-    """Set numba's thread count (the CPU loss kernels run in parallel over the batch) to
-    ``n`` when given; returns the previous count (None if numba is unavailable)."""
-    try:
-        import numba
-    except ImportError:
-        return None
-    old = numba.get_num_threads()
-    if n:
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    return old
 
 
 def _jsonable(o: Any) -> Any:
