@@ -26,8 +26,8 @@ Measured (2026-11-25, quiet 2-core CPU) with the model of ``configs/multi30k_sma
 uncached 12.3 (identical outputs), greedy 181.6; fairseq 121 / 270.
 
 Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
-before and after. Beam search is GEMM-bound: on one idle-ish core the output projection and the
-decoder's linear layers were ~68% of beam-5 time (torch.profiler), log_softmax 9%, topk 6%.
+before and after. Beam search is GEMM-bound: matrix products are ~70% of beam-5 time
+(``python benchmarks/profile_step.py``, torch.profiler), topk and log_softmax ~5% each.
 
 The CPU has no bf16 instructions (AVX2 only), so the bf16 autocast rows are expected to be
 slower than fp32; they are measured to keep that decision checkable.

@@ -1,0 +1,108 @@
+"""Where the time goes: torch.profiler over training steps and beam-5 decoding.
+
+Prints, for each, the share of self CPU time in matrix products (addmm, mm, bmm, matmul
+kernels) and the top operators, plus the matrix products' achieved GFLOP/s (FLOPs counted
+by the profiler, ``with_flops=True``).
+
+    python benchmarks/profile_step.py                       # random-init small model
+    python benchmarks/profile_step.py --run-dir R           # a trained run (decoding stops at eos)
+
+Measured (2026-11-25, quiet 2-core CPU, the 37.15-BLEU run of
+``configs/multi30k_small_40min.toml``): see the README's "Measured here".
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from latalign.translate.batching import TokenBatchSampler, collate
+from latalign.translate.config import ModelConfig
+from latalign.translate.criteria import get_criterion
+from latalign.translate.data import DataConfig, prepare_data
+from latalign.translate.decode import translate_sentences
+from latalign.translate.model import Transformer
+from latalign.translate.optim import build_optimizer
+from latalign.translate.train import default_cache_dir, train_step
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+GEMM = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear")
+
+
+def summarize(title: str, prof: profile, rows: int, tokens: int = 0) -> None:
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = [e for e in events if e.key in GEMM]
+    gemm_us = sum(e.self_cpu_time_total for e in gemm)
+    flops = sum(e.flops for e in gemm)
+    print(f"\n== {title}: {total / 1e6:.2f} s self CPU")
+    print(
+        f"matrix products: {100 * gemm_us / total:.0f}% of the time, "
+        f"{flops / max(gemm_us, 1) / 1e3:.0f} GFLOP/s, {flops / 1e9:.0f} GFLOP in all"
+        + (f", {flops / tokens / 1e6:.0f} MFLOP per target token" if tokens else "")
+    )
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Multi30k directory")
+    p.add_argument("--run-dir", type=Path, default=None, help="trained run (model + tokenizer)")
+    p.add_argument("--steps", type=int, default=3, help="profiled training steps (default 3)")
+    p.add_argument("--sentences", type=int, default=128, help="profiled beam-5 sentences")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--rows", type=int, default=12, help="operators listed per table")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    args = p.parse_args()
+    torch.set_flush_denormal(True)
+
+    if args.run_dir is not None:
+        from latalign.translate.checkpoint import load_model
+
+        model, tokenizer, _ = load_model(run_dir=args.run_dir)
+        data = None
+    else:
+        cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=8000)
+        data = prepare_data(cfg, args.cache_dir or default_cache_dir())
+        tokenizer = data.tokenizer
+        torch.manual_seed(1)
+        model = Transformer(ModelConfig.preset("small", tokenizer.vocab_size))
+
+    if data is None:
+        cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=8000)
+        data = prepare_data(cfg, args.cache_dir or default_cache_dir())
+    sampler = TokenBatchSampler(
+        data.train.src_sizes, data.train.tgt_sizes, max_tokens=args.max_tokens, seed=1
+    )
+    batches = []
+    for indices in sampler:
+        batches.append(collate([data.train[i] for i in indices]))
+        if len(batches) == args.steps + 1:
+            break
+    optimizer = build_optimizer(model, lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-4)
+    criterion = get_criterion("label_smoothed_ce")
+    kw = dict(blank_id=tokenizer.blank_id, pad_id=tokenizer.pad_id)
+    train_step(model, optimizer, batches[0], criterion, {"epsilon": 0.1}, **kw)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for batch in batches[1:]:
+            train_step(model, optimizer, batch, criterion, {"epsilon": 0.1}, **kw)
+    ntokens = sum(b.ntokens for b in batches[1:])
+    summarize(f"training, {args.steps} steps of {args.max_tokens} tokens", prof, args.rows, ntokens)
+
+    test = next(args.data.glob("test_2016_flickr.de*"), None) or next(args.data.glob("test.de*"))
+    opener = gzip.open if test.suffix == ".gz" else open
+    with opener(test, "rt", encoding="utf-8") as f:
+        src = [line.strip() for _, line in zip(range(args.sentences), f)]
+    model.eval()
+    translate_sentences(model, tokenizer, src[:16], beam=5, batch_size=64)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        translate_sentences(model, tokenizer, src, beam=5, batch_size=64)
+    summarize(f"beam-5 decoding, {len(src)} sentences", prof, args.rows)
+
+
+if __name__ == "__main__":
+    main()
