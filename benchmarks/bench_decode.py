@@ -83,19 +83,30 @@ def hash_encoder(vocab_size: int) -> Callable[[str], list[int]]:
     return encode
 
 
-def load(args: argparse.Namespace) -> tuple[Transformer, Callable[[str], list[int]], str]:
+Decoder = Callable[[list[int]], str]
+
+
+def load(
+    args: argparse.Namespace,
+) -> tuple[Transformer, Callable[[str], list[int]], Decoder | None, str]:
+    """The model, the source encoder, a detokeniser for trained models (ε removed) and a label."""
     if args.run_dir or args.checkpoint:
         if args.tokenizer is None:
             from latalign.translate.checkpoint import load_model
 
-            model, tokenizer, _ = load_model(run_dir=args.run_dir, checkpoint=args.checkpoint)
-            return model, tokenizer.encode, "trained model"
-        from latalign.translate.tokenizer import Tokenizer
+            model, tok, _ = load_model(run_dir=args.run_dir, checkpoint=args.checkpoint)
+        else:
+            from latalign.translate.tokenizer import Tokenizer
 
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        model = Transformer(ModelConfig(**state["model_config"]))
-        model.load_state_dict(state["model"])
-        return model.eval(), Tokenizer.load(args.tokenizer).encode, "trained model"
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+            model = Transformer(ModelConfig(**state["model_config"]))
+            model.load_state_dict(state["model"])
+            tok = Tokenizer.load(args.tokenizer)
+
+        def decode(ids: list[int]) -> str:
+            return tok.decode([i for i in ids if i != tok.blank_id])
+
+        return model.eval(), tok.encode, decode, "trained model"
     torch.manual_seed(0)
     if args.tokenizer:
         from latalign.translate.tokenizer import Tokenizer
@@ -105,16 +116,37 @@ def load(args: argparse.Namespace) -> tuple[Transformer, Callable[[str], list[in
     else:
         vocab, encode = args.vocab_size, hash_encoder(args.vocab_size)
     model = Transformer(ModelConfig.preset("small", vocab)).eval()
-    return model, encode, f"RANDOM-INIT model (vocab {vocab}), fixed length {args.fixed_len}"
+    label = f"RANDOM-INIT model (vocab {vocab}), fixed length {args.fixed_len}"
+    return model, encode, None, label
 
 
-def make_batches(ids: list[list[int]], batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Sort by length (as translate_sentences does) and collate into (B, S) batches."""
+def references(source: Path, k: int) -> list[str] | None:
+    """The first ``k`` English references beside a German source file, if there are any."""
+    name = source.name.replace(".de", ".en")
+    path = source.with_name(name)
+    return read_sentences(path, k) if name != source.name and path.is_file() else None
+
+
+def corpus_bleu(outputs: list[list[int]], refs: list[str], decode: Decoder) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu([decode(o) for o in outputs], [refs]).score
+
+
+def make_batches(
+    ids: list[list[int]], batch_size: int
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
+    """Sort by length (as translate_sentences does) and collate into (B, S) batches; also
+    returns, for each input sentence, its position in the sorted order."""
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    return [
+    batches = [
         _collate_sources([ids[i] for i in order[s : s + batch_size]], PAD_ID, "cpu")
         for s in range(0, len(order), batch_size)
     ]
+    inverse = [0] * len(order)
+    for pos, i in enumerate(order):
+        inverse[i] = pos
+    return batches, inverse
 
 
 def run_once(fn: Callable[..., list[list[int]]], model, batches, **kwargs):
@@ -140,15 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; median")
     p.add_argument("--skip-uncached", action="store_true")
     p.add_argument("--skip-bf16", action="store_true")
+    p.add_argument("--skip-int8", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    model, encode, what = load(args)
+    model, encode, decode, what = load(args)
     sentences = read_sentences(args.data, args.sentences)
     ids = [encode(s) + [EOS_ID] for s in sentences]
-    batches = make_batches(ids, args.batch_size)
+    batches, inverse = make_batches(ids, args.batch_size)
     n = len(ids)
     trained = "RANDOM" not in what
     lengths = (
@@ -173,41 +206,55 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     results: dict[str, list[list[int]]] = {}
+    int8_model = None
+    if not args.skip_int8:
+        from latalign.translate.quantize import quantize_int8
+
+        int8_model = quantize_int8(model)
     configs = [
-        ("beam", "cached", False),
-        ("beam", "cached", True),
-        ("beam", "uncached", False),
-        ("greedy", "cached", False),
-        ("greedy", "cached", True),
+        ("beam", "cached", "fp32"),
+        ("beam", "cached", "int8"),
+        ("beam", "cached", "bf16"),
+        ("beam", "uncached", "fp32"),
+        ("greedy", "cached", "fp32"),
+        ("greedy", "cached", "int8"),
+        ("greedy", "cached", "bf16"),
     ]
     runs = []
-    for kind, cache, bf16 in configs:
-        if (cache == "uncached" and args.skip_uncached) or (bf16 and args.skip_bf16):
+    for kind, cache, precision in configs:
+        if (
+            (cache == "uncached" and args.skip_uncached)
+            or (precision == "bf16" and args.skip_bf16)
+            or (precision == "int8" and args.skip_int8)
+        ):
             continue
-        kwargs = dict(use_cache=cache == "cached", autocast_bf16=bf16, **lengths)
+        kwargs = dict(use_cache=cache == "cached", autocast_bf16=precision == "bf16", **lengths)
         if kind == "beam":
             fn, kwargs["beam"] = beam_search, args.beam
         else:
             fn = greedy_decode
-        name = f"{kind}{'-' + str(args.beam) if kind == 'beam' else ''} {cache} {'bf16' if bf16 else 'fp32'}"
-        fn(model, *batches[0], **kwargs)  # warm-up
-        runs.append((name, kind, fn, kwargs))
+        m = int8_model if precision == "int8" else model
+        name = f"{kind}{'-' + str(args.beam) if kind == 'beam' else ''} {cache} {precision}"
+        fn(m, *batches[0], **kwargs)  # warm-up
+        runs.append((name, kind, fn, m, kwargs))
     # interleaved repeats (config order reversed every other round), median per config:
     # on a shared machine the load drifts, and interleaving spreads it over every config
     times: dict[str, list[float]] = {name: [] for name, *_ in runs}
     for r in range(args.repeats):
-        for name, _, fn, kwargs in runs if r % 2 == 0 else runs[::-1]:
-            seconds, results[name] = run_once(fn, model, batches, **kwargs)
+        for name, _, fn, m, kwargs in runs if r % 2 == 0 else runs[::-1]:
+            seconds, results[name] = run_once(fn, m, batches, **kwargs)
             times[name].append(seconds)
-    for name, kind, _, _ in runs:
+    refs = references(args.data, args.sentences) if trained and decode is not None else None
+    for name, kind, *_ in runs:
         seconds = statistics.median(times[name])
         ref = FAIRSEQ_BEAM5 if kind == "beam" else FAIRSEQ_GREEDY
-        out = results[name]
-        rows.append((name, n / seconds, n / seconds / ref, sum(map(len, out)) / n))
+        out = [results[name][i] for i in inverse]  # back to corpus order
+        bleu = corpus_bleu(out, refs, decode) if refs is not None else float("nan")
+        rows.append((name, n / seconds, n / seconds / ref, sum(map(len, out)) / n, bleu))
 
-    print(f"{'decoder':28s} {'sent/s':>8s} {'vs fairseq':>11s} {'out len':>8s}")
-    for name, speed, ratio, out_len in rows:
-        print(f"{name:28s} {speed:8.1f} {ratio:10.2f}x {out_len:8.1f}")
+    print(f"{'decoder':28s} {'sent/s':>8s} {'vs fairseq':>11s} {'out len':>8s} {'BLEU':>6s}")
+    for name, speed, ratio, out_len, bleu in rows:
+        print(f"{name:28s} {speed:8.1f} {ratio:10.2f}x {out_len:8.1f} {bleu:6.2f}")
     print(
         f"# fairseq reference: beam-5 {FAIRSEQ_BEAM5:.0f} sent/s, greedy {FAIRSEQ_GREEDY:.0f} sent/s"
     )
@@ -216,10 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     if f"{b} uncached fp32" in results:
         same = results[f"{b} cached fp32"] == results[f"{b} uncached fp32"]
         print(f"# cached == uncached outputs (beam {args.beam}, fp32): {same}")
-    for kind in (b, "greedy") if not args.skip_bf16 else ():
-        a, c = results[f"{kind} cached fp32"], results[f"{kind} cached bf16"]
-        same = sum(x == y for x, y in zip(a, c))
-        print(f"# {kind}: bf16 outputs identical to fp32 for {same}/{n} sentences")
+    for kind in (b, "greedy"):
+        for precision in ("bf16", "int8"):
+            other = results.get(f"{kind} cached {precision}")
+            if other is not None:
+                same = sum(x == y for x, y in zip(results[f"{kind} cached fp32"], other))
+                print(f"# {kind}: {precision} outputs identical to fp32 for {same}/{n} sentences")
     sys.stdout.flush()
 
 

@@ -132,6 +132,22 @@ def test_evaluate_json(trained_run, capsys):
     for key in ("bleu", "bleu_signature", "chrf", "empty_share", "length_ratio"):
         assert key in scores
     assert 0.0 <= scores["empty_share"] <= 1.0
+    assert scores["int8"] is False
+
+
+def test_evaluate_and_translate_int8(trained_run, capsys):
+    from latalign.translate.quantize import int8_available
+
+    if not int8_available():
+        pytest.skip("no fbgemm int8 kernels in this torch build")
+    capsys.readouterr()
+    assert main(["evaluate", "--run-dir", str(trained_run), "--split", "valid", "--limit", "4",
+                 "--beam", "2", "--max-len-b", "3", "--json", "--int8"]) == 0  # fmt: skip
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["int8"] is True and scores["sentences"] == 4
+    argv = ["translate", "--run-dir", str(trained_run), "--int8", "--device", "cuda"]
+    assert main(argv) == 2
+    assert "--int8" in capsys.readouterr().err
 
 
 def test_help_runs_as_module():

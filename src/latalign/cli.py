@@ -234,6 +234,11 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
         "--bf16", action="store_true", help="bfloat16 autocast while decoding (default: off)"
     )
     parser.add_argument(
+        "--int8", action="store_true",
+        help="int8 matrix products on the CPU (per-channel weights, fbgemm): faster beam search, "
+        "outputs close to but not equal to fp32's; see docs/decoding.md (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
 
@@ -257,18 +262,28 @@ def translate_lines(
     max_len_b: int = 10,
     batch_size: int = 64,
     bf16: bool = False,
+    int8: bool = False,
     device: str = "auto",
     progress: bool = False,
 ) -> list[str]:
     """Translate ``lines`` (raw source sentences) with a trained run; returns detokenised
-    hypotheses (ε removed) in input order."""
+    hypotheses (ε removed) in input order. ``int8``: decode with
+    :func:`latalign.translate.quantize.quantize_int8` (CPU only)."""
     from latalign.translate.checkpoint import load_model
     from latalign.translate.decode import translate_sentences
 
     if beam < 1:
         raise ValueError(f"expected beam >= 1; found {beam}")
-    dev = _device(device)
+    dev = "cpu" if int8 and device == "auto" else _device(device)
+    if int8 and not dev.startswith("cpu"):
+        raise ValueError(
+            f"expected --device cpu with --int8 (int8 kernels are CPU-only); found {dev}"
+        )
     model, tokenizer, _ = load_model(run_dir, checkpoint, device=dev)
+    if int8:
+        from latalign.translate.quantize import quantize_int8
+
+        model = quantize_int8(model)
     return translate_sentences(
         model, tokenizer, list(lines), beam=beam, batch_size=batch_size, lenpen=lenpen,
         max_len_a=max_len_a, max_len_b=max_len_b, autocast_bf16=bf16, device=dev,
@@ -297,6 +312,7 @@ def _decoding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         max_len_b=args.max_len_b,
         batch_size=args.batch_size,
         bf16=args.bf16,
+        int8=args.int8,
         device=args.device,
     )
 
@@ -310,6 +326,10 @@ def _check_model_source(args: argparse.Namespace) -> None:
         raise UsageError(str(e)) from None
     if args.beam < 1:
         raise UsageError(f"expected --beam >= 1; found {args.beam}")
+    if args.int8 and args.device not in ("auto", "cpu"):
+        raise UsageError(
+            f"expected --device cpu with --int8 (CPU-only kernels); found {args.device}"
+        )
 
 
 def run_translate(args: argparse.Namespace) -> int:
@@ -346,6 +366,7 @@ def evaluate_split(
     max_len_b: int = 10,
     batch_size: int = 64,
     bf16: bool = False,
+    int8: bool = False,
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -381,10 +402,10 @@ def evaluate_split(
     hyps = translate_lines(
         sources, run_dir=run_dir, checkpoint=checkpoint, beam=beam, lenpen=lenpen,
         max_len_a=max_len_a, max_len_b=max_len_b, batch_size=batch_size, bf16=bf16,
-        device=device, progress=progress,
+        int8=int8, device=device, progress=progress,
     )  # fmt: skip
     scores = dict(evaluate_translations(hyps, refs))
-    scores.update({"split": name, "sentences": len(hyps), "beam": beam})
+    scores.update({"split": name, "sentences": len(hyps), "beam": beam, "int8": int8})
     return scores
 
 
