@@ -1,4 +1,4 @@
-"""Decoding speed: beam 5 with and without the decoder cache, greedy, fp32 and bf16 autocast.
+"""Decoding speed: beam 5 with and without the decoder cache, greedy; fp32, int8, bf16 autocast.
 
 Decodes the first ``--sentences`` German sentences of Multi30k test_2016_flickr with the
 ``small`` preset and prints sentences/s next to the fairseq reference measured on the same
@@ -21,9 +21,13 @@ A trained model stops at eos, as fairseq's reference did; a few minutes of train
         --warmup-updates 40 --max-minutes 4 --no-progress
     python benchmarks/bench_decode.py --run-dir /tmp/bench_ce --skip-bf16 --skip-uncached
 
-Measured (2026-11-25, quiet 2-core CPU) with the model of ``configs/multi30k_small_40min.toml``
-(37.15 BLEU), ``--run-dir R --sentences 1000 --skip-bf16``: beam 5 cached 73.0 sent/s,
-uncached 12.3 (identical outputs), greedy 181.6; fairseq 121 / 270.
+Measured (2026-11-25, 2-core CPU, load 1-2) with the model of
+``configs/multi30k_small_40min.toml``, ``--run-dir R --sentences 1000 --skip-bf16``: beam 5
+cached fp32 72.4 sent/s (BLEU 37.15), int8 104.4 (BLEU 37.24, 897/1000 outputs identical to
+fp32), uncached 10.6 (identical outputs), greedy 163.0 fp32 / 246.8 int8; fairseq 121 / 270.
+With a trained model and the English references beside ``--data``, each row gets its
+sacreBLEU. int8 (``--skip-int8`` to leave it out): ``latalign.translate.quantize``, see
+``docs/decoding.md``.
 
 Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
 before and after. Beam search is GEMM-bound: matrix products are ~70% of beam-5 time

@@ -35,6 +35,7 @@ import torch
 from latalign.translate.batching import TokenBatchSampler, collate
 from latalign.translate.config import ModelConfig
 from latalign.translate.criteria import get_criterion
+from latalign.translate.criteria._common import make_stats
 from latalign.translate.data import DataConfig, prepare_data
 from latalign.translate.model import Transformer
 from latalign.translate.optim import build_optimizer
@@ -42,6 +43,28 @@ from latalign.translate.train import default_cache_dir, train_step
 
 FAIRSEQ_TOKENS_PER_S = 2574.0
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+
+
+def ce_unfused(logits, batch, blank_id: int, pad_id: int):
+    """Baseline: ``F.cross_entropy`` (log_softmax + nll_loss), the criterion before fusing."""
+    import torch.nn.functional as F
+
+    x = logits.float().reshape(-1, logits.size(-1))
+    loss = F.cross_entropy(x, batch.target.reshape(-1), ignore_index=pad_id, reduction="sum")
+    return loss, make_stats(loss, batch, nll_loss_sum=loss)
+
+
+def label_smoothed_ce_unfused(logits, batch, blank_id: int, pad_id: int):
+    """Baseline: fairseq's log_softmax + gather + sum label smoothing (epsilon 0.1)."""
+    from latalign.translate.criteria import label_smoothed_nll_loss
+
+    lprobs = torch.log_softmax(logits.float(), dim=-1).reshape(-1, logits.size(-1))
+    loss, nll = label_smoothed_nll_loss(lprobs, batch.target.reshape(-1), 0.1, pad_id)
+    return loss, make_stats(loss, batch, nll_loss_sum=nll)
+
+
+#: benchmark-only baselines, beside the library's criteria
+BASELINES = {"ce_unfused": ce_unfused, "lsce_unfused": label_smoothed_ce_unfused}
 
 
 def peak_rss_mib() -> float:
@@ -55,7 +78,7 @@ def measure(
     torch.manual_seed(args.seed)
     model = Transformer(ModelConfig.preset(args.preset, vocab_size))
     optimizer = build_optimizer(model, lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-4)
-    criterion = get_criterion(criterion_name)
+    criterion = BASELINES.get(criterion_name) or get_criterion(criterion_name)
     kwargs = dict(blank_id=4, pad_id=0, bf16=bf16)
     for batch in batches[: args.warmup]:
         train_step(model, optimizer, batch, criterion, {}, **kwargs)
@@ -75,7 +98,11 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="batch budget (default: 4096)")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates per setting")
     p.add_argument("--updates", type=int, default=10, help="timed updates per setting")
-    p.add_argument("--criteria", default="ce,axe", help="comma separated (default: ce,axe)")
+    p.add_argument(
+        "--criteria", default="ce,axe",
+        help="comma separated criteria (default: ce,axe); also the baselines "
+        f"{', '.join(BASELINES)} (the cross entropies before fusing)",
+    )  # fmt: skip
     p.add_argument(
         "--precisions", default="fp32", help="fp32 and/or bf16, comma separated (default: fp32)"
     )
@@ -104,14 +131,14 @@ def main() -> None:
         f"torch={torch.__version__} loadavg={os.getloadavg()} "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
-    print(f"{'criterion':<10} {'precision':<9} {'tgt tok/s':>10} {'x fairseq':>9} {'peak MiB':>9}")
+    print(f"{'criterion':<17} {'precision':<9} {'tgt tok/s':>10} {'x fairseq':>9} {'peak MiB':>9}")
     results: dict[tuple[str, str], float] = {}
     for precision in args.precisions.split(","):
         for name in args.criteria.split(","):
             tps = measure(name, precision == "bf16", batches, data.tokenizer.vocab_size, args)
             results[(name, precision)] = tps
             print(
-                f"{name:<10} {precision:<9} {tps:>10.0f} {tps / FAIRSEQ_TOKENS_PER_S:>9.2f} "
+                f"{name:<17} {precision:<9} {tps:>10.0f} {tps / FAIRSEQ_TOKENS_PER_S:>9.2f} "
                 f"{peak_rss_mib():>9.0f}",
                 flush=True,
             )
@@ -119,6 +146,11 @@ def main() -> None:
         if ("ce", precision) in results and ("axe", precision) in results:
             ratio = results[("axe", precision)] / results[("ce", precision)]
             print(f"AXE/CE ({precision}) = {ratio:.2f}  (bar: >= 0.9)")
+    for fused, unfused in (("ce", "ce_unfused"), ("label_smoothed_ce", "lsce_unfused")):
+        for precision in args.precisions.split(","):
+            if (fused, precision) in results and (unfused, precision) in results:
+                ratio = results[(fused, precision)] / results[(unfused, precision)]
+                print(f"{fused} fused / unfused ({precision}) = {ratio:.2f}")
     for name in args.criteria.split(","):
         if (name, "fp32") in results and (name, "bf16") in results:
             speed = results[(name, "bf16")] / results[(name, "fp32")]

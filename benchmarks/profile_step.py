@@ -6,6 +6,7 @@ by the profiler, ``with_flops=True``).
 
     python benchmarks/profile_step.py                       # random-init small model
     python benchmarks/profile_step.py --run-dir R           # a trained run (decoding stops at eos)
+    python benchmarks/profile_step.py --run-dir R --int8    # decoding with int8 linear layers
 
 Measured (2026-11-25, quiet 2-core CPU, the 37.15-BLEU run of
 ``configs/multi30k_small_40min.toml``): see the README's "Measured here".
@@ -31,6 +32,7 @@ from latalign.translate.train import default_cache_dir, train_step
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 GEMM = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear")
+INT8_GEMM = ("quantized::linear_dynamic",)  # --int8: no FLOP count from the profiler
 
 
 def summarize(title: str, prof: profile, rows: int, tokens: int = 0) -> None:
@@ -39,7 +41,10 @@ def summarize(title: str, prof: profile, rows: int, tokens: int = 0) -> None:
     gemm = [e for e in events if e.key in GEMM]
     gemm_us = sum(e.self_cpu_time_total for e in gemm)
     flops = sum(e.flops for e in gemm)
+    int8_us = sum(e.self_cpu_time_total for e in events if e.key in INT8_GEMM)
     print(f"\n== {title}: {total / 1e6:.2f} s self CPU")
+    if int8_us:
+        print(f"int8 linear layers: {100 * int8_us / total:.0f}% of the time")
     print(
         f"matrix products: {100 * gemm_us / total:.0f}% of the time, "
         f"{flops / max(gemm_us, 1) / 1e3:.0f} GFLOP/s, {flops / 1e9:.0f} GFLOP in all"
@@ -57,6 +62,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--rows", type=int, default=12, help="operators listed per table")
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--int8", action="store_true", help="profile decoding with quantize_int8")
     args = p.parse_args()
     torch.set_flush_denormal(True)
 
@@ -98,10 +104,15 @@ def main() -> None:
     with opener(test, "rt", encoding="utf-8") as f:
         src = [line.strip() for _, line in zip(range(args.sentences), f)]
     model.eval()
+    if args.int8:
+        from latalign.translate.quantize import quantize_int8
+
+        model = quantize_int8(model)
     translate_sentences(model, tokenizer, src[:16], beam=5, batch_size=64)  # warm-up
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         translate_sentences(model, tokenizer, src, beam=5, batch_size=64)
-    summarize(f"beam-5 decoding, {len(src)} sentences", prof, args.rows)
+    what = "int8" if args.int8 else "fp32"
+    summarize(f"beam-5 decoding ({what}), {len(src)} sentences", prof, args.rows)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ from typing import Any
 import torch
 
 from latalign.translate.criteria._common import at_least_float32, check_logits, make_stats
+from latalign.translate.criteria._xent import smoothed_cross_entropy
 
 
 def label_smoothed_nll_loss(
     lprobs: torch.Tensor, target: torch.Tensor, epsilon: float, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """fairseq's label smoothing, summed over tokens.
+    """fairseq's label smoothing, summed over tokens (the reference formula; the criterion
+    computes the same values with the fused :func:`smoothed_cross_entropy`).
 
     lprobs (N, V) log-probabilities; target (N,). With ``eps_i = epsilon / (V - 1)``:
     ``loss = (1 - epsilon - eps_i) * nll + eps_i * sum_v(-lprobs_v)``. Positions with
@@ -36,6 +38,6 @@ def label_smoothed_ce(
     check_logits(logits, batch)
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"expected 0 <= epsilon < 1; found {epsilon}")
-    lprobs = torch.log_softmax(at_least_float32(logits), dim=-1).reshape(-1, logits.size(-1))
-    loss, nll = label_smoothed_nll_loss(lprobs, batch.target.reshape(-1), epsilon, pad_id)
+    x = at_least_float32(logits).reshape(-1, logits.size(-1))
+    loss, nll = smoothed_cross_entropy(x, batch.target.reshape(-1), epsilon, pad_id)
     return loss, make_stats(loss, batch, nll_loss_sum=nll)
