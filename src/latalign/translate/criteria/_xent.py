@@ -11,7 +11,10 @@ only the row log-sum-exp and the backward pass writes the gradient once::
 with ``eps_i = eps / (V - 1)`` (fairseq's formula; ``eps = 0`` is plain cross entropy). The
 values equal :func:`~latalign.translate.criteria.label_smoothed_ce.label_smoothed_nll_loss`
 of ``log_softmax`` (tested against it and with ``gradcheck``). ``python
-benchmarks/bench_train.py --criteria ce,ce_unfused`` measures the step time of both.
+benchmarks/bench_train.py --criteria ce_unfused,ce,lsce_unfused,label_smoothed_ce`` measures
+the training step with each: on 2026-11-25 (2-core CPU) fused / unfused was 1.03 for CE and
+1.00 for label smoothing. The step is bound by matrix products, so this gains little speed;
+what it saves is the (N, V) temporaries.
 """
 
 from __future__ import annotations
