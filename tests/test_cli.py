@@ -150,6 +150,16 @@ def test_evaluate_and_translate_int8(trained_run, capsys):
     assert "--int8" in capsys.readouterr().err
 
 
+def test_int8_without_kernels_is_a_usage_error(trained_run, capsys, monkeypatch):
+    import latalign.translate.quantize as quantize
+
+    monkeypatch.setattr(quantize, "int8_available", lambda: False)
+    capsys.readouterr()
+    assert main(["translate", "--run-dir", str(trained_run), "--int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "quantized kernels" in err
+
+
 def test_help_runs_as_module():
     proc = subprocess.run(
         [sys.executable, "-m", "latalign.cli", "--help"],

@@ -330,6 +330,13 @@ def _check_model_source(args: argparse.Namespace) -> None:
         raise UsageError(
             f"expected --device cpu with --int8 (CPU-only kernels); found {args.device}"
         )
+    if args.int8:
+        from latalign.translate.quantize import int8_available
+
+        if not int8_available():
+            raise UsageError(
+                "--int8 needs torch's fbgemm/x86 quantized kernels; this build has none"
+            )
 
 
 def run_translate(args: argparse.Namespace) -> int:
