@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     ids = [encode(s) + [EOS_ID] for s in sentences]
     batches, inverse = make_batches(ids, args.batch_size)
     n = len(ids)
-    trained = "RANDOM" not in what
+    trained = decode is not None  # a trained model comes with its tokenizer
     lengths = (
         dict(max_len_a=1.2, max_len_b=10)
         if trained
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, _, fn, m, kwargs in runs if r % 2 == 0 else runs[::-1]:
             seconds, results[name] = run_once(fn, m, batches, **kwargs)
             times[name].append(seconds)
-    refs = references(args.data, args.sentences) if trained and decode is not None else None
+    refs = references(args.data, args.sentences) if decode is not None else None
     for name, kind, *_ in runs:
         seconds = statistics.median(times[name])
         ref = FAIRSEQ_BEAM5 if kind == "beam" else FAIRSEQ_GREEDY

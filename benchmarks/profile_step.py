@@ -66,21 +66,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_flush_denormal(True)
 
+    cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=8000)
+    data = prepare_data(cfg, args.cache_dir or default_cache_dir())
     if args.run_dir is not None:
         from latalign.translate.checkpoint import load_model
 
         model, tokenizer, _ = load_model(run_dir=args.run_dir)
-        data = None
     else:
-        cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=8000)
-        data = prepare_data(cfg, args.cache_dir or default_cache_dir())
         tokenizer = data.tokenizer
         torch.manual_seed(1)
         model = Transformer(ModelConfig.preset("small", tokenizer.vocab_size))
-
-    if data is None:
-        cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=8000)
-        data = prepare_data(cfg, args.cache_dir or default_cache_dir())
     sampler = TokenBatchSampler(
         data.train.src_sizes, data.train.tgt_sizes, max_tokens=args.max_tokens, seed=1
     )

@@ -243,11 +243,12 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _device(name: str) -> str:
+def _device(name: str, int8: bool = False) -> str:
+    """``auto``: CUDA when available, else the CPU; int8 decoding always takes the CPU."""
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cpu" if int8 or not torch.cuda.is_available() else "cuda"
     return name
 
 
@@ -274,11 +275,11 @@ def translate_lines(
 
     if beam < 1:
         raise ValueError(f"expected beam >= 1; found {beam}")
-    dev = "cpu" if int8 and device == "auto" else _device(device)
-    if int8 and not dev.startswith("cpu"):
-        raise ValueError(
-            f"expected --device cpu with --int8 (int8 kernels are CPU-only); found {dev}"
-        )
+    dev = _device(device, int8)
+    if int8:
+        from latalign.translate.quantize import check_int8_supported
+
+        check_int8_supported(dev)  # before loading anything
     model, tokenizer, _ = load_model(run_dir, checkpoint, device=dev)
     if int8:
         from latalign.translate.quantize import quantize_int8
@@ -326,17 +327,13 @@ def _check_model_source(args: argparse.Namespace) -> None:
         raise UsageError(str(e)) from None
     if args.beam < 1:
         raise UsageError(f"expected --beam >= 1; found {args.beam}")
-    if args.int8 and args.device not in ("auto", "cpu"):
-        raise UsageError(
-            f"expected --device cpu with --int8 (CPU-only kernels); found {args.device}"
-        )
-    if args.int8:
-        from latalign.translate.quantize import int8_available
+    if args.int8:  # refused before stdin is read or a model loaded
+        from latalign.translate.quantize import check_int8_supported
 
-        if not int8_available():
-            raise UsageError(
-                "--int8 needs torch's fbgemm/x86 quantized kernels; this build has none"
-            )
+        try:
+            check_int8_supported(_device(args.device, int8=True))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 def run_translate(args: argparse.Namespace) -> int:

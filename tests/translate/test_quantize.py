@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from latalign.translate.config import ModelConfig
-from latalign.translate.decode import beam_search_hypotheses, greedy_decode
+from latalign.translate.decode import _collate_sources, beam_search_hypotheses, greedy_decode
 from latalign.translate.model import Transformer
 from latalign.translate.quantize import Int8Linear, int8_available, quantize_int8
 
@@ -66,10 +66,7 @@ def test_quantize_copies_and_leaves_the_model_alone(model):
 def _sources() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     rows = [torch.randint(5, VOCAB, (n,), generator=g).tolist() + [EOS] for n in (6, 3, 8, 5)]
-    out = torch.full((len(rows), 9), PAD, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r)
-    return out
+    return _collate_sources(rows, PAD, "cpu")[0]
 
 
 def test_int8_logits_close_to_fp32(model):

@@ -32,7 +32,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Int8Linear", "int8_available", "quantize_int8"]
+__all__ = ["Int8Linear", "check_int8_supported", "int8_available", "quantize_int8"]
 
 
 def int8_available() -> bool:
@@ -90,20 +90,29 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+def check_int8_supported(device: str | torch.device = "cpu") -> None:
+    """ValueError unless int8 decoding can run on ``device`` with this torch build (fbgemm/x86
+    kernels present, a CPU device)."""
+    if not int8_available():
+        raise ValueError(
+            "int8 decoding (--int8) needs torch's fbgemm/x86 quantized kernels; this build has "
+            f"none (quantized engines: {torch.backends.quantized.supported_engines})"
+        )
+    if torch.device(device).type != "cpu":
+        raise ValueError(
+            "int8 decoding (--int8) runs on the CPU only (fbgemm has no GPU kernels): expected "
+            f"a model on the CPU; found {device}"
+        )
+
+
 def quantize_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (in eval mode) with every ``nn.Linear`` replaced by :class:`Int8Linear`.
 
-    Raises ValueError if the model is not on the CPU and RuntimeError if this torch build lacks
-    the int8 kernels (:func:`int8_available`).
+    Raises ValueError if the model is not on the CPU or this torch build lacks the int8 kernels
+    (:func:`check_int8_supported`).
     """
-    if not int8_available():
-        raise RuntimeError(
-            "int8 decoding needs torch's fbgemm/x86 quantized kernels, which this torch build "
-            f"lacks (quantized engines: {torch.backends.quantized.supported_engines})"
-        )
-    devices = {p.device.type for p in model.parameters()}
-    if devices - {"cpu"}:
-        raise ValueError(f"expected a model on the CPU for int8 decoding; found {sorted(devices)}")
+    for device in {p.device for p in model.parameters()} or {torch.device("cpu")}:
+        check_int8_supported(device)
     copied = copy.deepcopy(model).eval()
     linears = [(name, m) for name, m in copied.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in linears:
