@@ -35,7 +35,7 @@ GEMM = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear")
 INT8_GEMM = ("quantized::linear_dynamic",)  # --int8: no FLOP count from the profiler
 
 
-def summarize(title: str, prof: profile, rows: int, tokens: int = 0) -> None:
+def summarize(title: str, prof: profile, rows: int, tokens: int = 0, sentences: int = 0) -> None:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     gemm = [e for e in events if e.key in GEMM]
@@ -49,6 +49,7 @@ def summarize(title: str, prof: profile, rows: int, tokens: int = 0) -> None:
         f"matrix products: {100 * gemm_us / total:.0f}% of the time, "
         f"{flops / max(gemm_us, 1) / 1e3:.0f} GFLOP/s, {flops / 1e9:.0f} GFLOP in all"
         + (f", {flops / tokens / 1e6:.0f} MFLOP per target token" if tokens else "")
+        + (f", {flops / sentences / 1e6:.0f} MFLOP per sentence" if sentences else "")
     )
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
 
@@ -107,7 +108,9 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         translate_sentences(model, tokenizer, src, beam=5, batch_size=64)
     what = "int8" if args.int8 else "fp32"
-    summarize(f"beam-5 decoding ({what}), {len(src)} sentences", prof, args.rows)
+    summarize(
+        f"beam-5 decoding ({what}), {len(src)} sentences", prof, args.rows, sentences=len(src)
+    )
 
 
 if __name__ == "__main__":
