@@ -321,7 +321,8 @@ def beam_search_hypotheses(
             sel_beam = cand_beam.gather(1, sel_pos)  # (Ba, beam)
             sel_tok = cand_tok.gather(1, sel_pos)  # (Ba, beam)
 
-            n_done = torch.tensor([len(finished[s]) for s in active.tolist()], device=device)
+            counts = [len(finished[s]) for s in active.tolist()]
+            n_done = torch.tensor(counts).to(device)  # (Ba,) hypotheses ended per sentence
             sent_done = (
                 n_done.ge(beam) | limits_active.le(step) | ~torch.isfinite(sel_scores).any(dim=1)
             )  # (Ba,)
