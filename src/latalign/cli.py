@@ -273,6 +273,8 @@ def _decoding_options(args: argparse.Namespace) -> Any:
     """The checked :class:`DecodingOptions` of the command line (usage error if bad)."""
     from latalign.translate.inference import DecodingOptions, resolve_device
 
+    if args.beam < 1:  # also with --greedy: a contradictory command line is refused
+        raise UsageError(f"expected --beam >= 1; found {args.beam}")
     try:
         opts = DecodingOptions(
             beam=1 if args.greedy else args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
@@ -296,6 +298,13 @@ def _flag_names(message: str) -> str:
 def _check_model_source(args: argparse.Namespace) -> None:
     from latalign.translate.checkpoint import resolve_checkpoint
 
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        found = "a file" if args.run_dir.exists() else "nothing"
+        raise UsageError(
+            f"expected a run directory (with checkpoints/) at {args.run_dir}; found {found}"
+        )
+    if args.checkpoint is not None and args.checkpoint.is_dir():
+        raise UsageError(f"expected a checkpoint file at {args.checkpoint}; found a directory")
     try:
         resolve_checkpoint(args.run_dir, args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
@@ -465,9 +474,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``latalign`` console script; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
     except SystemExit as e:  # --help, --version (0) or a bad option (2, one line printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if unknown:
+        prog = f"latalign {args.command}"
+        print(
+            f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         return COMMANDS[args.command].run(args)
     except UsageError as e:
