@@ -282,7 +282,7 @@ def test_any_stdin_bytes_give_one_line_per_line(data, env, capsys, monkeypatch):
 def test_valid_flags_are_accepted(env, capsys, monkeypatch):
     """The table's neighbours that are valid: exit 0."""
     for extra in (["--device", "cpu"], ["--device", "auto"], ["--lenpen", "0"],
-                  ["--max-len-a", "0"], ["--batch-size", "1"]):  # fmt: skip
+                  ["--max-len-a", "0"], ["--batch-size", "1"], ["--no-bf16"]):  # fmt: skip
         out, _ = _translate(env, capsys, monkeypatch, b"ein Hund\n", *extra)
         assert len(out) == 1
     status, out, err = run_cli(

@@ -244,8 +244,10 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
     )
     parser.add_argument(
-        "--bf16", action="store_true", help="bfloat16 autocast while decoding (default: off)"
-    )
+        "--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bfloat16 autocast on the decoding device (default: on for a CUDA device with "
+        "bf16 support, off on the CPU, where it was slower; see docs/decoding.md)",
+    )  # fmt: skip
     parser.add_argument(
         "--int8", action="store_true",
         help="int8 matrix products on the CPU (per-channel weights, fbgemm): faster beam search, "
@@ -261,8 +263,11 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
 def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_source(parser)
     parser.add_argument(
-        "--input", type=Path, default=None, help="source sentences, one a line (default: stdin)"
-    )
+        "--input", type=Path, default=None,
+        help="source sentences, one a line (default: stdin); bytes that are not UTF-8 are "
+        "replaced (U+FFFD) and a line longer than the model's positions is truncated, each with "
+        "one warning naming the line numbers; one output line per input line",
+    )  # fmt: skip
     parser.add_argument(
         "--output", type=Path, default=None, help="write translations here (default: stdout)"
     )
@@ -271,17 +276,18 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _decoding_options(args: argparse.Namespace) -> Any:
     """The checked :class:`DecodingOptions` of the command line (usage error if bad)."""
-    from latalign.translate.inference import DecodingOptions, resolve_device
+    from latalign.translate.inference import DecodingOptions, default_bf16, resolve_device
 
     if args.beam < 1:  # also with --greedy: a contradictory command line is refused
         raise UsageError(f"expected --beam >= 1; found {args.beam}")
     try:
+        device = resolve_device(args.device, int8=args.int8)  # refused before input is read
         opts = DecodingOptions(
             beam=1 if args.greedy else args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
-            max_len_b=args.max_len_b, batch_size=args.batch_size, bf16=args.bf16,
+            max_len_b=args.max_len_b, batch_size=args.batch_size,
+            bf16=default_bf16(device) if args.bf16 is None else args.bf16,
             int8=args.int8, device=args.device,
         )  # fmt: skip
-        resolve_device(opts.device, int8=opts.int8)  # refused before input is read
     except ValueError as e:
         raise UsageError(_flag_names(str(e))) from None
     return opts

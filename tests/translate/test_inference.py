@@ -7,6 +7,7 @@ import torch
 
 from latalign.translate.inference import (
     DecodingOptions,
+    default_bf16,
     evaluate_split,
     resolve_device,
     split_input_lines,
@@ -59,3 +60,9 @@ def test_resolve_device():
         resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
     with pytest.raises(ValueError, match="--int8"):
         resolve_device("cuda", int8=True)
+
+
+def test_bf16_defaults_off_on_the_cpu():
+    assert default_bf16(torch.device("cpu")) is False
+    if torch.cuda.is_available():
+        assert default_bf16(torch.device("cuda")) == torch.cuda.is_bf16_supported()
