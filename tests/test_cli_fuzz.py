@@ -191,7 +191,9 @@ BAD = [
 
 @pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_line_exit_2(argv, message, env, capsys, monkeypatch):
-    status, out, err = run_cli(argv, env, capsys, monkeypatch, stdin=b"ein Hund\n")
+    # stdin that would warn (bad bytes, an over-long line): the refusal is still the only line
+    stdin = b"ein Hund\n\xff\n" + b"a " * (4 * MAX_POSITIONS) + b"\n"
+    status, out, err = run_cli(argv, env, capsys, monkeypatch, stdin=stdin)
     assert status == 2, (status, err)
     assert_one_error_line(err, argv[0], message)
     assert out == ""

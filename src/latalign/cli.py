@@ -356,8 +356,6 @@ def run_translate(args: argparse.Namespace) -> int:
         if isinstance(data, str):  # a text stream without bytes underneath (tests, embedding)
             data = data.encode("utf-8", errors="surrogateescape")
     lines, bad = split_input_lines(data)
-    if bad:
-        _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SourceTruncatedWarning)
         try:
@@ -367,6 +365,9 @@ def run_translate(args: argparse.Namespace) -> int:
             )  # fmt: skip
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None
+    # warnings after the work, so that a refusal stays the only line on stderr
+    if bad:
+        _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
     for w in caught:
         if isinstance(w.message, SourceTruncatedWarning):
             numbers = [i + 1 for i in w.message.indices]
