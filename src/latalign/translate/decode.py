@@ -124,7 +124,12 @@ def model_device(model: Any, fallback: torch.device | str = "cpu") -> torch.devi
 
 
 @contextlib.contextmanager
-def _decoding_context(model: Any, autocast_bf16: bool, device: torch.device) -> Iterator[None]:
+def _decoding_context(
+    model: Any, autocast_bf16: bool, device: torch.device | None = None
+) -> Iterator[None]:
+    """Eval mode, inference mode and (``autocast_bf16``) bf16 autocast on ``device``'s type
+    (default: the model's device)."""
+    device = model_device(model) if device is None else device
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
