@@ -270,6 +270,17 @@ def test_binary_stdin_and_long_lines_warn_and_keep_lines_aligned(env, capsys, mo
     assert written.count("\n") == n_lines(env["binary.bin"].read_bytes())
 
 
+def test_evaluate_truncates_a_long_source_with_one_warning(env, capsys, monkeypatch):
+    long_line = " ".join(["a"] * (4 * MAX_POSITIONS))
+    src = env["root"] / "long.src"
+    src.write_text(f"ein Hund\n{long_line}\n", encoding="utf-8")
+    argv = ["evaluate", *RUN, *FAST, "--source", str(src), "--reference", "{two_txt}", "--json"]
+    status, out, err = run_cli(argv, env, capsys, monkeypatch)
+    assert status == 0 and '"sentences": 2' in out, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("latalign evaluate: warning: line 2:"), err
+
+
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

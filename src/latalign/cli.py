@@ -368,22 +368,32 @@ def run_translate(args: argparse.Namespace) -> int:
     # warnings after the work, so that a refusal stays the only line on stderr
     if bad:
         _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
-    for w in caught:
-        if isinstance(w.message, SourceTruncatedWarning):
-            numbers = [i + 1 for i in w.message.indices]
-            _warn(
-                "translate",
-                f"{_plural_lines(numbers)}: longer than the model's {w.message.max_positions} "
-                "source positions; truncated to fit",
-            )
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _report_warnings("translate", caught)
     text = "".join(h + "\n" for h in hyps)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _report_warnings(command: str, caught: list[Any]) -> None:
+    """One ``warning:`` line per truncation warning caught while decoding (1-based line
+    numbers); any other warning is passed on."""
+    import warnings
+
+    from latalign.translate.decode import SourceTruncatedWarning
+
+    for w in caught:
+        if isinstance(w.message, SourceTruncatedWarning):
+            numbers = [i + 1 for i in w.message.indices]
+            _warn(
+                command,
+                f"{_plural_lines(numbers)}: longer than the model's {w.message.max_positions} "
+                "source positions; truncated to fit",
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _warn(command: str, message: str) -> None:
@@ -413,6 +423,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Translate a split (or ``--source``) and print its scores; a source longer than the
+    model's positions is truncated with one warning line naming the line numbers."""
+    import warnings
+
+    from latalign.translate.decode import SourceTruncatedWarning
     from latalign.translate.inference import evaluate_split
 
     opts = _decoding_options(args)
@@ -422,14 +437,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for path in (args.source, args.reference):
         if path is not None and not path.is_file():
             raise UsageError(f"expected a file at {path}; found none")
-    try:
-        scores = evaluate_split(
-            run_dir=args.run_dir, checkpoint=args.checkpoint, split=args.split,
-            source_file=args.source, reference_file=args.reference, limit=args.limit,
-            progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(_flag_names(str(e))) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SourceTruncatedWarning)
+        try:
+            scores = evaluate_split(
+                run_dir=args.run_dir, checkpoint=args.checkpoint, split=args.split,
+                source_file=args.source, reference_file=args.reference, limit=args.limit,
+                progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
+            )  # fmt: skip
+        except (ValueError, FileNotFoundError) as e:
+            raise UsageError(_flag_names(str(e))) from None
+    _report_warnings("evaluate", caught)
     if args.json:
         print(json.dumps(scores))
     else:
