@@ -276,6 +276,8 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _decoding_options(args: argparse.Namespace) -> Any:
     """The checked :class:`DecodingOptions` of the command line (usage error if bad)."""
+    import torch
+
     from latalign.translate.inference import DecodingOptions, default_bf16, resolve_device
 
     if args.beam < 1:  # also with --greedy: a contradictory command line is refused
@@ -288,6 +290,8 @@ def _decoding_options(args: argparse.Namespace) -> Any:
             bf16=default_bf16(device) if args.bf16 is None else args.bf16,
             int8=args.int8, device=args.device,
         )  # fmt: skip
+        if opts.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"expected a CUDA device with bfloat16 for --bf16; found {device}")
     except ValueError as e:
         raise UsageError(_flag_names(str(e))) from None
     return opts
