@@ -178,6 +178,7 @@ BAD = [
     (["train", *RUN, "--betas", "0.9,nan"], "finite"),
     (["train", *RUN, "--betas", "a,b"], "--betas"),
     (["train", *RUN, "--criterion", "nope"], "expected a criterion"),
+    (["train", *RUN, "--criterion", "latent", "--operators", "delimiter,clone_target"], "'align'"),
     (["train", *RUN, "--preset", "huge"], "expected a preset"),
     (["train", *RUN, "--model", "junk"], "KEY=VALUE"),
     (["train", *RUN, "--config", "{root}/missing.toml"], "config file"),
