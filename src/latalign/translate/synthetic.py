@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latalign.io import atomic_write
-from latalign.translate.data import ParallelCorpus
+from latalign.translate.corpus import ParallelCorpus
 
 SOURCE_LANG = "syn"
 TARGET_LANG = "en"
