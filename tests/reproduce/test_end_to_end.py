@@ -64,7 +64,8 @@ def test_files_exist(run):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
     assert "<img" in html and 'src="' in html and 'src="fig' not in html
-    for name in EXPERIMENTS:
+    assert results["meta"]["experiments"] == [n for n in EXPERIMENTS if n != "baseline"]
+    for name in results["meta"]["experiments"]:
         if name != "map":
             assert (out / name / "result.json").is_file()
 
@@ -72,7 +73,10 @@ def test_files_exist(run):
 def test_every_claim_measured(run):
     _, _, results, _ = run
     claims = results["claims"]
-    assert len(claims) == 11
+    # 13 built-in rows: the epoch claim has two verdicts (this corpus's epoch, the paper's)
+    # and the map two rows (informative objectives; those that are CE by construction)
+    assert len(claims) == 13
+    assert {c["kind"] for c in claims} == {"behaviour", "construction", "finding"}
     for c in claims:
         assert not c["measured"].startswith("not run"), c
         assert re.search(r"\d", c["measured"]), c
@@ -122,15 +126,21 @@ def test_report_matches_results(run):
     out, _, results, _ = run
     md = (out / "report.md").read_text()
     assert "nats" in md and "latalign reproduce --preset ci" in md
-    section = md.split("## Claims", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    rows = rows[1:]  # header
-    assert len(rows) == len(results["claims"])
-    for line, c in zip(rows, results["claims"]):
-        cells = [x.strip() for x in line.strip("|").split(" | ")]
-        assert cells[0] == MARK[c["passed"]]
-        assert cells[1] == c["claim"]
-        assert cells[3] == c["measured"].replace("|", "\\|")
+    from latalign.reproduce.report import claims_by_section
+
+    parts = claims_by_section(results["claims"])
+    assert sum(len(rows) for _, rows in parts) == len(results["claims"])
+    for head, claims in parts:  # two tables: behaviour (and findings), construction
+        section = md.split("## " + head, 1)[1].split("\n## ", 1)[0]
+        rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln]
+        rows = rows[1:]  # header
+        assert len(rows) == len(claims)
+        for line, c in zip(rows, claims):
+            cells = [x.strip() for x in line.strip("|").split(" | ")]
+            assert cells[0] == MARK[c["passed"]]
+            assert cells[1] == c["claim"]
+            assert cells[3] == c["measured"].replace("|", "\\|")
+            assert cells[4] == c["sample"].replace("|", "\\|")
     html = (out / "report.html").read_text()
     for c in results["claims"]:
         assert html_escape(c["claim"]) in html and html_escape(c["measured"]) in html
@@ -249,7 +259,8 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     from latalign.reproduce.run import default_experiments
 
     quick = validate_options(ReproduceOptions(preset="quick"))[0]
-    assert quick == default_experiments("quick") and quick[: len(EXPERIMENTS)] == list(EXPERIMENTS)
+    builtin = [n for n in EXPERIMENTS if n != "baseline"]  # quick has no CE recipe to train
+    assert quick == default_experiments("quick") and quick[: len(builtin)] == builtin
     with pytest.raises(ValueError, match="train"):  # empty data dir: refused, names the split
         validate_options(opts)
     for split in ("train", "valid", "test"):
@@ -257,6 +268,7 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
             (data / f"{split}.{lang}").write_text("ein satz\n" if lang == "de" else "a sentence\n")
     names, _ = validate_options(opts)
     assert [n for n in names if n in EXPERIMENTS] == [n for n in EXPERIMENTS if n != "map"]
+    assert "baseline" in names  # the stack's CE recipe (configs/multi30k_small_40min.toml)
     assert names == default_experiments("multi30k")
     asked = rcli.options_from_args(parser.parse_args(["--data", str(data), "--experiments", "map"]))
     assert validate_options(asked)[0] == ["map"]
