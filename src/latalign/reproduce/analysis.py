@@ -4,8 +4,8 @@ Conventions (teacher forcing, see ``docs/ARCHITECTURE.md``): a target row is
 ``y_1 … y_n eos`` (``L = n + 1`` positions), the decoder input is ``bos y_1 … y_n``, so
 prediction ``p_j`` (1-based) has seen ``y_{j-1}`` as its last input. Losses are in nats.
 
-The theorem's map (:func:`predict_objective`) is derived from the operator semantics of
-``SPEC.md`` by walking the alignment grid, not from a hand-written table: an objective is
+The theorem's map (:func:`predict_objective`) is derived from the one table of moves,
+:data:`latalign.align.objective.MOVES` (the paper's Table 1), by walking the alignment grid: an objective is
 predicted *degenerate* exactly when some complete path at ``m = n`` contains a move in which
 a prediction ``p_j`` scores a target ``y_i`` with ``i < j`` (the prediction has then already
 seen its target through teacher forcing).
@@ -23,9 +23,16 @@ from typing import Any
 import torch
 
 import latalign as la
+from latalign.align.objective import (
+    ALIGN,
+    CLONE_PREDICTION,
+    DELIMITER,
+    MOVE_BY_NAME,
+    OPERATORS,
+    TARGET,
+)
 
-ALIGN, CLONE_TARGET, CLONE_PREDICTION, DELIMITER = la.OPERATORS
-OPTIONAL_OPERATORS = (CLONE_TARGET, CLONE_PREDICTION, DELIMITER)
+OPTIONAL_OPERATORS = tuple(o for o in OPERATORS if o != ALIGN)
 LOG2 = math.log(2.0)
 
 
@@ -43,25 +50,17 @@ def operator_subsets() -> list[tuple[str, ...]]:
 
 def _moves(operators: Iterable[str], causal: bool, n: int, i: int, j: int):
     """Moves out of cell ``(i, j)`` on the ``n × n`` grid: ``(op, (i2, j2), scored)`` where
-    ``scored`` is the ``(target i, prediction j)`` pair the move scores, or None (ε)."""
+    ``scored`` is the ``(target i2, prediction f)`` pair the move scores, or None (ε).
+    Source cell, emission, frame and causal rule all come from the one table
+    :data:`latalign.align.objective.MOVES` (the paper's Table 1)."""
     for op in operators:
-        if op == ALIGN:
-            i2, j2, scored = i + 1, j + 1, (i + 1, j + 1)
-        elif op == CLONE_TARGET:
-            if i < 1:
-                continue
-            i2, j2, scored = i, j + 1, (i, j + 1)
-        elif op == CLONE_PREDICTION:
-            i2, j2, scored = i + 1, j, (i + 1, max(j, 1))
-        elif op == DELIMITER:
-            i2, j2, scored = i, j + 1, None
-        else:
-            raise ValueError(f"expected operators among {la.OPERATORS}; found {op!r}")
-        if i2 > n or j2 > n:
+        mv = MOVE_BY_NAME.get(op)
+        if mv is None:
+            raise ValueError(f"expected operators among {OPERATORS}; found {op!r}")
+        i2, j2 = i + mv.di, j + mv.dj
+        if not mv.allowed(i2, j2, n, n, causal):
             continue
-        if causal and scored is not None and j2 > i2:
-            continue
-        yield op, (i2, j2), scored
+        yield op, (i2, j2), ((i2, mv.frame_at(j2)) if mv.emits == TARGET else None)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def predict_objective(operators: Sequence[str], causal: bool, n: int = 5) -> Obj
     Raises ``ValueError`` for unknown operators or a set without ``align``.
     """
     ops = tuple(operators)
-    unknown = [o for o in ops if o not in la.OPERATORS]
+    unknown = [o for o in ops if o not in OPERATORS]
     if unknown or ALIGN not in ops:
         raise ValueError(f"expected an operator set containing 'align'; found {list(ops)}")
     if n < 3:
@@ -126,7 +125,7 @@ def predict_objective(operators: Sequence[str], causal: bool, n: int = 5) -> Obj
     num_paths = from_start[(n, n)]
     return ObjectivePrediction(
         degenerate=bool(lookback),
-        lookback_operators=tuple(o for o in la.OPERATORS if o in lookback),
+        lookback_operators=tuple(o for o in OPERATORS if o in lookback),
         only_trivial_path=num_paths == 1,
         num_paths=num_paths,
     )
@@ -190,7 +189,7 @@ def path_summary(operators: Sequence[str]) -> str:
     counts = Counter(o for o in operators if o != ALIGN)
     if not counts:
         return "trivial"
-    return " + ".join(f"{o}×{counts[o]}" for o in la.OPERATORS if counts[o])
+    return " + ".join(f"{o}×{counts[o]}" for o in OPERATORS if counts[o])
 
 
 def path_shares(paths: Sequence[Sequence[str]], lengths: Sequence[int]) -> dict[str, Any]:

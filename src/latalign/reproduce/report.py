@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latalign.align.objective import MOVE_BY_NAME
 from latalign.reproduce import analysis as an
 from latalign.reproduce.presets import EXPERIMENTS
 
@@ -648,7 +649,10 @@ def _draw_fig3(ax: Any, f: dict[str, Any]) -> None:
 
 
 def _abbrev(op: str) -> str:
-    return {"align": "A", "clone_target": "CT", "clone_prediction": "CP", "delimiter": "D"}[op]
+    """``clone_prediction`` -> ``CP``: the initials of an operator of the table of moves."""
+    if op not in MOVE_BY_NAME:
+        raise ValueError(f"expected an operator among {tuple(MOVE_BY_NAME)}; found {op!r}")
+    return "".join(word[0].upper() for word in op.split("_"))
 
 
 def _draw_map(plt: Any, path: Path, m: dict[str, Any]) -> None:
@@ -783,7 +787,8 @@ def build_blocks(
     if "map" in results:
         m = results["map"]
         b.append(("h", 2, "Beyond the paper: the theorem as a map"))
-        b.append(("p", "Prediction rule (derived by walking the m = n grid of SPEC.md): an "
+        b.append(("p", "Prediction rule (derived by walking the m = n grid with the moves of "
+                  "align.objective.MOVES, the paper's Table 1): an "
                   "objective is degenerate iff some complete path contains a move where p_j "
                   "scores y_i with i < j. Measured rule: " + m["rule"] + "."))  # fmt: skip
         rows = [
