@@ -294,3 +294,73 @@ def test_map_workers_do_not_change_results(run, tmp_path):
     assert strip(serial["map"]["rows"]) == strip(results["map"]["rows"])
     with pytest.raises(ValueError, match="map_workers"):
         run_reproduction(_options(tmp_path / "bad", cache, map_workers=0))
+
+
+def test_floor_measured_on_the_validation_loss_sentences(run):
+    """The floor claim's AXE loss is the criterion's validation loss when every validation
+    sentence is analysed (ci: 16 of 16): same sentences, same tokens (eos counted)."""
+    _, _, results, _ = run
+    a = results["experiments"]["axe"]
+    fl = a["analysis"]["floor"]
+    assert fl["n_sentences"] == a["analysis"]["n_valid"]
+    assert fl["loss"] == pytest.approx(a["final_valid_loss"], rel=1e-4)
+    assert fl["floor"] == pytest.approx(2 * math.log(2) / fl["mean_length"])
+
+
+def test_baseline_reuses_a_finished_run(run, tmp_path):
+    """--baseline RUN_DIR evaluates a finished CE run: the fixture's own ce run gives the
+    ce experiment's translations when its best checkpoint is its last one."""
+    import torch
+
+    from latalign.translate.checkpoint import checkpoint_paths
+
+    out, cache, results, _ = run
+    ce_run = out / "ce" / "train"
+    res = run_reproduction(
+        _options(tmp_path / "b", cache, experiments=["baseline"], baseline=ce_run)
+    )
+    b = res["experiments"]["baseline"]
+    assert b["source"] == f"finished run {ce_run}" and b["criterion"] == "ce"
+    assert b["test"]["n_sentences"] == results["experiments"]["ce"]["test"]["n_sentences"]
+    last, best = checkpoint_paths(ce_run)
+    step = lambda p: torch.load(p, map_location="cpu", weights_only=False)["step"]  # noqa: E731
+    if not best.is_file() or step(best) == step(last):
+        assert (tmp_path / "b" / "baseline" / "hyps.test.txt").read_text() == (
+            out / "ce" / "hyps.test.txt"
+        ).read_text()
+        assert b["test"]["bleu"] == results["experiments"]["ce"]["test"]["bleu"]
+    row = next(c for c in res["claims"] if c["id"] == "ce_translates")
+    assert row["values"]["judged"] == ["baseline"]
+
+
+def test_baseline_refused_before_work(run, tmp_path):
+    import shutil
+
+    out, cache, _, _ = run
+    bad_vocab = tmp_path / "other_vocab"
+    shutil.copytree(out / "ce" / "train", bad_vocab)
+    cfg = json.loads((bad_vocab / "config.json").read_text())
+    cfg["data"]["vocab_size"] = 999
+    (bad_vocab / "config.json").write_text(json.dumps(cfg))
+    no_ckpt = tmp_path / "no_ckpt"
+    shutil.copytree(out / "ce" / "train", no_ckpt)
+    shutil.rmtree(no_ckpt / "checkpoints")
+    cases = [
+        (tmp_path / "missing", "expected --baseline to be a run directory"),
+        (tmp_path, "expected a training run's config.json"),
+        (no_ckpt, "expected a checkpoint"),
+        (out / "axe" / "train", "expected a cross-entropy run"),
+        (bad_vocab, "vocab_size"),
+    ]
+    for path, match in cases:
+        with pytest.raises(ValueError, match=match):
+            run_reproduction(_options(tmp_path / "r", cache, baseline=path))
+        assert not (tmp_path / "r").exists()
+    # without --baseline, a preset without a recipe cannot train one
+    with pytest.raises(ValueError, match="expected --baseline RUN_DIR"):
+        run_reproduction(_options(tmp_path / "r", cache, experiments=["baseline"]))
+    parser = argparse.ArgumentParser()
+    rcli.add_arguments(parser)
+    args = parser.parse_args(["--preset", "ci", "--out", str(tmp_path / "c"), "--baseline",
+                              str(tmp_path / "missing")])  # fmt: skip
+    assert rcli.main(args) == 2 and not (tmp_path / "c").exists()
