@@ -71,7 +71,7 @@ def _map_row(ops, agg, causal, loss, ce, bleu=0.5, empty=0.0):
     p = an.predict_objective(ops, causal)
     return {"key": key, "operators": list(ops), "aggregate": agg, "causal": causal,
             "updates": 140, "final_valid_loss": loss, "final_valid_ce": ce, "bleu": bleu,
-            "empty_share": empty, "n_test_sentences": 100,
+            "empty_share": empty, "n_test_sentences": 100, "n_test": 200,
             "predicted": "degenerate" if p.degenerate else "healthy",
             "prediction_note": p.note(), "only_trivial_path": p.only_trivial_path}  # fmt: skip
 
@@ -172,6 +172,7 @@ def test_map_informative_and_by_construction():
     assert c["theorem_map"]["measured"].startswith("12/12 informative objectives agree")
     assert "(6 predicted degenerate, 6 healthy)" in c["theorem_map"]["measured"]
     assert c["map_is_ce"]["measured"].startswith("20/32 objectives")
+    assert "greedy decoding of 100 of 200 test sentences" in c["theorem_map"]["sample"]
     # one informative objective measured the other way: ✗, named
     bad = "align+clone_prediction+delimiter/max/causal"
     r = _results()

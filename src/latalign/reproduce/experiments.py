@@ -650,6 +650,7 @@ def run_map_objective(key: str, ctx: Context) -> dict[str, Any]:
         "chrf": test["chrf"],
         "empty_share": test["empty_share"],
         "n_test_sentences": test["n_sentences"],
+        "n_test": test["n_test"],
         "predicted": "degenerate" if pred.degenerate else "healthy",
         "prediction_note": pred.note(),
         "only_trivial_path": pred.only_trivial_path,

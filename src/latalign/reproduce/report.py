@@ -425,11 +425,16 @@ def _map_rows(results: dict[str, Any], add: Any, missing: Any) -> None:
     triv = [r for r in rows_ if not r["informative"]]
     bad = [r["key"] for r in info if not r["agrees"]]
     ref = next(r for r in rows_ if r["key"] == m["reference"])
-    n_eval = ref.get("n_test_sentences")
+    n_eval, n_test = ref.get("n_test_sentences"), ref.get("n_test")
+    decoded = (
+        "the preset's map test sentences" if not n_eval
+        else f"{n_eval} test sentences" if n_test is None
+        else f"all {n_test} test sentences" if n_eval == n_test
+        else f"{n_eval} of {n_test} test sentences (the preset's map_eval_sentences)"
+    )  # fmt: skip
     sample = (
         f"{ref['updates']} updates per objective; valid loss and teacher-forced valid CE on all "
-        f"validation sentences; greedy decoding of "
-        + (f"{n_eval} test sentences" if n_eval else "the preset's map test sentences")
+        f"validation sentences; greedy decoding of {decoded}"
     )
     crit = ("measured class = predicted class for every informative objective (more than the "
             "trivial path at m = n); measured rule: " + m["rule"])  # fmt: skip
