@@ -236,6 +236,23 @@ def test_other_claims_can_fail():
     assert _by_id(_results(ctc=_experiment(analysis=ctc)))["ctc_is_ce"]["passed"] is False
 
 
+def test_samples_of_partial_and_older_results():
+    """A preset that decodes part of the test set says so; results without the totals
+    (written before they were recorded) still give a sample line."""
+    a = _analysis(n=200, total=1014)
+    r = _results(axe=_experiment(analysis=a, test=_test(0.0, 1.0, n=200, total=1000)))
+    c = _by_id(r)
+    assert c["axe_empty"]["sample"] == "200 of 1,000 test sentences, beam 5"
+    assert c["constant_alignment"]["sample"].startswith("200 of 1,014 validation sentences")
+    old = _analysis()
+    del old["n_valid"]
+    t = _test(0.0, 1.0)
+    del t["n_test"]
+    c = _by_id(_results(axe=_experiment(analysis=old, test=t)))
+    assert c["axe_empty"]["sample"] == "200 test sentences, beam 5"
+    assert c["constant_alignment"]["sample"].startswith("200 validation sentences,")
+
+
 def test_claim_row_rejects_unknown_kind():
     with pytest.raises(ValueError, match="expected a claim kind"):
         claim_row("x", "x", "x", "maybe", "x", "x", "x", {}, None)

@@ -535,7 +535,8 @@ def check_baseline_tokenizer(ctx: Context) -> None:
     corpus and BPE settings give the same fingerprint)."""
     from latalign.translate.tokenizer import Tokenizer
 
-    assert ctx.baseline is not None
+    if ctx.baseline is None:
+        raise ValueError("expected a --baseline RUN_DIR to check; found none")
     theirs = Tokenizer.load(ctx.baseline / "tokenizer").fingerprint
     ours = ctx.data.tokenizer.fingerprint
     if theirs != ours:

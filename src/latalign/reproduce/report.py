@@ -106,15 +106,16 @@ def _test_sample(t: dict[str, Any]) -> str:
 def _valid_sample(a: dict[str, Any], what: str = "") -> str:
     """``"200 validation sentences (all)"`` / ``"200 of 1,014 validation sentences"``."""
     n, total = a["n_sentences"], a.get("n_valid")
-    s = "validation sentences (all)" if n == total else f"of {total:,} validation sentences"
-    return f"{n:,} {s if total is not None else 'validation sentences'}" + (
-        f", {what}" if what else ""
-    )
+    if total is None:  # results written before n_valid was recorded
+        s = "validation sentences"
+    else:
+        s = "validation sentences (all)" if n == total else f"of {total:,} validation sentences"
+    return f"{n:,} {s}" + (f", {what}" if what else "")
 
 
 def _near_zero_rows(
-    a: dict[str, Any], final_valid_ok: bool, sample: str
-) -> list[tuple[str, str, str, dict[str, Any], bool | None]]:
+    a: dict[str, Any], final_valid_ok: bool
+) -> list[tuple[str, str, str, str, dict[str, Any], bool | None]]:
     """The two verdicts of "near zero within one epoch": ``(id, claim, criterion, measured,
     values, passed)`` for this corpus's epoch and for the paper's epoch in target tokens."""
     ft, fv = a["first_train_below_0.1"], a["first_valid_below_0.1"]
@@ -238,7 +239,7 @@ def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"valid loss: all {n_valid} validation sentences" if n_valid else "valid loss"
         )
         for cid, claim, crit, measured, values, passed in _near_zero_rows(
-            a, a["final_valid_loss"] < 0.2, sample
+            a, a["final_valid_loss"] < 0.2
         ):
             add(cid, claim, "§4, Fig. 2", "behaviour", crit, measured, sample, values, passed)
     else:
