@@ -45,11 +45,14 @@ from ..objective import (
 )
 
 NEG_INF = float("-inf")
-_MAX_BLOCK = 1024
+#: Largest tile (cells of a diagonal, CTC states, columns, vocabulary entries) per step;
+#: longer ranges loop over tiles. Tests lower it to exercise the tiling on tiny inputs.
+MAX_BLOCK = 1024
 
 
-def _block(size: int, cap: int = _MAX_BLOCK) -> int:
-    return max(16, min(cap, triton.next_power_of_2(max(int(size), 1))))
+def _block(size: int, cap: int = 4096) -> int:
+    """A power-of-two tile for ``size`` elements, between 16 and ``min(cap, MAX_BLOCK)``."""
+    return max(16, min(cap, MAX_BLOCK, triton.next_power_of_2(max(int(size), 1))))
 
 
 # --------------------------------------------------------------------------------------
@@ -731,9 +734,7 @@ def emissions_from_logits(
     acc = _acc_dtype(x)
     lse = torch.empty((nb, tmax), dtype=acc, device=x.device)
     if nb * tmax:
-        _row_logsumexp_kernel[(nb * tmax,)](
-            x, lse, ncls, ACC=_TL_DTYPE[acc], BLOCK_V=_block(ncls, 4096)
-        )
+        _row_logsumexp_kernel[(nb * tmax,)](x, lse, ncls, ACC=_TL_DTYPE[acc], BLOCK_V=_block(ncls))
     k = idx.shape[1]
     picked = x.gather(2, idx.view(nb, 1, k).expand(nb, tmax, k)).to(acc)
     em = (picked - lse.unsqueeze(2)).to(torch.float64)
@@ -756,7 +757,7 @@ def logits_gradient(
     grad = torch.empty_like(x)
     if nb * tmax:
         _softmax_grad_kernel[(nb * tmax,)](
-            x, lse, gsum, in_len, grad, tmax, ncls, ACC=_TL_DTYPE[acc], BLOCK_V=_block(ncls, 4096)
+            x, lse, gsum, in_len, grad, tmax, ncls, ACC=_TL_DTYPE[acc], BLOCK_V=_block(ncls)
         )
     k = idx.shape[1]
     grad.scatter_add_(2, idx.view(nb, 1, k).expand(nb, tmax, k), g.to(grad.dtype))
