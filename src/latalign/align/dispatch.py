@@ -117,7 +117,7 @@ def algebra_backward(
         kernels = triton_module()
         if obj.aggregate == "max":
             steps, si, sj, length = kernels.backtrack(state.codes, in_len, tg_len)
-            grad = kernels.max_gradient(steps, si, sj, length, obj.weights, tmax, s1)
+            grad = torch_vec.path_gradient(steps, si, sj, length, obj.weights, tmax, s1)
             return grad * gscale.to(grad.dtype).view(nb, 1, 1)
         return kernels.algebra_backward_sum(em, in_len, tg_len, obj, state.alpha, gscale)
     if obj.aggregate == "max":

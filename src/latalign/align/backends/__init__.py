@@ -1,12 +1,12 @@
 """Backends of the dynamic programs, chosen from the tensors' device (overridable).
 
-==========  ============================================  ====================================
-name        runs on                                       what it is
-==========  ============================================  ====================================
-``numba``   CPU                                           compiled kernels, parallel over batch
-``torch``   any device (CPU, CUDA, …)                     vectorized PyTorch, anti-diagonals
-``triton``  CUDA; CPU tensors under ``TRITON_INTERPRET=1``  Triton kernels (:mod:`.triton_kernels`)
-==========  ============================================  ====================================
+==========  ===============================================  ==================================
+name        runs on                                          what it is
+==========  ===============================================  ==================================
+``numba``   CPU                                              compiled kernels, parallel over batch
+``torch``   any device (CPU, CUDA, …)                        vectorized PyTorch, anti-diagonals
+``triton``  CUDA; CPU tensors under ``TRITON_INTERPRET=1``   Triton kernels (:mod:`.triton_kernels`)
+==========  ===============================================  ==================================
 
 Every backend implements the same entry points over gathered emissions
 ``em (N, T, S+1)`` (column 0 = blank): the algebra's forward, backward and best paths,

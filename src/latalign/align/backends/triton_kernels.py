@@ -39,9 +39,8 @@ from ..objective import (
     MOVE_DELIMITER,
     MOVE_DI,
     MOVE_DJ,
-    MOVE_EMITS_TARGET,
-    MOVE_FRAME_AT_LEAST_1,
     MOVE_NONE,
+    Objective,
 )
 
 NEG_INF = float("-inf")
@@ -360,17 +359,19 @@ def _backtrack_kernel(
     tl.store(length_ptr + b, tl.where(reachable, k, -1))
 
 
-def _flags(objective) -> dict[str, bool]:
+def _flags(objective: Objective) -> dict[str, bool]:
     fa, fct, fcp, fd = objective.flags
     return dict(FA=fa, FCT=fct, FCP=fcp, FD=fd)
 
 
-def _weights(objective, em: torch.Tensor) -> torch.Tensor:
+def _weights(objective: Objective, em: torch.Tensor) -> torch.Tensor:
     # in em's dtype (float64): a weight such as delta = 0.3 keeps every bit, as in numba
     return torch.tensor(objective.weights, dtype=em.dtype, device=em.device)
 
 
-def algebra_forward(em: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor, objective):
+def algebra_forward(
+    em: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor, objective: Objective
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(loss (N,), alpha (N, S+1, T+1), codes int8 or None)``; cells outside a grid unset."""
     nb, tmax, s1 = em.shape
     em = em.contiguous()
@@ -406,7 +407,7 @@ def algebra_backward_sum(
     em: torch.Tensor,
     in_len: torch.Tensor,
     tg_len: torch.Tensor,
-    objective,
+    objective: Objective,
     alpha: torch.Tensor,
     gscale: torch.Tensor,
 ) -> torch.Tensor:
@@ -441,7 +442,9 @@ def algebra_backward_sum(
     return grad
 
 
-def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
+def backtrack(
+    codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best paths from move codes, as :func:`.torch_vec.backtrack`: ``(steps, si, sj, length)``."""
     nb, s1, t1 = codes.shape
     dev = codes.device
@@ -469,24 +472,6 @@ def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
             C_NONE=MOVE_NONE,
         )
     return steps, si, sj, length
-
-
-def max_gradient(steps, si, sj, length, weights, t_max: int, s1: int) -> torch.Tensor:
-    """Gradient of ``−max`` w.r.t. ``em (N, T, S+1)`` from best paths: minus weighted move counts."""
-    nb = steps.shape[0]
-    dev = steps.device
-    w = torch.tensor([0.0, *weights], dtype=torch.float64, device=dev)  # by move code
-    emits_target = torch.tensor(MOVE_EMITS_TARGET, device=dev)
-    at_least_1 = torch.tensor(MOVE_FRAME_AT_LEAST_1, device=dev)
-    valid = steps != MOVE_NONE
-    wstep = w[steps] * (length >= 0).view(nb, 1) * valid
-    row = torch.where(at_least_1[steps], sj.clamp(min=1), sj) - 1  # prediction used (0-based)
-    col = torch.where(emits_target[steps], si, 0)  # y_i, or the blank (column 0)
-    row = torch.where(valid, row, 0)
-    col = torch.where(valid, col, 0)
-    grad = torch.zeros((nb, t_max * s1), dtype=torch.float64, device=dev)
-    grad.scatter_add_(1, row * s1 + col, -wstep)
-    return grad.view(nb, t_max, s1)
 
 
 # --------------------------------------------------------------------------------------
@@ -583,7 +568,9 @@ def _ctc_backward_kernel(
                 s = s0 + tl.arange(0, BLOCK)
                 live = s < ns
                 if t == m - 1:
-                    bt = tl.where(live & ((s == 2 * n) | (s == 2 * n - 1)), 0.0, neg)
+                    last = live & ((s == 2 * n) | (s == 2 * n - 1))
+                    # both branches must agree on the dtype for the compiler (not the interpreter)
+                    bt = tl.where(last, 0.0, neg).to(em_ptr.dtype.element_ty)
                 else:
                     # beta excludes the emission at t: successors s, s+1, s+2 at t+1
                     e0 = tl.load(
@@ -627,7 +614,9 @@ def _ctc_targets(targets: torch.Tensor) -> torch.Tensor:
     return targets.to(torch.int64).contiguous()
 
 
-def ctc_forward(em, targets, in_len, tg_len):
+def ctc_forward(
+    em: torch.Tensor, targets: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(alpha (N, T, 2S+1), logZ (N,))``."""
     nb, tmax, s1 = em.shape
     em = em.contiguous()
@@ -642,7 +631,15 @@ def ctc_forward(em, targets, in_len, tg_len):
     return alpha, logz
 
 
-def ctc_backward(em, targets, in_len, tg_len, alpha, logz, gscale):
+def ctc_backward(
+    em: torch.Tensor,
+    targets: torch.Tensor,
+    in_len: torch.Tensor,
+    tg_len: torch.Tensor,
+    alpha: torch.Tensor,
+    logz: torch.Tensor,
+    gscale: torch.Tensor,
+) -> torch.Tensor:
     """Gradient of ``gscale · (−log p(y|x))`` w.r.t. ``em (N, T, S+1)``; zero where infeasible."""
     nb, tmax, s1 = em.shape
     em = em.contiguous()
