@@ -286,8 +286,8 @@ def _algebra_posterior_kernel(
     col = j <= m
     # every exponent below is -inf or finite (alpha, beta are; loads outside give -inf),
     # so a weight 0 contributes exactly 0 and no NaN arises
-    live = (z > neg) & (g != 0.0)
-    if live:
+    feasible = (z > neg) & (g != 0.0)
+    if feasible:
         eb = tl.load(em_b + (j - 1) * S1, mask=col, other=0.0)
         blank_acc = tl.zeros((BLOCK_T,), dtype=em_ptr.dtype.element_ty)
         for i in range(0, n + 1):
@@ -369,6 +369,12 @@ def _weights(objective: Objective, em: torch.Tensor) -> torch.Tensor:
     return torch.tensor(objective.weights, dtype=em.dtype, device=em.device)
 
 
+def _no_fma() -> dict[str, bool]:
+    # ``alpha + w·e`` rounded as numba rounds it (a mul, then an add; no fused multiply-add),
+    # so that exact ties between moves, and hence best paths, are the same on the GPU
+    return {} if interpreted() else {"enable_fp_fusion": False}
+
+
 def algebra_forward(
     em: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor, objective: Objective
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -399,6 +405,7 @@ def algebra_forward(
             C_NONE=MOVE_NONE,
             BLOCK=_block(s1),
             **_flags(objective),
+            **_no_fma(),
         )
     return loss, alpha, (codes if use_max else None)
 
@@ -557,8 +564,8 @@ def _ctc_backward_kernel(
     tg_b = tg_ptr + b * S
     gr_b = grad_ptr + b * T * S1
     neg = float("-inf")
-    live = (z > neg) & (g != 0.0)
-    if live:
+    feasible = (z > neg) & (g != 0.0)
+    if feasible:
         for tt in range(0, m):
             t = m - 1 - tt
             cur = be_b + (t % 2) * NS
