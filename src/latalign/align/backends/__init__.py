@@ -61,6 +61,11 @@ def resolve(backend: str | None, device: torch.device) -> str:
                 "expected the triton package for backend 'triton' (pip install "
                 '"latalign[gpu]"), found it not installed'
             )
+        if device.type == "cuda":
+            raise ValueError(
+                "expected TRITON_INTERPRET unset for backend 'triton' on CUDA tensors (the "
+                "kernels were imported under Triton's interpreter), found it set"
+            )
         raise ValueError(
             "expected CUDA tensors for backend 'triton' (or CPU tensors with TRITON_INTERPRET=1 "
             f"set before latalign's Triton kernels are first imported), found device {device}"
