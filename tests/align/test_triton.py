@@ -23,7 +23,11 @@ from latalign.align import bruteforce
 from latalign.align.backends import resolve
 from latalign.align.objective import OPERATORS, Objective
 
-pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+pytestmark = pytest.mark.skipif(
+    not HAS_TRITON,
+    reason="needs triton and, for CPU tensors, its interpreter (set when there is no CUDA; "
+    "on a GPU machine tests/gpu/test_kernels_gpu.py runs the compiled kernels)",
+)
 
 CASES = [  # (operators, aggregate, weights, causal)
     (la.SCHEMATIC_CTC_OPERATORS, "sum", None, False),
