@@ -118,7 +118,7 @@ def algebra_backward(
         if obj.aggregate == "max":
             steps, si, sj, length = kernels.backtrack(state.codes, in_len, tg_len)
             grad = torch_vec.path_gradient(steps, si, sj, length, obj.weights, tmax, s1)
-            return grad * gscale.to(grad.dtype).view(nb, 1, 1)
+            return grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))
         return kernels.algebra_backward_sum(em, in_len, tg_len, obj, state.alpha, gscale)
     if obj.aggregate == "max":
         grad = torch_vec.algebra_backward_max(state.codes, in_len, tg_len, obj.weights, tmax)
@@ -126,7 +126,7 @@ def algebra_backward(
         grad, _ = torch_vec.algebra_backward_sum(
             state.scores, state.alpha, in_len, tg_len, obj.weights
         )
-    return grad * gscale.to(grad.dtype).view(nb, 1, 1)
+    return grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))
 
 
 def best_paths(
@@ -216,4 +216,4 @@ def ctc_backward(
             em, targets, in_len, tg_len, state.alpha, -state.loss, gscale
         )
     grad = torch_vec.ctc_backward(em, tg, in_len, tg_len, state.alpha, -state.loss)
-    return grad * gscale.to(grad.dtype).view(nb, 1, 1)
+    return grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))

@@ -13,7 +13,7 @@ Each loss is two autograd steps:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -126,20 +126,23 @@ def _zero_padding_rows(grad: torch.Tensor, in_len: torch.Tensor) -> None:
 
 
 class _AlgebraDP(torch.autograd.Function):
+    # The grids (alpha, move codes) travel as saved tensors, not as ctx attributes, so that
+    # autograd frees them as soon as this node's backward has run (unless retain_graph).
     @staticmethod
     def forward(ctx, em, in_len, tg_len, objective: Objective, backend: str):
         state = dispatch.algebra_forward(
             em, in_len, tg_len, objective, backend, keep=ctx.needs_input_grad[0]
         )
-        ctx.state = state
-        ctx.save_for_backward(em, in_len, tg_len)
+        ctx.state = replace(state, alpha=None, codes=None)
+        ctx.save_for_backward(em, in_len, tg_len, state.alpha, state.codes)
         return state.loss.to(em.device)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        em, in_len, tg_len = ctx.saved_tensors
-        grad = dispatch.algebra_backward(ctx.state, em, in_len, tg_len, grad_loss).to(em.device)
-        return _nan_where_infeasible(grad, ctx.state.loss, grad_loss), None, None, None, None
+        em, in_len, tg_len, alpha, codes = ctx.saved_tensors
+        state = replace(ctx.state, alpha=alpha, codes=codes)
+        grad = dispatch.algebra_backward(state, em, in_len, tg_len, grad_loss).to(em.device)
+        return _nan_where_infeasible(grad, state.loss, grad_loss), None, None, None, None
 
 
 class _CTCDP(torch.autograd.Function):
@@ -148,17 +151,16 @@ class _CTCDP(torch.autograd.Function):
         state = dispatch.ctc_forward(
             em, targets, in_len, tg_len, backend, keep=ctx.needs_input_grad[0]
         )
-        ctx.state = state
-        ctx.save_for_backward(em, targets, in_len, tg_len)
+        ctx.state = replace(state, alpha=None)
+        ctx.save_for_backward(em, targets, in_len, tg_len, state.alpha)
         return state.loss.to(em.device)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        em, targets, in_len, tg_len = ctx.saved_tensors
-        grad = dispatch.ctc_backward(ctx.state, em, targets, in_len, tg_len, grad_loss).to(
-            em.device
-        )
-        return _nan_where_infeasible(grad, ctx.state.loss, grad_loss), None, None, None, None
+        em, targets, in_len, tg_len, alpha = ctx.saved_tensors
+        state = replace(ctx.state, alpha=alpha)
+        grad = dispatch.ctc_backward(state, em, targets, in_len, tg_len, grad_loss).to(em.device)
+        return _nan_where_infeasible(grad, state.loss, grad_loss), None, None, None, None
 
 
 def _nan_where_infeasible(
