@@ -43,7 +43,6 @@ from ..objective import (
     Objective,
 )
 
-NEG_INF = float("-inf")
 #: Largest tile (cells of a diagonal, CTC states, columns, vocabulary entries) per step;
 #: longer ranges loop over tiles. Tests lower it to exercise the tiling on tiny inputs.
 MAX_BLOCK = 1024
