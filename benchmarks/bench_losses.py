@@ -1,12 +1,18 @@
 """Speed of the alignment losses against PyTorch's cross entropy and CTC (forward + backward).
 
-    python benchmarks/bench_losses.py            # the README table (a few minutes on 2 cores)
-    python benchmarks/bench_losses.py --quick    # fewer repeats
+    python benchmarks/bench_losses.py                  # the README table (a few minutes on 2 cores)
+    python benchmarks/bench_losses.py --quick          # fewer repeats
+    python benchmarks/bench_losses.py --device cuda    # Triton kernels vs torch on one GPU
+    python benchmarks/bench_losses.py --device cuda --quick   # for a GPU check script (~1 min)
 
 Every row times forward + backward *from logits* (log-softmax included) at N=64, V=8000,
 as the median of interleaved repeats, so the baselines and ours share the machine's state.
 The cross-entropy baseline runs on the same (N, m, V) logits (targets padded to m).
 Ratios < 1 mean faster than the baseline measured in the same run.
+
+On CUDA (``--device cuda``) every timing is bracketed by ``torch.cuda.synchronize()``, and
+the memory rows give ``torch.cuda.max_memory_allocated`` for one forward + backward, in
+total and above the logits and their gradient (the loss's own memory).
 """
 
 from __future__ import annotations
@@ -243,14 +249,153 @@ def bench_memory(limit_gib: float = 4.0) -> None:
     print(f"largest measured n = m within {limit_gib:g} GiB: {best}")
 
 
+def _cuda_time(fn, clear, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        clear()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def bench_cuda_table(repeats: int) -> None:
+    """Triton AXE/CTC from logits against F.cross_entropy and torch's CUDA ctc_loss."""
+    print(
+        f"\nCUDA forward+backward from logits, N=64, V=8000, median of {repeats} (ms); "
+        "goals: axe/CE <= 1.1, ctc/torchCTC <= 0.5"
+    )
+    header = ["(n, m)", "torch CE", "torch CTC", "axe triton", "axe/CE", "ctc triton"]
+    header += ["ctc/torchCTC", "axe torch-backend", "axe torch/CE"]
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for n in (30, 100):
+        gen = torch.Generator().manual_seed(0)
+        logits = torch.randn(64, n, 8000, generator=gen).cuda().requires_grad_()
+        # targets without equal neighbours, so that real CTC is feasible at m = n
+        targets = 1 + torch.arange(n) % 7 + 7 * torch.randint(0, 1000, (64, n), generator=gen)
+        targets = targets.clamp(max=7999).cuda()
+        lengths = torch.full((64,), n, device="cuda")
+
+        def ce(logits=logits, targets=targets):
+            F.cross_entropy(logits.view(-1, 8000), targets.view(-1), reduction="sum").backward()
+
+        def torch_ctc(logits=logits, targets=targets, lengths=lengths):
+            lp = logits.log_softmax(-1).transpose(0, 1)
+            F.ctc_loss(
+                lp, targets, lengths, lengths, reduction="sum", zero_infinity=True
+            ).backward()
+
+        def axe(backend, logits=logits, targets=targets, lengths=lengths):
+            la.axe_loss(
+                logits,
+                targets,
+                lengths,
+                lengths,
+                from_logits=True,
+                reduction="sum",
+                backend=backend,
+            ).backward()
+
+        def ctc(logits=logits, targets=targets, lengths=lengths):
+            la.ctc_loss(
+                logits,
+                targets,
+                lengths,
+                lengths,
+                from_logits=True,
+                reduction="sum",
+                zero_infinity=True,
+                backend="triton",
+            ).backward()
+
+        def clear(logits=logits):
+            logits.grad = None
+
+        fns = {
+            "ce": ce,
+            "tctc": torch_ctc,
+            "axe": partial(axe, "triton"),
+            "ctc": ctc,
+            "axe_torch": partial(axe, "torch"),
+        }
+        for fn in fns.values():  # warm up: Triton compiles, the allocator settles
+            fn()
+            clear()
+        med = {k: _cuda_time(fn, clear, repeats) for k, fn in fns.items()}
+        row = [f"({n}, {n})", f"{med['ce']:.2f}", f"{med['tctc']:.2f}", f"{med['axe']:.2f}"]
+        row += [f"{med['axe'] / med['ce']:.2f}", f"{med['ctc']:.2f}"]
+        row += [f"{med['ctc'] / med['tctc']:.2f}", f"{med['axe_torch']:.2f}"]
+        row += [f"{med['axe_torch'] / med['ce']:.2f}"]
+        print(" | ".join(row))
+        del logits
+        torch.cuda.empty_cache()
+
+
+def bench_cuda_memory(vocab: int) -> None:
+    """Peak CUDA memory of one Triton forward + backward at n=m=1000 N=64 and n=m=4000 N=8."""
+    print(
+        f"\nCUDA peak memory, forward+backward from logits, V={vocab} (GiB); "
+        "goal: n=m=1000 N=64 within 2 GiB of the loss's own memory"
+    )
+    print("loss | (N, n=m) | peak | above logits+grad | ms")
+    print("--- | --- | --- | --- | ---")
+    for name in ("axe", "ctc"):
+        for nb, n in ((64, 1000), (8, 4000)):
+            gen = torch.Generator().manual_seed(0)
+            logits = torch.randn(nb, n, vocab, generator=gen).cuda().requires_grad_()
+            targets = (1 + torch.arange(n) % 7).repeat(nb, 1).cuda()
+            lengths = torch.full((nb,), n, device="cuda")
+            fn = la.ctc_loss if name == "ctc" else la.axe_loss
+            inputs = 2 * logits.numel() * logits.element_size()  # logits + their gradient
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            fn(logits, targets, lengths, lengths, from_logits=True, backend="triton").backward()
+            torch.cuda.synchronize()
+            ms = (time.perf_counter() - t0) * 1e3
+            peak = torch.cuda.max_memory_allocated()
+            print(
+                f"{name} | ({nb}, {n}) | {peak / 2**30:.2f} | {(peak - inputs) / 2**30:.2f} "
+                f"| {ms:.0f}"
+            )
+            del logits
+            torch.cuda.empty_cache()
+
+
+def main_cuda(quick: bool) -> int:
+    if not torch.cuda.is_available():
+        print("error: expected a CUDA device for --device cuda, found none", file=sys.stderr)
+        return 2
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("error: expected TRITON_INTERPRET unset for --device cuda, found 1", file=sys.stderr)
+        return 2
+    import triton
+
+    print(
+        f"torch {torch.__version__}, triton {triton.__version__}, "
+        f"device {torch.cuda.get_device_name()}"
+    )
+    bench_cuda_table(5 if quick else 20)
+    bench_cuda_memory(vocab=64 if quick else 8000)
+    return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--skip-memory", action="store_true", help="skip the memory search")
+    ap.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cpu (numba) or cuda (Triton)"
+    )
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.device == "cuda":
+        sys.exit(main_cuda(args.quick))
     if args.memory_child:
         _peak_gib_child(args.memory_child)
         return

@@ -1,11 +1,27 @@
-"""Shared helpers for the alignment-library tests: a differentiable brute-force oracle."""
+"""Shared helpers for the alignment-library tests: a differentiable brute-force oracle.
+
+Without CUDA, the Triton backend is tested on CPU tensors through Triton's interpreter,
+which only takes effect if ``TRITON_INTERPRET=1`` is set before the kernels are defined:
+this file sets it (unless already set) before any test module imports them.
+"""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-from latalign.align import bruteforce
-from latalign.align.objective import MOVE_BY_NAME, OPERATORS, Objective
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from latalign.align.backends import triton_available  # noqa: E402
+
+#: Triton joins when it can run here: on CUDA, or on CPU tensors through the interpreter.
+HAS_TRITON = triton_available(torch.device("cpu"))
+BACKENDS = ["numba", "torch", *(["triton"] if HAS_TRITON else [])]
+
+from latalign.align import bruteforce  # noqa: E402
+from latalign.align.objective import MOVE_BY_NAME, OPERATORS, Objective  # noqa: E402
 
 
 def oracle_loss(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -114,7 +118,25 @@ def test_bad_options(kwargs, text):
     assert text in str(info.value) and "expected" in str(info.value)
 
 
-def test_triton_seam_is_explicit():
+def test_unknown_backend_is_refused():
     lp, t, m, n = good()
-    with pytest.raises(NotImplementedError, match="triton"):
-        la.axe_loss(lp, t, m, n, backend="triton")
+    with pytest.raises(ValueError, match="expected backend in"):
+        la.axe_loss(lp, t, m, n, backend="cuda")
+
+
+def test_triton_on_cpu_without_the_interpreter_is_a_clear_error():
+    # TRITON_INTERPRET must be set before the kernels are imported: a fresh process without it
+    code = (
+        "import torch, latalign as la\n"
+        "lp = torch.zeros(1, 2, 3).log_softmax(-1)\n"
+        "try:\n"
+        "    la.axe_loss(lp, torch.tensor([[1]]), [2], [1], backend='triton')\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("ValueError: expected"), out
+    assert "TRITON_INTERPRET=1" in out or "triton package" in out, out

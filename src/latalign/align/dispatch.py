@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backends import numba_cpu, torch_vec
+from .backends import numba_cpu, torch_vec, triton_module
 from .objective import Objective
 
 
@@ -68,6 +68,11 @@ def algebra_forward(
             torch.from_numpy(bp) if use_max else None,
             None,
         )
+    if backend == "triton":
+        loss, alpha, codes = triton_module().algebra_forward(em, in_len, tg_len, objective)
+        return AlgebraState(
+            backend, objective, loss, alpha if keep and not use_max else None, codes, None
+        )
     scores = torch_vec.AlgebraScores(
         em, in_len, tg_len, objective.weights, objective.flags, objective.causal, use_max
     )
@@ -108,13 +113,20 @@ def algebra_backward(
                 grad,
             )
         return torch.from_numpy(grad).transpose(1, 2)
+    if state.backend == "triton":
+        kernels = triton_module()
+        if obj.aggregate == "max":
+            steps, si, sj, length = kernels.backtrack(state.codes, in_len, tg_len)
+            grad = torch_vec.path_gradient(steps, si, sj, length, obj.weights, tmax, s1)
+            return grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))
+        return kernels.algebra_backward_sum(em, in_len, tg_len, obj, state.alpha, gscale)
     if obj.aggregate == "max":
         grad = torch_vec.algebra_backward_max(state.codes, in_len, tg_len, obj.weights, tmax)
     else:
         grad, _ = torch_vec.algebra_backward_sum(
             state.scores, state.alpha, in_len, tg_len, obj.weights
         )
-    return grad * gscale.to(grad.dtype).view(nb, 1, 1)
+    return grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))
 
 
 def best_paths(
@@ -128,7 +140,8 @@ def best_paths(
         plen = np.zeros(nb, dtype=np.int64)
         numba_cpu.algebra_backtrack(_np(in_len), _np(tg_len), _np(codes), paths, plen)
         return [None if plen[b] < 0 else paths[b, : plen[b]].tolist() for b in range(nb)]
-    steps, _, _, length = torch_vec.backtrack(codes, in_len, tg_len)
+    track = triton_module().backtrack if state.backend == "triton" else torch_vec.backtrack
+    steps, _, _, length = track(codes, in_len, tg_len)
     steps, length = steps.cpu(), length.cpu()
     out: list[list[int] | None] = []
     for b in range(nb):
@@ -159,6 +172,9 @@ def ctc_forward(
         tg = targets if targets.shape[1] > 0 else torch.zeros((nb, 1), dtype=torch.int64)
         numba_cpu.ctc_forward(_np(em), _np(tg), _np(in_len), _np(tg_len), alpha, out)
         return CTCState(backend, -torch.from_numpy(out), torch.from_numpy(alpha) if keep else None)
+    if backend == "triton":
+        alpha, logz = triton_module().ctc_forward(em, targets, in_len, tg_len)
+        return CTCState(backend, -logz, alpha if keep else None)
     tg = (
         targets
         if targets.shape[1] > 0
@@ -195,5 +211,9 @@ def ctc_backward(
             grad,
         )
         return torch.from_numpy(grad)
+    if state.backend == "triton":
+        return triton_module().ctc_backward(
+            em, targets, in_len, tg_len, state.alpha, -state.loss, gscale
+        )
     grad = torch_vec.ctc_backward(em, tg, in_len, tg_len, state.alpha, -state.loss)
-    return grad * gscale.to(grad.dtype).view(nb, 1, 1)
+    return grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))

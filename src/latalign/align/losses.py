@@ -13,12 +13,12 @@ Each loss is two autograd steps:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from . import dispatch
-from .backends import resolve
+from .backends import resolve, triton_module
 from .checks import LengthsLike, check_finite_emissions, check_inputs
 from .objective import (
     AXE_OPERATORS,
@@ -52,10 +52,22 @@ class _Emissions(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, src: torch.Tensor, idx: torch.Tensor, from_logits: bool) -> torch.Tensor:
+    def forward(
+        ctx,
+        src: torch.Tensor,
+        idx: torch.Tensor,
+        in_len: torch.Tensor,
+        from_logits: bool,
+        fused: bool,
+    ) -> torch.Tensor:
         nb, tmax, _ = src.shape
         k = idx.shape[1]
         full_idx = idx.view(nb, 1, k).expand(nb, tmax, k)
+        ctx.fused = fused and from_logits
+        if ctx.fused:  # Triton: a row logsumexp kernel, then one gather
+            em, lse = triton_module().emissions_from_logits(src, idx)
+            ctx.save_for_backward(src, idx, in_len, lse)
+            return em
         if from_logits:
             em = torch.empty((nb * tmax, k), dtype=torch.float64, device=src.device)
             flat_idx = full_idx.reshape(nb * tmax, k)
@@ -68,17 +80,21 @@ class _Emissions(torch.autograd.Function):
         else:
             em = src.gather(2, full_idx).to(torch.float64)
         ctx.from_logits = from_logits
-        ctx.save_for_backward(src, full_idx)
+        ctx.save_for_backward(src, full_idx, in_len)
         return em
 
     @staticmethod
     def backward(ctx, grad_em: torch.Tensor):
-        src, full_idx = ctx.saved_tensors
+        if ctx.fused:
+            src, idx, in_len, lse = ctx.saved_tensors
+            grad = triton_module().logits_gradient(src, lse, idx, grad_em, in_len)
+            return grad, None, None, None, None
+        src, full_idx, in_len = ctx.saved_tensors
         g = grad_em.to(torch.float32 if src.dtype != torch.float64 else torch.float64)
         if not ctx.from_logits:
             grad = torch.zeros_like(src)
             grad.scatter_add_(2, full_idx, g.to(src.dtype))
-            return grad, None, None
+            return grad, None, None, None, None
         # d/dlogits = scatter(g) - softmax * sum(g)
         gsum = g.sum(dim=2, keepdim=True)  # (N, T, 1)
         if src.dtype in (torch.float32, torch.float64):
@@ -91,25 +107,42 @@ class _Emissions(torch.autograd.Function):
             for start, chunk in _row_chunks(src):
                 stop = start + chunk.shape[0]
                 gflat[start:stop] = torch.softmax(chunk.float(), dim=1).mul_(-sflat[start:stop])
+        _zero_padding_rows(grad, in_len)
         grad.scatter_add_(2, full_idx, g.to(grad.dtype))
-        return grad, None, None
+        return grad, None, None, None, None
+
+
+def _zero_padding_rows(grad: torch.Tensor, in_len: torch.Tensor) -> None:
+    """Zero the rows ``t ≥ m`` of ``grad (N, T, V)`` in place, touching only those rows.
+
+    Their true gradient is 0 (the dynamic programs never read them); ``softmax · 0`` would
+    be NaN where the padding holds NaN or ±inf.
+    """
+    nb, tmax, ncls = grad.shape
+    pad = torch.arange(tmax, device=grad.device).view(1, tmax) >= in_len.view(nb, 1)
+    rows = pad.view(-1).nonzero().view(-1)
+    if rows.numel():
+        grad.view(nb * tmax, ncls).index_fill_(0, rows, 0.0)
 
 
 class _AlgebraDP(torch.autograd.Function):
+    # The grids (alpha, move codes) travel as saved tensors, not as ctx attributes, so that
+    # autograd frees them as soon as this node's backward has run (unless retain_graph).
     @staticmethod
     def forward(ctx, em, in_len, tg_len, objective: Objective, backend: str):
         state = dispatch.algebra_forward(
             em, in_len, tg_len, objective, backend, keep=ctx.needs_input_grad[0]
         )
-        ctx.state = state
-        ctx.save_for_backward(em, in_len, tg_len)
+        ctx.state = replace(state, alpha=None, codes=None)
+        ctx.save_for_backward(em, in_len, tg_len, state.alpha, state.codes)
         return state.loss.to(em.device)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        em, in_len, tg_len = ctx.saved_tensors
-        grad = dispatch.algebra_backward(ctx.state, em, in_len, tg_len, grad_loss).to(em.device)
-        return _nan_where_infeasible(grad, ctx.state.loss, grad_loss), None, None, None, None
+        em, in_len, tg_len, alpha, codes = ctx.saved_tensors
+        state = replace(ctx.state, alpha=alpha, codes=codes)
+        grad = dispatch.algebra_backward(state, em, in_len, tg_len, grad_loss).to(em.device)
+        return _nan_where_infeasible(grad, state.loss, grad_loss), None, None, None, None
 
 
 class _CTCDP(torch.autograd.Function):
@@ -118,17 +151,16 @@ class _CTCDP(torch.autograd.Function):
         state = dispatch.ctc_forward(
             em, targets, in_len, tg_len, backend, keep=ctx.needs_input_grad[0]
         )
-        ctx.state = state
-        ctx.save_for_backward(em, targets, in_len, tg_len)
+        ctx.state = replace(state, alpha=None)
+        ctx.save_for_backward(em, targets, in_len, tg_len, state.alpha)
         return state.loss.to(em.device)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        em, targets, in_len, tg_len = ctx.saved_tensors
-        grad = dispatch.ctc_backward(ctx.state, em, targets, in_len, tg_len, grad_loss).to(
-            em.device
-        )
-        return _nan_where_infeasible(grad, ctx.state.loss, grad_loss), None, None, None, None
+        em, targets, in_len, tg_len, alpha = ctx.saved_tensors
+        state = replace(ctx.state, alpha=alpha)
+        grad = dispatch.ctc_backward(state, em, targets, in_len, tg_len, grad_loss).to(em.device)
+        return _nan_where_infeasible(grad, state.loss, grad_loss), None, None, None, None
 
 
 def _nan_where_infeasible(
@@ -143,11 +175,13 @@ def _nan_where_infeasible(
     return grad
 
 
-def _emissions(checked, blank: int, from_logits: bool) -> torch.Tensor:
+def _emissions(checked, blank: int, from_logits: bool, backend: str) -> torch.Tensor:
     nb = checked.targets.shape[0]
     blank_col = torch.full((nb, 1), blank, dtype=torch.int64, device=checked.targets.device)
     idx = torch.cat([blank_col, checked.targets], dim=1)  # (N, S+1): ε, y_1 … y_S
-    em = _Emissions.apply(checked.log_probs, idx, from_logits)
+    em = _Emissions.apply(
+        checked.log_probs, idx, checked.input_lengths, from_logits, backend == "triton"
+    )
     check_finite_emissions(
         em.detach(), checked.input_lengths, "logits" if from_logits else "log_probs"
     )
@@ -203,7 +237,9 @@ def latent_alignment_loss(
         reduction: ``"none"`` → ``(N,)``; ``"sum"``; ``"mean"`` = loss / max(n, 1), batch mean.
         zero_infinity: sequences with no path get loss 0 and gradient 0 (else ``inf``).
         from_logits: the first argument is unnormalised logits; log-softmax is fused in.
-        backend: ``None``/``"auto"`` (numba on CPU, torch elsewhere), ``"numba"``, ``"torch"``.
+        backend: ``None``/``"auto"`` (numba on CPU, triton on CUDA when installed, else
+            torch), ``"numba"``, ``"torch"``, ``"triton"`` (CUDA; CPU under
+            ``TRITON_INTERPRET=1``).
 
     Returns:
         The loss in nats.
@@ -269,7 +305,7 @@ def _run_loss(
         log_probs, targets, input_lengths, target_lengths, blank=blank, reduction=reduction
     )
     name = resolve(backend, log_probs.device)
-    em = _emissions(checked, blank, from_logits)
+    em = _emissions(checked, blank, from_logits, name)
     loss = program(em, checked, name)
     return _reduce(loss, checked.target_lengths, reduction, zero_infinity, log_probs.dtype)
 
@@ -408,7 +444,7 @@ def best_alignment(
     )
     name = resolve(backend, log_probs.device)
     with torch.no_grad():
-        em = _emissions(checked, blank, from_logits)
+        em = _emissions(checked, blank, from_logits, name)
         state = dispatch.algebra_forward(
             em, checked.input_lengths, checked.target_lengths, objective, name, keep=True
         )

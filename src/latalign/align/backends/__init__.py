@@ -1,37 +1,73 @@
 """Backends of the dynamic programs, chosen from the tensors' device (overridable).
 
-=========  ============================================  =====================================
-name       runs on                                       what it is
-=========  ============================================  =====================================
-``numba``  CPU                                           compiled kernels, parallel over batch
-``torch``  any device (CPU, CUDA, …)                     vectorized PyTorch, anti-diagonals
-``triton`` CUDA (seam)                                   not built yet: see :func:`resolve`
-=========  ============================================  =====================================
+==========  ===============================================  ==================================
+name        runs on                                          what it is
+==========  ===============================================  ==================================
+``numba``   CPU                                              compiled kernels, parallel over batch
+``torch``   any device (CPU, CUDA, …)                        vectorized PyTorch, anti-diagonals
+``triton``  CUDA; CPU tensors under ``TRITON_INTERPRET=1``   Triton kernels (:mod:`.triton_kernels`)
+==========  ===============================================  ==================================
 
-Every backend implements the same four entry points over gathered emissions
-``em (N, T, S+1)`` (column 0 = blank): ``algebra_forward``, ``algebra_backward``,
-``best_paths`` and the real-CTC pair. :mod:`latalign.align.dispatch` holds the
-adapters; a Triton backend plugs in there with the same signatures.
+Every backend implements the same entry points over gathered emissions
+``em (N, T, S+1)`` (column 0 = blank): the algebra's forward, backward and best paths,
+and the real-CTC pair. :mod:`latalign.align.dispatch` holds the adapters.
+
+``backend=None`` (or ``"auto"``) picks ``numba`` on CPU, ``triton`` on CUDA when triton
+imports (``pip install "latalign[gpu]"``), ``torch`` otherwise.
 """
 
 from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
 
 import torch
 
 BACKENDS: tuple[str, ...] = ("numba", "torch", "triton")
 
 
+def triton_module() -> ModuleType:
+    """The Triton kernels module (imports triton; raises ``ImportError`` without it)."""
+    return importlib.import_module(".triton_kernels", __name__)
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether ``backend="triton"`` can run on tensors of ``device``."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        kernels = triton_module()
+    except ImportError:
+        return False
+    if device.type == "cuda":
+        return not kernels.interpreted()
+    return device.type == "cpu" and kernels.interpreted()
+
+
 def resolve(backend: str | None, device: torch.device) -> str:
-    """The backend to run: ``None``/``"auto"`` picks numba on CPU and torch elsewhere."""
+    """The backend to run on tensors of ``device``; ``None``/``"auto"`` picks one (see above)."""
     if backend is None or backend == "auto":
-        return "numba" if device.type == "cpu" else "torch"
+        if device.type == "cpu":
+            return "numba"
+        return "triton" if device.type == "cuda" and triton_available(device) else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"expected backend in {('auto', *BACKENDS)}, found {backend!r}")
     if backend == "numba" and device.type != "cpu":
         raise ValueError(f"expected CPU tensors for backend 'numba', found device {device}")
-    if backend == "triton":
-        raise NotImplementedError(
-            "the 'triton' backend is a seam that no kernel fills yet (no GPU was available to "
-            "build and test one); use backend='torch', which runs on CUDA tensors"
+    if backend == "triton" and not triton_available(device):
+        if importlib.util.find_spec("triton") is None:
+            raise ValueError(
+                "expected the triton package for backend 'triton' (pip install "
+                '"latalign[gpu]"), found it not installed'
+            )
+        if device.type == "cuda":
+            raise ValueError(
+                "expected TRITON_INTERPRET unset for backend 'triton' on CUDA tensors (the "
+                "kernels were imported under Triton's interpreter), found it set"
+            )
+        raise ValueError(
+            "expected CUDA tensors for backend 'triton' (or CPU tensors with TRITON_INTERPRET=1 "
+            f"set before latalign's Triton kernels are first imported), found device {device}"
         )
     return backend

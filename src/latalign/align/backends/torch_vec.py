@@ -262,22 +262,34 @@ def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
 
 def algebra_backward_max(codes, in_len, tg_len, weights, t_max: int):
     """Gradient of ``-max`` w.r.t. the emissions ``(N, T, S+1)``: minus weighted move counts."""
-    nb, s1, _ = codes.shape
-    dev = codes.device
-    steps, si, sj, length = backtrack(codes, in_len, tg_len)
+    return path_gradient(*backtrack(codes, in_len, tg_len), weights, t_max, codes.shape[1])
+
+
+def path_gradient(
+    steps: torch.Tensor,
+    si: torch.Tensor,
+    sj: torch.Tensor,
+    length: torch.Tensor,
+    weights,
+    t_max: int,
+    s1: int,
+) -> torch.Tensor:
+    """Minus the weighted move counts of best paths (as :func:`backtrack` returns them),
+    scattered onto the emissions each move scored: ``(N, T, S+1)`` float64."""
+    nb = steps.shape[0]
+    dev = steps.device
     w = torch.tensor([0.0, *weights], dtype=DP_DTYPE, device=dev)  # by move code
     emits_target = torch.tensor(MOVE_EMITS_TARGET, device=dev)
     at_least_1 = torch.tensor(MOVE_FRAME_AT_LEAST_1, device=dev)
-    wstep = w[steps] * (length >= 0).view(nb, 1)
+    valid = steps != MOVE_NONE
+    wstep = w[steps] * (length >= 0).view(nb, 1) * valid
     row = torch.where(at_least_1[steps], sj.clamp(min=1), sj) - 1  # prediction used (0-based)
     col = torch.where(emits_target[steps], si, 0)  # y_i, or the blank (column 0)
-    valid = steps != MOVE_NONE
     row = torch.where(valid, row, 0)
     col = torch.where(valid, col, 0)
-    grad = torch.zeros((nb, t_max, s1), dtype=DP_DTYPE, device=dev)
-    flat = grad.view(nb, t_max * s1)
-    flat.scatter_add_(1, row * s1 + col, -(wstep * valid))
-    return grad
+    grad = torch.zeros((nb, t_max * s1), dtype=DP_DTYPE, device=dev)
+    grad.scatter_add_(1, row * s1 + col, -wstep)
+    return grad.view(nb, t_max, s1)
 
 
 # --------------------------------------------------------------------------------------
