@@ -246,14 +246,18 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     assert explicit.preset == "paper"
     # multi30k leaves the 32-objective map out unless asked; quick runs everything
     assert "map" not in PRESETS["multi30k"].default_experiments
-    assert validate_options(ReproduceOptions(preset="quick"))[0] == list(EXPERIMENTS)
+    from latalign.reproduce.run import default_experiments
+
+    quick = validate_options(ReproduceOptions(preset="quick"))[0]
+    assert quick == default_experiments("quick") and quick[: len(EXPERIMENTS)] == list(EXPERIMENTS)
     with pytest.raises(ValueError, match="train"):  # empty data dir: refused, names the split
         validate_options(opts)
     for split in ("train", "valid", "test"):
         for lang in ("de", "en"):
             (data / f"{split}.{lang}").write_text("ein satz\n" if lang == "de" else "a sentence\n")
     names, _ = validate_options(opts)
-    assert names == [n for n in EXPERIMENTS if n != "map"]
+    assert [n for n in names if n in EXPERIMENTS] == [n for n in EXPERIMENTS if n != "map"]
+    assert names == default_experiments("multi30k")
     asked = rcli.options_from_args(parser.parse_args(["--data", str(data), "--experiments", "map"]))
     assert validate_options(asked)[0] == ["map"]
 

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--experiments", default=None,
-        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} and the experiment groups "
+        "(nat, beyond_tf when installed) (default: the preset's)",
     )  # fmt: skip
     parser.add_argument(
         "--map-objectives", default=None,
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--updates", default=None,
-        help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective)",
+        help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective; "
+        "a group's runs as group.key=N)",
     )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None,

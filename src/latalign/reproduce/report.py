@@ -46,6 +46,49 @@ def _pct(x: float | None) -> str:
 
 # --------------------------------------------------------------------------- claims
 
+#: what a claim row's ``kind`` says: ``behaviour`` can come out ✗ (a measurement of trained
+#: models), ``construction`` is true by construction (an identity of the objective that the
+#: run verifies), ``finding`` has no pass/fail criterion
+KINDS = ("behaviour", "construction", "finding")
+
+
+def claim_row(
+    cid: str,
+    claim: str,
+    section: str,
+    kind: str,
+    criterion: str,
+    measured: str,
+    sample: str,
+    values: dict[str, Any],
+    passed: bool | None,
+) -> dict[str, Any]:
+    """One row of the claims table (groups build theirs with it too).
+
+    ``kind`` is one of :data:`KINDS`; ``sample`` says what was measured (``"200 test
+    sentences (all), beam 5"``); ``values`` holds the numbers behind ``measured``;
+    ``passed`` is True/False, or None for a finding or a claim that was not run.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"expected a claim kind in {KINDS}; found {kind!r}")
+    return {
+        "id": cid, "claim": claim, "section": section, "kind": kind, "criterion": criterion,
+        "measured": measured, "sample": sample, "values": values, "passed": passed,
+    }  # fmt: skip
+
+
+def group_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The claim rows of the experiment groups in ``results["groups"]`` (registered ones)."""
+    from latalign.reproduce.groups import load_groups
+
+    groups = load_groups()
+    rows: list[dict[str, Any]] = []
+    for name, result in results.get("groups", {}).items():
+        g = groups.get(name)
+        if g is not None and g.claims is not None:
+            rows += g.claims(results, result)
+    return rows
+
 
 def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per claim: ``id``, ``claim``, ``section``, ``measured`` (text), ``values``
@@ -234,7 +277,7 @@ def build_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("tying", claim, "finding", crit, "; ".join(parts), vals, None)
     else:
         missing("tying", claim, "finding", crit, ["axe", "axe_untied"])
-    return rows
+    return rows + group_claims(results)
 
 
 def experiment_seconds(results: dict[str, Any]) -> float:
@@ -245,6 +288,9 @@ def experiment_seconds(results: dict[str, Any]) -> float:
         sec = r.get("seconds", 0.0)
         total += sum(sec.values()) if isinstance(sec, dict) else float(sec)
     total += sum(float(row["seconds"]) for row in results.get("map", {}).get("rows", []))
+    for r in results.get("groups", {}).values():
+        sec = r.get("seconds", 0.0)
+        total += sum(sec.values()) if isinstance(sec, dict) else float(sec)
     return total
 
 
@@ -458,9 +504,12 @@ def _draw_map(plt: Any, path: Path, m: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the document
 
 
-def build_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[tuple]:
+def build_blocks(
+    results: dict[str, Any], figures: dict[str, str], groups: Sequence[tuple] = ()
+) -> list[tuple]:
     """The report as blocks: ``("h", level, text)``, ``("p", text)``, ``("table", headers,
-    rows)``, ``("img", file, caption)``, ``("code", text)``."""
+    rows)``, ``("img", file, caption)``, ``("code", text)``; ``groups`` (the experiment
+    groups' sections) go after the map."""
     meta = results["meta"]
     e = results.get("experiments", {})
     b: list[tuple] = []
@@ -546,6 +595,7 @@ def build_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[tuple
                             "valid CE", "BLEU", "empty", "note"], rows))  # fmt: skip
         if "map" in figures:
             b.append(("img", figures["map"], "left: the paper's prediction; right: measured"))
+    b += list(groups)
     notes = _notes(results)
     if notes:
         b.append(("h", 2, "Notes on these numbers"))
@@ -669,9 +719,23 @@ def render_html(blocks: list[tuple], out: Path) -> str:
     )
 
 
+def group_sections(out: Path, results: dict[str, Any]) -> list[tuple]:
+    """The report sections of the experiment groups (a heading each, then its blocks)."""
+    from latalign.reproduce.groups import load_groups
+
+    groups = load_groups()
+    blocks: list[tuple] = []
+    for name, result in results.get("groups", {}).items():
+        g = groups.get(name)
+        if g is not None and g.report is not None:
+            blocks.append(("h", 2, f"{g.description} (`{name}`)"))
+            blocks += g.report(results, result, out)
+    return blocks
+
+
 def write_report(out: Path, results: dict[str, Any]) -> None:
     """Figures, ``report.md`` and the self-contained ``report.html`` into ``out``."""
     figures = make_figures(out, results)
-    blocks = build_blocks(results, figures)
+    blocks = build_blocks(results, figures, group_sections(out, results))
     (out / "report.md").write_text(render_markdown(blocks))
     (out / "report.html").write_text(render_html(blocks, out))
