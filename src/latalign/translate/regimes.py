@@ -38,6 +38,21 @@ so each is usable with any criterion (``ce``, ``axe``, ``causal_axe``, …):
     (:class:`UpsampledCTCHead`); decoded with the AR decoder as usual. The alignment is then
     not tied to the decoder's teacher-forced positions.
 
+As training options of the one ``train()`` (registered with the trainer's seam when this module
+is imported; ``latalign.translate.arch.EXTENSIONS`` imports it)::
+
+    TrainConfig(regime="scheduled_sampling", schedule="linear", schedule_updates=500,
+                regime_p=0.5)                      # q rises 0 -> 0.5 over 500 updates
+    TrainConfig(regime="free_running", temperature=0.0)
+    TrainConfig(regime="corruption", regime_p=0.3)
+    TrainConfig(regime="delayed", delay=2)
+    TrainConfig(arch="ar_aux_ctc", aux_ctc_weight=1.0, upsample=3)   # the positive control
+
+(CLI: ``--regime … --regime-p …`` etc.; bad values are a ``ValueError`` from ``TrainConfig``,
+exit status 2 on the CLI.) Validation feeds :func:`evaluation_inputs`. A model trained with
+``delayed`` must be decoded through :func:`decoding_model` (which wraps it in
+:class:`DelayedInputModel`).
+
 Shapes: B sentences, T decoder positions, S source positions, C model width, V vocabulary.
 Token ids follow ``docs/ARCHITECTURE.md`` (pad 0, bos 1, eos 2, unk 3, ε 4).
 """
@@ -53,22 +68,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import latalign
+from latalign.translate.config import ModelConfig
+from latalign.translate.model import Transformer
 
 __all__ = [
+    "AUX_CTC_ARCH",
     "REGIMES",
     "SCHEDULES",
+    "AuxCTCLoss",
+    "AuxCTCModelConfig",
+    "AuxCTCTransformer",
     "DelayedInputModel",
     "RegimeConfig",
+    "RegimeInput",
     "UpsampledCTCHead",
     "corrupt_inputs",
     "ctc_control_loss",
     "decoder_inputs",
+    "decoding_model",
     "delayed_inputs",
+    "evaluation_inputs",
     "free_running_inputs",
     "mix_inputs",
+    "regime_config",
     "sampling_probability",
     "scheduled_sampling_inputs",
     "teacher_forced_predictions",
+    "upsampled_ctc_sum",
 ]
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -516,8 +542,8 @@ class UpsampledCTCHead(nn.Module):
     """CTC head on upsampled encoder states (Yan et al., 2023, the "CTC alignments improve
     autoregressive translation" setting).
 
-    Each encoder state (C,) becomes ``upsample`` states by one linear map C -> upsample·C
-    (then a LayerNorm), and a linear layer scores them over the vocabulary:
+    Each encoder state (C,) becomes ``upsample`` states by one linear map C -> upsample·C,
+    then ReLU, LayerNorm and a linear layer over the vocabulary:
     (B, S, C) -> logits (B, S·upsample, V); lengths ``upsample · S_b`` (source padding
     removed). Used only for the auxiliary loss; the decoder is untouched.
     """
@@ -545,9 +571,63 @@ class UpsampledCTCHead(nn.Module):
         return logits, lengths
 
 
+@dataclass
+class AuxCTCModelConfig(ModelConfig):
+    """:class:`ModelConfig` plus the upsampling of the auxiliary CTC head."""
+
+    aux_upsample: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _is_int(self.aux_upsample) or self.aux_upsample < 1:
+            raise ValueError(f"expected upsample >= 1; found {self.aux_upsample!r}")
+
+
+class AuxCTCTransformer(Transformer):
+    """The positive control's model: a :class:`Transformer` (so the AR decoders,
+    ``load_model`` and the analysis use it unchanged) with an :class:`UpsampledCTCHead` on
+    the encoder. ``forward(..., aux=True)`` also returns the head's ``(logits (B, S·u, V),
+    lengths (B,))`` from the same encoder pass (one call: what DDP needs)."""
+
+    def __init__(self, cfg: AuxCTCModelConfig) -> None:
+        super().__init__(cfg)
+        self.aux_head = UpsampledCTCHead(cfg.d_model, cfg.vocab_size, cfg.aux_upsample)
+
+    def forward(  # type: ignore[override]
+        self,
+        src_tokens: Tensor,
+        src_lengths: Tensor | None,
+        prev_output_tokens: Tensor,
+        *,
+        aux: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """logits (B, T, V); with ``aux`` also the CTC head's logits and lengths."""
+        enc = self.encode(src_tokens, src_lengths)
+        logits = self.decode(prev_output_tokens, enc)
+        if not aux:
+            return logits
+        aux_logits, aux_lengths = self.aux_head(enc.out, enc.padding_mask)
+        return logits, aux_logits, aux_lengths
+
+
+def upsampled_ctc_sum(aux_logits: Tensor, aux_lengths: Tensor, batch: Any, blank_id: int) -> Tensor:
+    """Summed CTC (nats; ``latalign.ctc_loss`` with ``from_logits`` and ``zero_infinity``:
+    sentences too long for the upsampled source contribute 0) of the head's logits
+    (B, S·u, V) against ``batch.target`` (B, T) with ``batch.target_lengths``."""
+    return latalign.ctc_loss(
+        aux_logits.float(),
+        batch.target,
+        aux_lengths,
+        batch.target_lengths,
+        blank=blank_id,
+        reduction="sum",
+        zero_infinity=True,
+        from_logits=True,
+    )
+
+
 def ctc_control_loss(
     model: nn.Module,
-    head: UpsampledCTCHead,
     batch: Any,
     criterion: Any,
     options: dict[str, Any],
@@ -557,39 +637,156 @@ def ctc_control_loss(
     pad_id: int = PAD_ID,
     prev_output_tokens: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float], Tensor]:
-    """The positive control's loss: ``criterion`` on the teacher-forced decoder plus
-    ``weight ×`` the summed CTC loss (nats, ``zero_infinity``, ``from_logits``) of the
-    upsampled encoder states against the target ``y_1 … y_n eos``.
+    """The positive control's loss: ``criterion`` on the decoder (teacher forcing unless
+    ``prev_output_tokens`` is given) plus ``weight ×`` :func:`upsampled_ctc_sum`, from one
+    call of ``model(..., aux=True)`` (an :class:`AuxCTCTransformer`, possibly DDP-wrapped).
 
-    Returns ``(loss_sum, stats, decoder_logits)``; ``stats`` are the criterion's plus
-    ``ctc`` (the unweighted CTC sum, nats) and ``loss`` updated to the total.
+    Returns ``(loss_sum, stats, decoder_logits)``: ``stats`` are the criterion's with
+    ``loss`` the total and ``aux_ctc`` the unweighted CTC sum (nats).
     """
-    enc = model.encode(batch.src_tokens, batch.src_lengths)
     prev = batch.prev_output_tokens if prev_output_tokens is None else prev_output_tokens
-    logits = model.decode(prev, enc)
+    logits, aux_logits, aux_lengths = model(batch.src_tokens, batch.src_lengths, prev, aux=True)
     dec_loss, stats = criterion(logits, batch, blank_id, pad_id, **options)
-    ctc = upsampled_ctc_sum(head, enc.out, enc.padding_mask, batch, blank_id)
+    ctc = upsampled_ctc_sum(aux_logits, aux_lengths, batch, blank_id)
     total = dec_loss + weight * ctc
     stats = dict(stats)
-    stats["ctc"] = float(ctc.detach())
+    stats["aux_ctc"] = float(ctc.detach())
     stats["loss"] = float(total.detach())
     return total, stats, logits
 
 
-def upsampled_ctc_sum(
-    head: UpsampledCTCHead, states: Tensor, padding_mask: Tensor, batch: Any, blank_id: int
-) -> Tensor:
-    """Summed CTC (nats) of :class:`UpsampledCTCHead` over encoder ``states`` (B, S, C)
-    against ``batch.target`` (B, T) with ``batch.target_lengths``; infeasible sentences
-    (too short after upsampling) contribute 0."""
-    logits, lengths = head(states, padding_mask)
-    return latalign.ctc_loss(
-        logits.float(),
-        batch.target,
-        lengths,
-        batch.target_lengths,
-        blank=blank_id,
-        reduction="sum",
-        zero_infinity=True,
-        from_logits=True,
+# --------------------------------------------------------------------------- the trainer seam
+
+
+def regime_config(cfg: Any) -> RegimeConfig:
+    """The :class:`RegimeConfig` of a ``TrainConfig`` (its ``regime``/``arch`` and option
+    fields; None = the defaults here). ``ValueError`` on bad values."""
+    name = cfg.regime if cfg.regime in REGIMES else "teacher_forcing"  # e.g. "doubled"
+    kw: dict[str, Any] = {"name": name}
+    fields = {
+        "schedule": "schedule",
+        "schedule_updates": "ramp_updates",
+        "temperature": "temperature",
+        "delay": "delay",
+        "aux_ctc_weight": "ctc_weight",
+        "upsample": "ctc_upsample",
+    }
+    for src, dst in fields.items():
+        value = getattr(cfg, src, None)
+        if value is not None:
+            kw[dst] = value
+    p = getattr(cfg, "regime_p", None)
+    if p is not None:
+        kw["corrupt_prob" if cfg.regime == "corruption" else "sample_prob"] = p
+    return RegimeConfig(**kw)
+
+
+class RegimeInput:
+    """A registered regime's :class:`~latalign.translate.loss.DecoderInput`: training
+    batches get :func:`decoder_inputs` at the update; validation (``update=None``) gets
+    :func:`evaluation_inputs` (what inference feeds, with gold tokens)."""
+
+    def __init__(self, regime: RegimeConfig, tokenizer: Any) -> None:
+        self.regime = regime
+        self.pad_id = getattr(tokenizer, "pad_id", PAD_ID)
+        self.bos_id = getattr(tokenizer, "bos_id", BOS_ID)
+
+    def __call__(self, model: nn.Module, batch: Any, *, update: int | None) -> Tensor:
+        from latalign.translate.loss import unwrap
+
+        if update is None:
+            return evaluation_inputs(
+                self.regime, batch.prev_output_tokens, bos_id=self.bos_id, pad_id=self.pad_id
+            )
+        return decoder_inputs(
+            self.regime, unwrap(model), batch, update, pad_id=self.pad_id, bos_id=self.bos_id
+        )
+
+
+class AuxCTCLoss:
+    """The ``ar_aux_ctc`` arch's LossFn: the run's regime makes the decoder input, then
+    :func:`ctc_control_loss`; validation adds ``ce`` (plain cross entropy, nats)."""
+
+    def __init__(self, cfg: Any, tokenizer: Any) -> None:
+        from latalign.translate.criteria import get_criterion
+        from latalign.translate.loss import get_regime
+
+        self.decoder_input = get_regime(cfg.regime).make(cfg, tokenizer)
+        self.criterion = get_criterion(cfg.criterion)
+        self.options = cfg.criterion_options()
+        self.weight = regime_config(cfg).ctc_weight
+        self.blank_id, self.pad_id = tokenizer.blank_id, tokenizer.pad_id
+
+    def __call__(
+        self, model: nn.Module, batch: Any, *, update: int | None
+    ) -> tuple[Tensor, dict[str, float]]:
+        from latalign.translate.criteria import cross_entropy_sum
+
+        prev = self.decoder_input(model, batch, update=update)
+        loss, stats, logits = ctc_control_loss(
+            model, batch, self.criterion, self.options, weight=self.weight,
+            blank_id=self.blank_id, pad_id=self.pad_id, prev_output_tokens=prev,
+        )  # fmt: skip
+        if update is None:
+            stats["ce"] = float(cross_entropy_sum(logits, batch.target, self.pad_id))
+        return loss, stats
+
+
+AUX_CTC_ARCH = "ar_aux_ctc"
+
+
+def _check(cfg: Any) -> None:
+    regime_config(cfg)
+
+
+def decoding_model(model: nn.Module, train_config: dict[str, Any] | None) -> nn.Module:
+    """The model as the decoders must see it: wrapped in :class:`DelayedInputModel` when
+    ``train_config`` (a checkpoint's ``train_config`` / the run's ``config.json``) trained it
+    with delayed teacher forcing; ``model`` itself otherwise."""
+    tc = train_config or {}
+    if tc.get("regime") == "delayed":
+        delay = tc.get("delay") or RegimeConfig().delay
+        if delay > 1:
+            return DelayedInputModel(model, int(delay))
+    return model
+
+
+def _register() -> None:
+    from latalign.translate.arch import Arch, register_arch
+    from latalign.translate.loss import Regime, register_regime
+
+    def maker(cfg: Any, tokenizer: Any) -> RegimeInput:
+        return RegimeInput(regime_config(cfg), tokenizer)
+
+    options = {
+        "scheduled_sampling": {"schedule", "schedule_updates", "regime_p"},
+        "free_running": {"temperature"},
+        "corruption": {"regime_p"},
+        "delayed": {"delay"},
+    }
+    for name, opts in options.items():
+        register_regime(
+            Regime(name, maker, options=frozenset(opts), check=_check, help=REGIMES[name])
+        )
+
+    def build(cfg: Any, vocab_size: int) -> AuxCTCTransformer:
+        up = cfg.upsample if cfg.upsample is not None else RegimeConfig().ctc_upsample
+        return AuxCTCTransformer(
+            AuxCTCModelConfig.preset(cfg.preset, vocab_size, aux_upsample=up, **cfg.model)
+        )
+
+    register_arch(
+        Arch(
+            name=AUX_CTC_ARCH,
+            build=build,
+            load=lambda model_config: AuxCTCTransformer(AuxCTCModelConfig(**model_config)),
+            make_loss=AuxCTCLoss,
+            options=frozenset({"aux_ctc_weight", "upsample"}),
+            regimes=frozenset(["teacher_forcing", *options]),
+            check=_check,
+            help="positive control: ar transformer + auxiliary CTC on upsampled encoder states",
+        )
     )
+
+
+_register()
