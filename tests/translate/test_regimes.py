@@ -311,6 +311,49 @@ def test_positive_control_loss_is_ce_plus_weighted_ctc(weight):
         assert head.out.weight.grad is not None and head.out.weight.grad.abs().sum() > 0
 
 
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="teacher_force"), "expected a regime"),
+        (dict(schedule="exponential"), "expected a schedule"),
+        (dict(sample_prob=1.5), "sample_prob in [0, 1]"),
+        (dict(sample_prob=-0.1), "sample_prob in [0, 1]"),
+        (dict(corrupt_prob=2.0), "corrupt_prob in [0, 1]"),
+        (dict(delay=0), "delay k >= 1"),
+        (dict(ramp_updates=0), "ramp_updates >= 1"),
+        (dict(temperature=-1.0), "temperature >= 0"),
+        (dict(ctc_weight=-1.0), "ctc_weight >= 0"),
+        (dict(ctc_upsample=0), "ctc_upsample >= 1"),
+    ],
+)
+def test_bad_options_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        RegimeConfig(**kwargs)
+
+
+def test_regime_needs_an_autoregressive_architecture():
+    RegimeConfig(name="teacher_forcing").check_arch("nat")
+    for name in ("scheduled_sampling", "free_running", "corruption", "delayed", "ctc_control"):
+        RegimeConfig(name=name).check_arch("ar")
+        with pytest.raises(ValueError, match="expected --arch ar"):
+            RegimeConfig(name=name).check_arch("nat")
+
+
+def test_pure_functions_reject_bad_arguments():
+    prev = torch.tensor([[BOS, 5, 6]])
+    with pytest.raises(ValueError, match="delay"):
+        delayed_inputs(prev, 0)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        corrupt_inputs(prev, 1.1)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        mix_inputs(prev, prev, -0.5)
+    with pytest.raises(ValueError, match="schedule"):
+        sampling_probability("cosine", 0, 0.5, 10)
+
+
 # --------------------------------------------------------------------------- the one train()
 
 
