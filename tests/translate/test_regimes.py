@@ -428,3 +428,34 @@ def test_each_regime_trains_and_decodes(tmp_path, tiny_config, one_thread, kw):
     assert isinstance(dec, DelayedInputModel) == (kw.get("regime") == "delayed")
     out = translate_sentences(dec, tok, ["a b c", "d e"], beam=2)
     assert len(out) == 2
+
+
+def test_init_from_loads_every_weight_and_keeps_new_heads(tmp_path, tiny_config, one_thread):
+    from latalign.translate.checkpoint import checkpoint_paths, load_checkpoint
+    from latalign.translate.train import SetupError, init_weights, train
+
+    res = train(tiny_config(tmp_path / "base", max_updates=2), progress=False)
+    ckpt = checkpoint_paths(res.run_dir)[0]
+    saved = load_checkpoint(ckpt)
+    fp = saved["tokenizer"]
+    cfg = AuxCTCModelConfig(**{**saved["model_config"], "aux_upsample": 2})
+    model = AuxCTCTransformer(cfg)
+    head_before = {k: v.clone() for k, v in model.aux_head.state_dict().items()}
+    init_weights(model, ckpt, fp)
+    state = model.state_dict()
+    for k, v in saved["model"].items():
+        assert torch.equal(state[k], v), k
+    for k, v in model.aux_head.state_dict().items():
+        assert torch.equal(v, head_before[k])  # the new head keeps its initialisation
+    with pytest.raises(SetupError, match="tokenizer"):
+        init_weights(model, ckpt, "0" * 40)
+    with pytest.raises(ValueError, match="expected a checkpoint to initialise from"):
+        tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.pt"))
+    # a fine-tuning run starts from those weights: one update at a tiny learning rate
+    tuned = train(
+        tiny_config(
+            tmp_path / "tuned", max_updates=1, init_from=str(ckpt), lr=1e-9, warmup_init_lr=1e-9
+        ),  # fmt: skip
+        progress=False,
+    )
+    assert tuned.final["valid_loss"] == pytest.approx(res.final["valid_loss"], rel=1e-3)
