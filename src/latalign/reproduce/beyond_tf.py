@@ -3,25 +3,26 @@ alignment objectives work in autoregressive models? (experiment group ``beyond_t
 
 The paper's argument (§5): under teacher forcing ``p_j`` has seen ``y_{j−1}``; any objective
 that lets ``p_j`` score a target it has already been fed can be gamed by copying the input.
-Each regime of :mod:`latalign.translate.regimes` changes what is fed. Protocol: every cell
-starts from the reproduction's cross-entropy model (experiment ``ce``, ``init_from``) and is
-trained for the same number of updates (the group's ``updates``; fresh optimizer and
-warm-up) under one regime with cross entropy (the control), AXE or causal AXE — including
-teacher forcing itself, so every comparison has the same start and budget. Fine-tuning, not
-training from scratch, because the ``quick`` budget (~3 min on 2 cores for 18 runs) is far
-too small for from-scratch training to translate at all (150 from-scratch updates gave CE
-0.2-1.7 BLEU: nothing to compare). The reproduction's own from-scratch ``ce``, ``axe`` and
-``causal_axe`` runs are shown as the ``tf_scratch`` rows (the paper's protocol). Each cell
-is beam-5 decoded and measured: BLEU, chrF, empty share, the share of validation sentences
-whose best AXE path is the degenerate ``delimiter, align…, clone_prediction``, the mean
-``p_j(input_j)`` (copying) and the validation cross entropy.
+Each regime of :mod:`latalign.translate.regimes` changes what is fed. Two questions, two
+protocols, every run beam-5 decoded and measured (BLEU, chrF, empty share, the share of
+validation sentences whose best AXE path is the degenerate ``delimiter, align…,
+clone_prediction``, the mean ``p_j(input_j)`` (copying), the validation cross entropy):
 
-The predictions (:data:`PREDICTIONS`) are written down here, before any run, as data; the
-report sets them beside the measurements (like the map). Outcome rule (:func:`measured`): a
-run *collapses* when ≥ 50 % of its beam outputs are empty or its BLEU is below half the BLEU
-of cross entropy trained under the same regime for as long (for the cross-entropy rows: below
-1 BLEU); an AXE row that does not collapse *beats* CE when its BLEU exceeds CE's by more than
-``max(1, 5 % of CE's)``, *ties* within that margin, and is *below* otherwise.
+1. *Does the exploit appear?* (``scratch``, the paper's protocol) AXE and causal AXE trained
+   from scratch under each regime for the group's ``scratch`` updates (AXE collapses within
+   ~60-190 updates from scratch in ``quick``). The teacher-forcing rows are the
+   reproduction's own ``axe``/``causal_axe`` runs.
+2. *Does it help?* (``finetune``) Every run starts from the reproduction's cross-entropy
+   model (experiment ``ce``, ``TrainConfig.init_from``) and trains for the group's
+   ``finetune`` updates (fresh optimizer and warm-up) under one regime with cross entropy
+   (the control), AXE or causal AXE — teacher forcing included, so every comparison has the
+   same start and budget. From scratch, cross entropy does not translate yet at a budget
+   that fits ``quick`` (150 updates gave 0.2-1.7 BLEU), so "helps" can only be asked here.
+
+The predictions (:data:`PREDICTIONS`) were written down before any run, as data; the report
+sets them beside the measurements (like the map). The outcome rule is :data:`RULE`
+(:func:`scratch_collapsed`, :func:`measured`); the answer paragraph is computed from the
+numbers (:func:`answer`).
 """
 
 from __future__ import annotations
@@ -295,44 +296,62 @@ def analyse(
     }
 
 
-def cell_dir(directory: Path, key: str, criterion: str) -> Path:
-    return directory / f"{key}__{criterion}"
+SCRATCH_PHASE, FINETUNE_PHASE = "scratch", "finetune"
+#: criteria trained from scratch (the exploit question; CE from scratch would not translate yet
+#: at these budgets, and its row would say nothing)
+SCRATCH_CRITERIA = ("axe", "causal_axe")
+#: regimes per preset (quick: one corruption level); presets not listed run all
+PRESET_REGIMES: dict[str, tuple[str, ...]] = {"quick": QUICK_REGIMES, "ci": QUICK_REGIMES}
+
+
+def cell_dir(directory: Path, phase: str, key: str, criterion: str) -> Path:
+    return directory / f"{phase}__{key}__{criterion}"
 
 
 def run_cell(
-    key: str, criterion: str, updates: int, ctx: ex.Context, directory: Path, init: dict[str, Any]
+    phase: str,
+    key: str,
+    criterion: str,
+    updates: int,
+    ctx: ex.Context,
+    directory: Path,
+    init: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Fine-tune the reproduction's cross-entropy model (``init["checkpoint"]``) for
-    ``updates`` updates under one regime × criterion, beam-decode the test sentences,
-    analyse validation. Reuses a finished cell (same spec). Returns the table row."""
+    """Train one regime × criterion for ``updates`` updates — from scratch, or (``init``)
+    from the reproduction's cross-entropy checkpoint ``init["checkpoint"]`` — then
+    beam-decode the test sentences and analyse validation. Reuses a finished cell (same
+    spec). Returns the table row; ``cpu_seconds`` is this process's CPU time for the cell."""
     run = REGIME_RUNS[key]
-    d = cell_dir(directory, key, criterion)
-    spec = ctx.spec(f"{GROUP_NAME}:{key}:{criterion}") | {
-        "updates": updates, "init": init["spec"],
+    d = cell_dir(directory, phase, key, criterion)
+    spec = ctx.spec(f"{GROUP_NAME}:{phase}:{key}:{criterion}") | {
+        "updates": updates, "init": None if init is None else init["spec"],
     }  # fmt: skip
     saved = ex.check_reusable(d, spec)
     if saved is not None:
         return saved
-    t0 = time.monotonic()
-    options = run.train_options(updates) | {"init_from": init["checkpoint"]}
+    t0, c0 = time.monotonic(), time.process_time()
+    options = run.train_options(updates)
+    if init is not None:
+        options["init_from"] = init["checkpoint"]
     cfg = ex.train_config(ctx, d / "train", criterion, options, updates)
     res = train(cfg, progress=False)
     train_s = time.monotonic() - t0
     model = ex._load_last(d / "train")
-    regime = run.regime_config()
     dec = decoding_model(model, cfg.to_dict())
     t1 = time.monotonic()
     test = ex.evaluate_test(dec, ctx, ctx.preset.test_sentences, ctx.preset.beam, d)
     analysis = analyse(
-        model, ctx, regime, causal=criterion == "causal_axe", copy_shift=run.copy_shift
-    )
+        model, ctx, run.regime_config(), causal=criterion == "causal_axe",
+        copy_shift=run.copy_shift,
+    )  # fmt: skip
     row = {
+        "phase": phase,
         "regime": key,
         "label": run.label,
         "kind": run.kind,
         "criterion": criterion,
         "updates": res.step,
-        "init": "ce",
+        "init": None if init is None else "ce",
         "bleu": test["bleu"],
         "chrf": test["chrf"],
         "empty_share": test["empty_share"],
@@ -350,23 +369,27 @@ def run_cell(
         ),
         "examples": test["examples"][:2],
         "seconds": {"train": train_s, "eval": time.monotonic() - t1},
+        "cpu_seconds": time.process_time() - c0,
     }
     ex.write_result(d, spec, row)
     return row
 
 
 def _teacher_forcing_row(results: dict[str, Any], criterion: str) -> dict[str, Any] | None:
-    """The reproduction's own teacher-forcing experiment as a row (None if it did not run)."""
+    """The reproduction's own from-scratch teacher-forcing experiment as a scratch row (None
+    if it did not run)."""
     e = results.get("experiments", {}).get(criterion)
     if e is None:
         return None
     t, a = e["test"], e["analysis"]
     return {
-        "regime": SCRATCH,
-        "label": "teacher forcing, from scratch (the reproduction's own run)",
+        "phase": SCRATCH_PHASE,
+        "regime": TEACHER_FORCING,
+        "label": "teacher forcing (the reproduction's own run, its own schedule)",
         "kind": TEACHER_FORCING,
         "criterion": criterion,
         "updates": e["updates"],
+        "init": None,
         "bleu": t["bleu"],
         "chrf": t["chrf"],
         "empty_share": t["empty_share"],
@@ -380,7 +403,6 @@ def _teacher_forcing_row(results: dict[str, Any], criterion: str) -> dict[str, A
         "valid_ce": e.get("final_valid_ce"),
         "valid_loss": e.get("final_valid_loss"),
         "final_train_loss": e.get("final_train_loss"),
-        "init": None,
         "reused": criterion,
     }
 
@@ -392,21 +414,40 @@ def _worker_init(threads: int) -> None:
     ex._map_worker_init(threads)
 
 
+def regimes_of(preset: str) -> tuple[str, ...]:
+    """The regimes the group runs in ``preset``."""
+    return PRESET_REGIMES.get(preset, tuple(REGIME_RUNS))
+
+
+def jobs_of(preset: str) -> list[tuple[str, str, str]]:
+    """``(phase, regime, criterion)`` of every cell in ``preset``: from scratch, AXE and
+    causal AXE under every regime but teacher forcing (those rows are the reproduction's own
+    ``axe``/``causal_axe`` runs); fine-tuned, all three criteria under every regime."""
+    keys = regimes_of(preset)
+    scratch = [
+        (SCRATCH_PHASE, k, c) for k in keys if k != TEACHER_FORCING for c in SCRATCH_CRITERIA
+    ]
+    return scratch + [(FINETUNE_PHASE, k, c) for k in keys for c in CRITERIA]
+
+
 def run(g: GroupRun) -> dict[str, Any]:
-    """Every regime with updates in this preset × {CE, AXE, causal AXE}, in
-    ``ctx.map_workers`` processes (results do not depend on it); then the classification."""
-    ctx = g.ctx
-    keys = [k for k in REGIME_RUNS if k in g.updates]
+    """Every cell of :func:`jobs_of` in ``ctx.map_workers`` processes (results do not
+    depend on it), then the classification and the answer."""
     from latalign.translate.checkpoint import checkpoint_paths
 
+    ctx = g.ctx
+    jobs = jobs_of(ctx.preset.name)
     ce = g.results["experiments"]["ce"]
     init = {
         "checkpoint": str(checkpoint_paths(ctx.out / "ce" / "train")[0]),
         "spec": {"experiment": "ce", "updates": ce["updates"]},
     }
-    jobs = [(k, c) for k in keys for c in CRITERIA]
     t0 = time.monotonic()
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    args = {
+        j: (*j, g.updates[j[0]], g.directory, init if j[0] == FINETUNE_PHASE else None)
+        for j in jobs
+    }
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     workers = min(ctx.map_workers, len(jobs))
     if workers > 1:
         import multiprocessing
@@ -420,47 +461,69 @@ def run(g: GroupRun) -> dict[str, Any]:
             initializer=_worker_init,
             initargs=(ctx.threads or 1,),
         ) as pool:
-            futures = {
-                pool.submit(run_cell, k, c, g.updates[k], light, g.directory, init): (k, c)
-                for k, c in jobs
-            }
-            for fut, kc in futures.items():
-                rows[kc] = fut.result()
-                _log(rows[kc], len(rows), len(jobs))
+            futures = {}
+            for j in jobs:
+                phase, k, c, n, d, i = args[j]
+                futures[j] = pool.submit(run_cell, phase, k, c, n, light, d, i)
+            for j, fut in futures.items():
+                rows[j] = fut.result()
+                _log(rows[j], len(rows), len(jobs))
     else:
-        for k, c in jobs:
-            rows[(k, c)] = run_cell(k, c, g.updates[k], ctx, g.directory, init)
-            _log(rows[(k, c)], len(rows), len(jobs))
-    table = [r for c in CRITERIA if (r := _teacher_forcing_row(g.results, c)) is not None]
-    table += [rows[(k, c)] for k in keys for c in CRITERIA]
-    classify(table)
+        for j in jobs:
+            phase, k, c, n, d, i = args[j]
+            rows[j] = run_cell(phase, k, c, n, ctx, d, i)
+            _log(rows[j], len(rows), len(jobs))
+    scratch = [r for c in SCRATCH_CRITERIA if (r := _teacher_forcing_row(g.results, c)) is not None]
+    table_rows = scratch + [rows[j] for j in jobs]
+    classify(table_rows)
     return {
-        "rows": table,
-        "regimes": keys,
+        "rows": table_rows,
+        "regimes": list(regimes_of(ctx.preset.name)),
         "init": {"experiment": "ce", "updates": ce["updates"], "bleu": ce["test"]["bleu"]},
-        "rule": __doc__.split("Outcome rule (:func:`measured`): ")[1].split("\n\n")[0],
-        "answer": answer(table),
+        "rule": RULE,
+        "answer": answer(table_rows),
         "wall_seconds": time.monotonic() - t0,
+        "cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in rows.values()),
         "workers": workers,
     }
 
 
 def _log(row: dict[str, Any], done: int, total: int) -> None:
     logger.info(
-        "beyond_tf %d/%d %s × %s: BLEU %.1f, empty %.0f%%, degenerate path %.0f%%",
-        done, total, row["regime"], row["criterion"], row["bleu"], 100 * row["empty_share"],
-        100 * row["degenerate_share"],
+        "beyond_tf %d/%d %s %s × %s: BLEU %.1f, empty %.0f%%, degenerate path %.0f%%",
+        done, total, row["phase"], row["regime"], row["criterion"], row["bleu"],
+        100 * row["empty_share"], 100 * row["degenerate_share"],
     )  # fmt: skip
+
+
+RULE = (
+    "from scratch, a run collapses when ≥ 50% of its beam outputs are empty or ≥ 50% of its "
+    "validation sentences take the copy path (the paper's degenerate path; shifted by k for "
+    "delayed k); fine-tuned, it collapses when ≥ 50% empty or BLEU < ½ × the CE run of the "
+    "same regime (CE rows: < 1 BLEU), beats CE when its BLEU exceeds that CE's by more than "
+    "max(1, 5% of it), ties within that margin, and is below otherwise"
+)
+
+
+def scratch_collapsed(row: dict[str, Any]) -> bool:
+    """The from-scratch collapse rule: ≥ 50 % empty outputs or ≥ 50 % copy paths."""
+    copy = max(row["degenerate_share"], row.get("copy_path_share", 0.0))
+    return row["empty_share"] >= COLLAPSE_EMPTY or copy >= 0.5
 
 
 def classify(rows: list[dict[str, Any]]) -> None:
     """In place: each row gets ``predicted`` (``"collapse"``/``"no collapse"``), ``why``,
-    ``measured`` (:func:`measured` against the same regime's CE row) and ``holds``."""
-    ce = {r["regime"]: r for r in rows if r["criterion"] == "ce"}
+    ``measured`` and ``holds``. Scratch rows: :func:`scratch_collapsed`. Fine-tuned rows:
+    :func:`measured` against the fine-tuned CE row of the same regime."""
+    ce = {r["regime"]: r for r in rows if r["criterion"] == "ce" and r["phase"] == FINETUNE_PHASE}
     for r in rows:
         p = predict(r["kind"], r["criterion"])
         r["predicted"] = "collapse" if p.collapse else "no collapse"
         r["why"] = p.why
+        if r["phase"] == SCRATCH_PHASE:
+            r["measured"] = "collapses" if scratch_collapsed(r) else "no collapse"
+            r["holds"] = (r["measured"] == "collapses") == p.collapse
+            continue
         ref = None if r["criterion"] == "ce" else ce.get(r["regime"])
         if r["criterion"] != "ce" and ref is None:
             r["measured"], r["holds"] = "no CE row", None
@@ -469,57 +532,68 @@ def classify(rows: list[dict[str, Any]]) -> None:
         r["holds"] = (r["measured"] == "collapses") == p.collapse
 
 
+def _names(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{CRITERION_LABEL[r['criterion']]} × {r['regime']}" for r in rows) or "none"
+
+
 def answer(rows: list[dict[str, Any]]) -> str:
     """The closing paragraph, computed from the classified rows."""
-    latent = [r for r in rows if r["criterion"] != "ce" and r.get("holds") is not None]
-    if not latent:
-        return "No latent-alignment row ran: nothing to answer."
-    ce = {r["regime"]: r for r in rows if r["criterion"] == "ce"}
-    name = CRITERION_LABEL
-
-    def cell(r: dict[str, Any]) -> str:
-        c = ce[r["regime"]]
-        return (
-            f"{name[r['criterion']]} under {r['regime']} ({r['bleu']:.1f} vs CE {c['bleu']:.1f} "
-            f"BLEU, {100 * r['empty_share']:.0f}% empty)"
-        )
-
-    beats = [r for r in latent if r["measured"] == "beats CE"]
-    ties = [r for r in latent if r["measured"] == "ties CE"]
-    coll = [r for r in latent if r["measured"] == "collapses"]
-    axe_free = sorted({r["regime"] for r in rows if r["criterion"] == "axe"} - {
-        r["regime"] for r in coll if r["criterion"] == "axe"})  # fmt: skip
-    held = sum(bool(r["holds"]) for r in rows if r.get("holds") is not None)
-    judged = sum(r.get("holds") is not None for r in rows)
+    scratch = [r for r in rows if r["phase"] == SCRATCH_PHASE]
+    tuned = [r for r in rows if r["phase"] == FINETUNE_PHASE]
     parts = []
-    if beats:
-        parts.append("Yes, in this run: " + "; ".join(cell(r) for r in beats) + " beat(s) cross "
-                     "entropy trained the same way.")  # fmt: skip
-    else:
+    if scratch:
+        coll = [r for r in scratch if r["measured"] == "collapses"]
+        free = [r for r in scratch if r["measured"] != "collapses"]
+        held = sum(bool(r["holds"]) for r in scratch)
         parts.append(
-            "None of them: no regime made AXE or causal AXE beat cross entropy trained under "
-            "the same regime for as long."
+            f"From scratch (the paper's protocol), the exploit appeared in {_names(coll)}; "
+            f"not in {_names(free)} — the argument's prediction held in {held} of "
+            f"{len(scratch)} runs."
         )
-    if coll:
-        parts.append(
-            "AXE-type training collapsed in " + ", ".join(
-                f"{name[r['criterion']]} × {r['regime']}" for r in coll) + "."
+    ce = {r["regime"]: r for r in tuned if r["criterion"] == "ce"}
+    latent = [r for r in tuned if r["criterion"] != "ce" and r.get("holds") is not None]
+    if not latent:
+        return " ".join(parts) or "No latent-alignment run: nothing to answer."
+
+    def vs(r: dict[str, Any], ref: dict[str, Any]) -> str:
+        return f"{CRITERION_LABEL[r['criterion']]} × {r['regime']} {r['bleu']:.1f} vs {ref['bleu']:.1f}"
+
+    tf = ce.get(TEACHER_FORCING)
+    beats = [r for r in latent if r["measured"] == "beats CE"]
+    margin = None if tf is None else max(TIE_MARGIN[0], TIE_MARGIN[1] * tf["bleu"])
+    over_tf = [r for r in latent if tf is not None and r["bleu"] > tf["bleu"] + margin]
+    best = max(latent, key=lambda r: r["bleu"])
+    coll = [r for r in latent if r["measured"] == "collapses"]
+    if over_tf:
+        verdict = (
+            "Yes, in this run: " + "; ".join(vs(r, tf) for r in over_tf) + " BLEU beat "
+            "teacher-forced cross entropy fine-tuned from the same start for as long."
+        )
+    elif beats:
+        verdict = (
+            "Not against teacher forcing: a latent objective beat cross entropy only under a "
+            "regime that weakens cross entropy itself (" + "; ".join(
+                vs(r, ce[r["regime"]]) for r in beats) + " BLEU, same regime), and none beat "
+            f"teacher-forced CE ({tf['bleu']:.1f} BLEU; best latent run: "
+            f"{vs(best, ce[best['regime']])})."
         )  # fmt: skip
-    if axe_free:
-        parts.append("Plain AXE did not collapse under: " + ", ".join(axe_free) + ".")
-    if ties:
-        parts.append("Ties with CE: " + "; ".join(cell(r) for r in ties) + ".")
-    below = [r for r in latent if r["measured"] == "below CE"]
-    if below:
-        parts.append("Below CE without collapsing: " + "; ".join(cell(r) for r in below) + ".")
-    if "ctc_control" in ce and TEACHER_FORCING in ce:
-        c, t = ce["ctc_control"], ce[TEACHER_FORCING]
-        parts.append(
-            f"Positive control (CE + CTC on upsampled encoder states, {c['updates']} updates): "
-            f"{c['bleu']:.1f} BLEU against teacher-forced CE's {t['bleu']:.1f} "
-            f"({t['updates']} updates)."
+    else:
+        verdict = (
+            "None of them: no regime made AXE or causal AXE beat cross entropy trained under "
+            f"the same regime from the same start (best latent run: "
+            f"{vs(best, ce[best['regime']])} BLEU)."
         )
-    parts.append(f"The paper's argument predicted {held} of {judged} rows.")
+    parts.insert(0, verdict)
+    parts.append(f"Fine-tuned from the CE model, runs that collapsed: {_names(coll)}.")
+    if "ctc_control" in ce and tf is not None:
+        c = ce["ctc_control"]
+        parts.append(
+            f"Positive control (CE + CTC on upsampled encoder states): {c['bleu']:.1f} BLEU "
+            f"against teacher-forced CE's {tf['bleu']:.1f}, same start and updates."
+        )
+    held = sum(bool(r["holds"]) for r in tuned if r.get("holds") is not None)
+    judged = sum(r.get("holds") is not None for r in tuned)
+    parts.append(f"Fine-tuned, the collapse predictions held in {held} of {judged} runs.")
     return " ".join(parts)
 
 
@@ -527,20 +601,20 @@ def answer(rows: list[dict[str, Any]]) -> str:
 
 
 def claims(results: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One behaviour row per regime (did the predictions hold for its AXE and causal AXE
-    runs), and the answer as a finding."""
+    """One behaviour row per regime (did the collapse predictions hold, from scratch and
+    fine-tuned), and the answer as a finding."""
     from latalign.reproduce.report import claim_row
 
     rows = result["rows"]
     out = []
-    for key in [SCRATCH, *result["regimes"]]:
+    for key in result["regimes"]:
         mine = [r for r in rows if r["regime"] == key and r.get("holds") is not None]
         if not mine:
             continue
-        measured_text = "; ".join(
-            f"{CRITERION_LABEL[r['criterion']]}: {r['measured']} (BLEU {r['bleu']:.1f}, "
-            f"{100 * r['empty_share']:.0f}% empty, degenerate path "
-            f"{100 * r['degenerate_share']:.0f}%)"
+        text = "; ".join(
+            f"{r['phase']} {CRITERION_LABEL[r['criterion']]}: {r['measured']} (BLEU "
+            f"{r['bleu']:.1f}, {100 * r['empty_share']:.0f}% empty, copy path "
+            f"{100 * max(r['degenerate_share'], r['copy_path_share']):.0f}%)"
             for r in mine
         )
         first = mine[0]
@@ -548,18 +622,20 @@ def claims(results: dict[str, Any], result: dict[str, Any]) -> list[dict[str, An
             claim_row(
                 f"beyond_tf_{key}",
                 f"{first['label']}: the argument predicts "
-                + ", ".join(f"{CRITERION_LABEL[r['criterion']]} {r['predicted']}" for r in mine),
+                + ", ".join(
+                    sorted({f"{CRITERION_LABEL[r['criterion']]} {r['predicted']}" for r in mine})
+                ),
                 "§6 (closing question, run here)",
                 "behaviour",
-                "measured collapse (≥ 50% empty or BLEU < ½ × same-regime CE) = predicted",
-                measured_text,
+                "measured collapse = predicted (rule in the closing-question section)",
+                text,
                 f"{first['n_test']} test sentences, beam {first['beam']}; "
                 f"{first['n_valid']} validation sentences for paths",
                 {
-                    r["criterion"]: {
+                    f"{r['phase']}/{r['criterion']}": {
                         "bleu": r["bleu"],
-                        "empty_share": r["empty_share"],
                         "measured": r["measured"],
+                        "empty_share": r["empty_share"],
                     }
                     for r in mine
                 },
@@ -569,12 +645,12 @@ def claims(results: dict[str, Any], result: dict[str, Any]) -> list[dict[str, An
     out.append(
         claim_row(
             "beyond_tf_answer",
-            "the closing question: does any regime make latent alignments beat CE?",
+            "the closing question: does any regime make latent alignments work in an AR model?",
             "§6 (run here)",
             "finding",
             "—",
             result["answer"],
-            "every row of the closing-question table",
+            "every run of the closing-question section",
             {},
             None,
         )  # fmt: skip
@@ -591,7 +667,7 @@ def _num(x: float | None, digits: int = 2) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells of the closing-question table."""
+    """Headers and cells of a closing-question table."""
     headers = ["regime", "criterion", "updates", "predicted", "measured", "holds", "BLEU",
                "chrF", "empty", "degenerate path", "p_j(input_j)", "valid CE"]  # fmt: skip
     cells = []
@@ -610,30 +686,35 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def figure(rows: list[dict[str, Any]], path: Path) -> None:
-    """BLEU and empty share per regime × criterion (grouped bars), matplotlib Agg."""
+    """BLEU and empty share per regime × criterion (grouped bars; fine-tuned runs, and the
+    from-scratch runs hatched), matplotlib Agg."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    regimes = list(dict.fromkeys(r["regime"] for r in rows))
-    by = {(r["regime"], r["criterion"]): r for r in rows}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    width = 0.8 / len(CRITERIA)
-    for ax, key, title in (
-        (axes[0], "bleu", "BLEU (beam 5)"),
-        (axes[1], "empty_share", "empty outputs (share)"),
-    ):
-        for i, c in enumerate(CRITERIA):
-            xs = [j + (i - 1) * width for j, reg in enumerate(regimes) if (reg, c) in by]
-            ys = [by[(reg, c)][key] for reg in regimes if (reg, c) in by]
-            ax.bar(xs, ys, width, label=CRITERION_LABEL[c])
-        ax.set_xticks(range(len(regimes)))
-        ax.set_xticklabels(regimes, rotation=25, ha="right", fontsize=8)
-        ax.set_title(title)
-        if key == "empty_share":
-            ax.set_ylim(0, 1.05)
-    axes[0].legend(fontsize=8)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 7.5))
+    for row_i, phase in enumerate((FINETUNE_PHASE, SCRATCH_PHASE)):
+        sub = [r for r in rows if r["phase"] == phase]
+        regimes = list(dict.fromkeys(r["regime"] for r in sub))
+        by = {(r["regime"], r["criterion"]): r for r in sub}
+        width = 0.8 / len(CRITERIA)
+        for ax, key, title in (
+            (axes[row_i][0], "bleu", "BLEU (beam 5)"),
+            (axes[row_i][1], "empty_share", "empty outputs (share)"),
+        ):
+            for i, c in enumerate(CRITERIA):
+                xs = [j + (i - 1) * width for j, reg in enumerate(regimes) if (reg, c) in by]
+                ys = [by[(reg, c)][key] for reg in regimes if (reg, c) in by]
+                if xs:
+                    ax.bar(xs, ys, width, label=CRITERION_LABEL[c], color=f"C{i}")
+            ax.set_xticks(range(len(regimes)))
+            ax.set_xticklabels(regimes, rotation=20, ha="right", fontsize=8)
+            what = "fine-tuned from CE" if phase == FINETUNE_PHASE else "from scratch"
+            ax.set_title(f"{title}, {what}", fontsize=10)
+            if key == "empty_share":
+                ax.set_ylim(0, 1.05)
+        axes[row_i][0].legend(fontsize=8)
     fig.suptitle("The closing question: regime × criterion")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -641,41 +722,61 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def report(results: dict[str, Any], result: dict[str, Any], out: Path) -> list[tuple]:
-    """The section "The closing question": predictions beside measurements, the figure and
-    the computed answer."""
+    """The section "The closing question": predictions beside measurements (from scratch and
+    fine-tuned), the figure and the computed answer."""
     rows = result["rows"]
     figure(rows, out / FIGURE)
-    headers, cells = table(rows)
     why = [[k, CRITERION_LABEL[c], "collapse" if p.collapse else "no collapse", p.why]
            for (k, c), p in PREDICTIONS.items()
            if any(r["kind"] == k for r in rows)]  # fmt: skip
-    return [
+    init = result["init"]
+    blocks: list[tuple] = [
         ("h", 3, "The closing question"),
         (
             "p",
             "The paper ends: “perhaps a future alternative [to teacher forcing] could reopen "
             "the discussion on applying latent alignment objectives to autoregressive "
-            "models.” Each regime below changes what the decoder is fed; each is trained "
-            "with cross entropy (its control), AXE and causal AXE. Predictions were written "
-            "down before the runs (`latalign.reproduce.beyond_tf.PREDICTIONS`). Rule: "
-            + result["rule"].replace("\n", " "),
+            "models.” Each regime below changes what the decoder is fed. Predictions were "
+            "written down before the runs (`latalign.reproduce.beyond_tf.PREDICTIONS`, "
+            "table below). Rule: " + result["rule"] + ".",
         ),  # fmt: skip
-        ("table", headers, cells),
+        ("h", 3, "Does the exploit appear? (from scratch)"),
+        (
+            "p",
+            "AXE and causal AXE trained from scratch under each regime (teacher-forcing rows: "
+            "the reproduction's own axe/causal_axe runs).",
+        ),  # fmt: skip
+        ("table", *table([r for r in rows if r["phase"] == SCRATCH_PHASE])),
+        ("h", 3, "Does it help? (fine-tuned from the CE model)"),
+        (
+            "p",
+            f"Every run starts from the reproduction's cross-entropy model ({init['updates']} "
+            f"updates, {init['bleu']:.1f} BLEU) and trains for the same number of updates "
+            "(fresh optimizer and warm-up) under one regime and criterion.",
+        ),  # fmt: skip
+        ("table", *table([r for r in rows if r["phase"] == FINETUNE_PHASE])),
         (
             "p",
             "degenerate path: share of validation sentences whose best AXE path (causal for "
-            "causal AXE) is `delimiter, align…, clone_prediction`; p_j(input_j): mean "
-            "probability of the token the decoder is fed (copying); valid CE: nats/token "
-            "with the inference-time input (delayed inputs for delayed k). Teacher-forcing "
-            "rows are the reproduction's own ce/axe/causal_axe runs (their own "
-            "schedules).",
+            "causal AXE) is `delimiter, align…, clone_prediction` (for delayed k also the "
+            "path shifted by k); p_j(input_j): mean probability of the token the decoder is "
+            "fed (copying); valid CE: nats/token with the inference-time input (delayed "
+            "inputs for delayed k).",
         ),  # fmt: skip
         ("img", FIGURE, "BLEU and empty share per regime × criterion"),
         ("h", 3, "What the argument predicted"),
         ("table", ["regime", "criterion", "predicted", "why"], why),
         ("h", 3, "The answer"),
         ("p", result["answer"]),
+        (
+            "p",
+            f"Cost: {result.get('cpu_seconds', 0.0):.0f} s of CPU over "
+            f"{len([r for r in rows if 'reused' not in r])} runs, "
+            f"{result.get('wall_seconds', 0.0):.0f} s wall in {result.get('workers', 1)} "
+            "process(es).",
+        ),  # fmt: skip
     ]
+    return blocks
 
 
 GROUP = ExperimentGroup(
@@ -686,10 +787,10 @@ GROUP = ExperimentGroup(
     claims=claims,
     report=report,
     updates={
-        "quick": {k: 100 for k in QUICK_REGIMES},
-        "multi30k": {k: 200 for k in REGIME_RUNS},
-        "paper": {k: 10000 for k in REGIME_RUNS},
-        "ci": {k: 2 for k in QUICK_REGIMES},
+        "quick": {SCRATCH_PHASE: 100, FINETUNE_PHASE: 100},
+        "multi30k": {SCRATCH_PHASE: 150, FINETUNE_PHASE: 200},
+        "paper": {SCRATCH_PHASE: 10000, FINETUNE_PHASE: 10000},
+        "ci": {SCRATCH_PHASE: 2, FINETUNE_PHASE: 2},
     },
     requires=("ce", "axe", "causal_axe"),
     default_presets=("quick", "multi30k", "paper"),
