@@ -788,7 +788,7 @@ GROUP = ExperimentGroup(
     report=report,
     updates={
         "quick": {SCRATCH_PHASE: 100, FINETUNE_PHASE: 100},
-        "multi30k": {SCRATCH_PHASE: 150, FINETUNE_PHASE: 200},
+        "multi30k": {SCRATCH_PHASE: 100, FINETUNE_PHASE: 100},
         "paper": {SCRATCH_PHASE: 10000, FINETUNE_PHASE: 10000},
         "ci": {SCRATCH_PHASE: 2, FINETUNE_PHASE: 2},
     },
