@@ -360,15 +360,17 @@ def test_pure_functions_reject_bad_arguments():
 def test_train_config_validates_regime_options(tmp_path, tiny_config):
     with pytest.raises(ValueError, match="regime_p|sample_prob"):
         tiny_config(tmp_path, regime="scheduled_sampling", regime_p=1.5)
-    with pytest.raises(ValueError, match="corrupt_prob"):
+    with pytest.raises(ValueError, match=r"expected regime_p in \[0, 1\]; found -0.2"):
         tiny_config(tmp_path, regime="corruption", regime_p=-0.2)
+    with pytest.raises(ValueError, match="expected schedule_updates >= 1"):
+        tiny_config(tmp_path, regime="scheduled_sampling", schedule_updates=0)
     with pytest.raises(ValueError, match="schedule"):
         tiny_config(tmp_path, regime="scheduled_sampling", schedule="cosine")
     with pytest.raises(ValueError, match="delay k >= 1"):
         tiny_config(tmp_path, regime="delayed", delay=0)
     with pytest.raises(ValueError, match="expected options"):  # an option the regime ignores
         tiny_config(tmp_path, regime="corruption", delay=2)
-    with pytest.raises(ValueError, match="ctc_weight"):
+    with pytest.raises(ValueError, match="expected aux_ctc_weight >= 0"):
         tiny_config(tmp_path, arch="ar_aux_ctc", aux_ctc_weight=-1.0)
 
 
@@ -420,6 +422,8 @@ def test_each_regime_trains_and_decodes(tmp_path, tiny_config, one_thread, kw):
     res = train(tiny_config(tmp_path / "run", max_updates=3, log_every=1, **kw), progress=False)
     assert res.step == 3 and math.isfinite(res.final["valid_loss"])
     assert math.isfinite(res.final["valid_ce"])
+    if "arch" in kw:  # the auxiliary CTC is logged next to the loss
+        assert all(r["train_aux_ctc"] > 0 for r in res.history if r["kind"] == "train")
     model, tok, state = load_model(res.run_dir)
     if "arch" in kw:
         assert isinstance(model, AuxCTCTransformer) and model.aux_head.upsample == 2
@@ -459,3 +463,22 @@ def test_init_from_loads_every_weight_and_keeps_new_heads(tmp_path, tiny_config,
         progress=False,
     )
     assert tuned.final["valid_loss"] == pytest.approx(res.final["valid_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--regime", "corruption", "--regime-p", "1.5"], "expected regime_p in [0, 1]"),
+        (["--regime", "delayed", "--delay", "0"], "expected delay k >= 1"),
+        (["--regime", "scheduled_sampling", "--schedule", "cosine"], "expected a schedule"),
+        (["--regime", "free_running", "--temperature", "-1"], "expected temperature >= 0"),
+    ],
+)
+def test_cli_refuses_bad_regime_options_with_status_2(tmp_path, capsys, flags, message):
+    from latalign.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run_dir), "--preset", "tiny", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not run_dir.exists()  # before any work

@@ -678,7 +678,23 @@ def regime_config(cfg: Any) -> RegimeConfig:
     p = getattr(cfg, "regime_p", None)
     if p is not None:
         kw["corrupt_prob" if cfg.regime == "corruption" else "sample_prob"] = p
-    return RegimeConfig(**kw)
+    try:
+        return RegimeConfig(**kw)
+    except ValueError as e:  # name the TrainConfig field (the CLI flag), not ours
+        message = str(e)
+        for ours, theirs in _FIELD_NAMES.items():
+            message = message.replace(f"expected {ours} ", f"expected {theirs} ")
+        raise ValueError(message) from None
+
+
+#: RegimeConfig field -> the TrainConfig field (CLI flag) that sets it
+_FIELD_NAMES = {
+    "sample_prob": "regime_p",
+    "corrupt_prob": "regime_p",
+    "ramp_updates": "schedule_updates",
+    "ctc_weight": "aux_ctc_weight",
+    "ctc_upsample": "upsample",
+}
 
 
 class RegimeInput:
