@@ -714,6 +714,8 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
             ax.set_title(f"{title}, {what}", fontsize=10)
             if key == "empty_share":
                 ax.set_ylim(0, 1.05)
+            else:  # headroom for the legend
+                ax.set_ylim(0, 1.25 * max([1.0, *(r["bleu"] for r in sub)]))
         axes[row_i][0].legend(fontsize=8, loc="upper center", ncol=3, framealpha=0.9)
     fig.suptitle("The closing question: regime × criterion")
     fig.tight_layout()
