@@ -66,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="processes training map objectives side by side (default: 2 when the preset "
         "runs on one thread and the machine has 2+ cores, else 1; results do not depend on it)",
     )  # fmt: skip
+    parser.add_argument(
+        "--baseline", default=None, metavar="RUN_DIR",
+        help="a finished run of the preset's cross-entropy recipe (multi30k: "
+        "configs/multi30k_small_40min.toml) to evaluate as the baseline instead of training it",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", default=None, help="tokenizer/data cache directory")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -103,6 +108,7 @@ def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceO
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,
         updates=_parse_updates(args.updates), map_workers=args.map_workers, device=args.device,
+        baseline=args.baseline,
     )  # fmt: skip
 
 
@@ -122,6 +128,8 @@ def command_line(options: ReproduceOptions) -> str:
         parts += ["--updates", ",".join(f"{k}={v}" for k, v in options.updates.items())]
     if options.threads:
         parts += ["--threads", str(options.threads)]
+    if options.baseline is not None:
+        parts += ["--baseline", str(options.baseline)]
     if options.device:
         parts += ["--device", options.device]
     if options.force:

@@ -55,6 +55,8 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
     groups = load_groups()
     known = known_experiments()
     names = list(options.experiments) if options.experiments else default_experiments(preset.name)
+    if options.baseline is not None and "baseline" not in names:
+        names.append("baseline")  # --baseline RUN_DIR asks for it
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ValueError(f"expected experiments among {known}; found {unknown or names}")
@@ -63,6 +65,11 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
             names += [r for r in groups[n].requires if r not in names]
             groups[n].scaled_updates(preset.name)  # ValueError: no sizes for this preset
     names = [n for n in known if n in names]  # canonical order, no duplicates
+    if "baseline" in names:
+        if options.baseline is not None:
+            ex.check_baseline_run(Path(options.baseline), preset)
+        else:
+            ex.recipe_path(preset)  # ValueError: no recipe (give --baseline)
     keys = ex.all_map_objectives()
     if options.map_objectives:
         for k in options.map_objectives:
@@ -159,6 +166,7 @@ def _context(options: ReproduceOptions) -> ex.Context:
         cache_dir=ex.default_cache(options.cache_dir),
         map_workers=map_workers(options.map_workers, threads),
         threads=threads,
+        baseline=None if options.baseline is None else Path(options.baseline),
     )
 
 
@@ -189,7 +197,9 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         directory = ctx.out / name
         if name not in ("map",) and not ctx.force:
             spec = ctx.spec(name) | ({"updates": updates[name]} if name in groups else {})
-            ex.check_reusable(directory, spec)
+            ex.check_reusable(directory, ex.baseline_spec(ctx) if name == "baseline" else spec)
+    if ctx.baseline is not None and "baseline" in names:
+        ex.check_baseline_tokenizer(ctx)  # prepares the data; refuses another corpus
     ctx.out.mkdir(parents=True, exist_ok=True)
     threads = ctx.threads
     old_threads = torch.get_num_threads()
@@ -207,6 +217,8 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
                 results["groups"][name] = run_group(groups[name], ctx, updates[name], results)
             elif name == "map":
                 results["map"] = ex.run_map(ctx, keys)
+            elif name == "baseline":
+                results["experiments"][name] = ex.run_baseline_experiment(ctx)
             elif name == "doubled_ctc":
                 results["experiments"][name] = ex.run_doubled_experiment(ctx)
             else:
