@@ -574,14 +574,14 @@ def answer(rows: list[dict[str, Any]]) -> str:
             "Not against teacher forcing: a latent objective beat cross entropy only under a "
             "regime that weakens cross entropy itself (" + "; ".join(
                 vs(r, ce[r["regime"]]) for r in beats) + " BLEU, same regime), and none beat "
-            f"teacher-forced CE ({tf['bleu']:.1f} BLEU; best latent run: "
-            f"{vs(best, ce[best['regime']])})."
+            f"teacher-forced CE ({tf['bleu']:.1f} BLEU) by more than the tie margin (best "
+            f"latent run: {vs(best, ce[best['regime']])})."
         )  # fmt: skip
     else:
         verdict = (
             "None of them: no regime made AXE or causal AXE beat cross entropy trained under "
-            f"the same regime from the same start (best latent run: "
-            f"{vs(best, ce[best['regime']])} BLEU)."
+            f"the same regime from the same start by more than the tie margin (best latent "
+            f"run: {vs(best, ce[best['regime']])} BLEU)."
         )
     parts.insert(0, verdict)
     parts.append(f"Fine-tuned from the CE model, runs that collapsed: {_names(coll)}.")
