@@ -772,10 +772,10 @@ def report(results: dict[str, Any], result: dict[str, Any], out: Path) -> list[t
         ("p", result["answer"]),
         (
             "p",
-            f"Cost: {result.get('cpu_seconds', 0.0):.0f} s of CPU over "
-            f"{len([r for r in rows if 'reused' not in r])} runs, "
-            f"{result.get('wall_seconds', 0.0):.0f} s wall in {result.get('workers', 1)} "
-            "process(es).",
+            f"Cost: {result.get('cpu_seconds', 0.0):.0f} s of CPU summed over the "
+            f"{len([r for r in rows if 'reused' not in r])} runs (each measured when it was "
+            f"trained); {result.get('wall_seconds', 0.0):.0f} s wall in this invocation "
+            f"({result.get('workers', 1)} process(es); runs finished earlier are reused).",
         ),  # fmt: skip
     ]
     return blocks
