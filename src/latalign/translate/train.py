@@ -47,6 +47,7 @@ from latalign.translate.checkpoint import (
     checkpoint_paths,
     find_resume_checkpoint,
     has_checkpoints,
+    load_checkpoint,
     restore_training_state,
     rng_state,
     save_training_checkpoint,
@@ -179,6 +180,11 @@ class TrainConfig:
     )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     cache_dir: str | None = _f(None, "cache for tokenizers/tensors (default ~/.cache/latalign)")
+    init_from: str | None = _f(
+        None,
+        "fine-tune: initialise the model with this checkpoint's weights (same tokenizer; fresh "
+        "optimizer, schedule and data order; parameters it lacks keep their initialisation)",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
@@ -233,6 +239,10 @@ class TrainConfig:
                 raise ValueError(f"expected {name} >= 1; found {getattr(self, name)}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"expected device auto, cpu, cuda or cuda:N; found {self.device!r}")
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise ValueError(
+                f"expected a checkpoint to initialise from at {self.init_from}; found none"
+            )
 
     def criterion_options(self) -> dict[str, Any]:
         """The criterion options that were set (the others take the criterion's defaults)."""
@@ -533,6 +543,27 @@ def train_step(
     return stats
 
 
+def init_weights(model: torch.nn.Module, path: str | Path, fingerprint: str) -> None:
+    """Load the weights of checkpoint ``path`` into ``model`` (``init_from``): every tensor of
+    the checkpoint must fit (same names and shapes); parameters it lacks (e.g. a new auxiliary
+    head) keep their initialisation. ``SetupError`` on another tokenizer or a mismatch."""
+    init = load_checkpoint(Path(path), map_location="cpu")
+    if init.get("tokenizer") not in (None, fingerprint):
+        raise SetupError(
+            f"expected a checkpoint trained with this run's tokenizer ({fingerprint[:12]}) in "
+            f"init_from; found {str(init['tokenizer'])[:12]} in {path}"
+        )
+    try:
+        result = model.load_state_dict(init["model"], strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise SetupError(f"expected init_from weights that fit the model; found {e}") from None
+    if result.unexpected_keys:
+        raise SetupError(
+            f"expected init_from weights that fit the model; found extra tensors "
+            f"{result.unexpected_keys[:5]} in {path}"
+        )
+
+
 def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -> TrainResult:
     """Train (or resume) the run described by ``cfg``; see the module docstring for the
     run directory layout. ``resume``: None = automatic, True = require a checkpoint,
@@ -567,6 +598,8 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
     seed_everything(cfg.seed)
     arch = get_arch(cfg.arch)
     model = arch.build(cfg, tokenizer.vocab_size).to(dist.device)
+    if state is None and cfg.init_from:
+        init_weights(model, cfg.init_from, tokenizer.fingerprint)
     loss_fn = arch.make_loss(cfg, tokenizer)
     optimizer = build_optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = InverseSqrtSchedule(optimizer, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
