@@ -12,8 +12,10 @@ the same way and decodes with both (it calls this script for latalign's side).
 
 Without a checkpoint the model is randomly initialised. A random model rarely emits eos, so
 every sentence would run to the length cap; the benchmark therefore decodes a fixed number of
-steps (``--fixed-len``, default 16 ~ the mean target length in tokens) so that the timings
-compare like with like. The source side is then tokenised by hashing words into the vocabulary
+steps (``--fixed-len``, default 16 ~ the mean target length in tokens: every output has
+exactly that many tokens) so that the timings compare like with like. ``--fixed-len`` applies
+to a trained model too when given (``benchmarks/fairseq_anchor.sh`` uses it so that two
+differently trained models do the same work). The source side is then tokenised by hashing words into the vocabulary
 unless ``--tokenizer`` names a trained tokenizer folder. Timings exclude tokenisation.
 
 A trained model stops at eos; a few minutes of training give one (quality aside, it emits
@@ -120,7 +122,7 @@ def load(
     else:
         vocab, encode = args.vocab_size, hash_encoder(args.vocab_size)
     model = Transformer(ModelConfig.preset("small", vocab)).eval()
-    label = f"RANDOM-INIT model (vocab {vocab}), fixed length {args.fixed_len}"
+    label = f"RANDOM-INIT model (vocab {vocab}), fixed length {args.fixed_len or 16}"
     return model, encode, None, label
 
 
@@ -172,7 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder")
     p.add_argument("--vocab-size", type=int, default=10000, help="random model only")
-    p.add_argument("--fixed-len", type=int, default=16, help="random model only")
+    p.add_argument(
+        "--fixed-len", type=int, default=None,
+        help="every output exactly N tokens (min = max length); default: 16 for a random "
+        "model, a trained model stops at eos (max 1.2 x source + 10)",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; median")
     p.add_argument("--skip-uncached", action="store_true")
     p.add_argument("--skip-bf16", action="store_true")
@@ -188,10 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     batches, inverse = make_batches(ids, args.batch_size)
     n = len(ids)
     trained = decode is not None  # a trained model comes with its tokenizer
+    if args.fixed_len is None and not trained:
+        args.fixed_len = 16
     lengths = (
         dict(max_len_a=1.2, max_len_b=10)
-        if trained
-        else dict(max_len_a=0.0, max_len_b=args.fixed_len)
+        if args.fixed_len is None
+        else dict(max_len_a=0.0, max_len_b=args.fixed_len, min_len=args.fixed_len)
     )
     print(
         f"# {what}; {n} sentences of {args.data.name}, mean source length "
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not trained:
         print("# NOTE: random weights; outputs are meaningless, only the speed comparison is.")
+    if args.fixed_len is not None:
+        print(f"# every output has exactly {args.fixed_len} tokens (+ eos): --fixed-len")
 
     rows = []
     results: dict[str, list[list[int]]] = {}

@@ -14,6 +14,7 @@
 #   --threads T             OMP_NUM_THREADS / torch threads of both [1]
 #   --decode-sentences K    beam-5 and greedy decoding of the first K test sentences from the
 #                           checkpoints just trained (0: skip) [500]
+#   --decode-len L          every output exactly L tokens + eos, in both [16]
 #   --work DIR              scratch directory (data, logs, checkpoints) [a new /tmp/fairseq_anchor.*]
 # Environment: FAIRSEQ_VENV [~/.cache/latalign/fairseq-venv], PYTHON (the interpreter that
 # has latalign's dependencies) [python], LATALIGN_CACHE (latalign's tokenizer/data cache).
@@ -35,9 +36,12 @@
 #   weighted by its interval's seconds (the difference of consecutive `elapsed`).
 # - Decoding: fairseq-generate (beam 5, then --beam 1) against benchmarks/bench_decode.py
 #   (beam-5 and greedy, cached fp32) on the first K sentences of test_2016_flickr, batch 64,
-#   max length 1.2 * source + 10, timing decoding only (both sort the sentences by length).
-#   The two checkpoints differ (own init and batch order), so their output lengths differ; the
-#   table shows both mean output lengths and output tokens/s beside sentences/s.
+#   timing decoding only (both sort the sentences by length). The two checkpoints differ (own
+#   init and batch order) and a short training leaves them far from translating, so where they
+#   stop would differ (measured at 40 updates: fairseq ran every output to the length cap,
+#   latalign stopped after 3 tokens); both therefore decode exactly L tokens + eos per sentence
+#   (fairseq --min-len L --max-len-a 0 --max-len-b L; bench_decode.py --fixed-len L): the same
+#   work, so sentences/s compare the decoders. The table shows the mean output lengths.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,6 +51,7 @@ LOG_EVERY=10
 MAX_TOKENS=4096
 THREADS=1
 DECODE_SENTENCES=500
+DECODE_LEN=16
 WORK=""
 while [ $# -gt 0 ]; do
   case $1 in
@@ -56,12 +61,13 @@ while [ $# -gt 0 ]; do
     --max-tokens) MAX_TOKENS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --decode-sentences) DECODE_SENTENCES=$2; shift 2 ;;
+    --decode-len) DECODE_LEN=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "fairseq_anchor.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in UPDATES LOG_EVERY MAX_TOKENS THREADS DECODE_SENTENCES; do
+for v in UPDATES LOG_EVERY MAX_TOKENS THREADS DECODE_SENTENCES DECODE_LEN; do
   if ! [[ ${!v} =~ ^[0-9]+$ ]]; then
     echo "fairseq_anchor.sh: expected a whole number for ${v,,}, found '${!v}'" >&2; exit 2
   fi
@@ -81,7 +87,7 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 echo "# work dir $WORK; updates $UPDATES, log every $LOG_EVERY, max tokens $MAX_TOKENS," \
-  "threads $THREADS, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "threads $THREADS, $(getconf _NPROCESSORS_ONLN) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- 1. fairseq in its own venv (Python 3.11, the CPU torch 2.13 wheel) ----------------------
 install_fairseq() {
@@ -178,14 +184,15 @@ if [ "$DECODE_SENTENCES" -gt 0 ]; then
     # sentences left over after the last multiple of 8 (16 of 20 translated, measured).
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 "$FAIRSEQ_VENV/bin/fairseq-generate" "$WORK/bin" --cpu --task translation -s de -t en \
       --path "$WORK/fairseq_ckpt/checkpoint_last.pt" --gen-subset test --beam "$beam" \
-      --batch-size 64 --max-len-a 1.2 --max-len-b 10 --num-workers 0 \
+      --batch-size 64 --min-len "$DECODE_LEN" --max-len-a 0 --max-len-b "$DECODE_LEN" \
+      --num-workers 0 \
       --required-batch-size-multiple 1 \
       >"$WORK/fairseq_generate_beam$beam.log" 2>&1 ||
       { tail -30 "$WORK/fairseq_generate_beam$beam.log"; exit 1; }
   done
   "$PYTHON" "$REPO/benchmarks/bench_decode.py" --run-dir "$WORK/latalign_run" \
     --data "$DATA/test_2016_flickr.de.gz" --sentences "$DECODE_SENTENCES" --batch-size 64 \
-    --beam 5 --threads "$THREADS" --repeats 1 --skip-uncached --skip-bf16 --skip-int8 \
+    --beam 5 --fixed-len "$DECODE_LEN" --threads "$THREADS" --repeats 1 --skip-uncached --skip-bf16 --skip-int8 \
     >"$WORK/latalign_decode.log" 2>&1 || { tail -30 "$WORK/latalign_decode.log"; exit 1; }
 fi
 
@@ -259,9 +266,8 @@ if k > 0:
         l_s, l_t, l_l = latalign_decode(name)
         what = "beam-5" if beam == 5 else "greedy"
         print(
-            f"| {what} decoding, sentences/s ({k} test sentences, batch 64; mean output "
-            f"{f_l:.1f} / {l_l:.1f} tokens) | {f_s:.1f} | {l_s:.1f} | {l_s / f_s:.2f} |"
+            f"| {what} decoding, sentences/s ({k} test sentences, batch 64; output tokens incl. "
+            f"eos per sentence {f_l:.1f} / {l_l:.1f}) | {f_s:.1f} | {l_s:.1f} | {l_s / f_s:.2f} |"
         )
-        print(f"| {what} decoding, output tokens/s | {f_t:,.0f} | {l_t:,.0f} | {l_t / f_t:.2f} |")
 EOF
 echo "# load average now $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK"
