@@ -4,8 +4,9 @@
 >>> # results = run_reproduction(ReproduceOptions(out="runs/reproduce"))  # ~10 min on 2 cores
 
 Modules: :mod:`.presets` (sizes), :mod:`.experiments` (train / decode / analyse one
-experiment), :mod:`.analysis` (the measurements, pure functions), :mod:`.doubled` (CTC with
-doubled inputs), :mod:`.report` (claims, figures, report.md/html), :mod:`.cli`.
+experiment), :mod:`.analysis` (the measurements, pure functions), :mod:`.report` (claims,
+figures, report.md/html), :mod:`.cli`. CTC with doubled inputs is a training option of the
+stack (``latalign.translate.doubled``).
 """
 
 from latalign.reproduce.presets import EXPERIMENTS, PRESETS, Preset, ReproduceOptions

@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective)",
     )  # fmt: skip
     parser.add_argument(
+        "--device", default=None,
+        help="training device: auto, cpu, cuda or cuda:N (default: the preset's)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="torch threads (default: 1 for quick/ci, torch's default otherwise)",
     )  # fmt: skip
@@ -96,7 +100,7 @@ def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceO
         experiments=_split(args.experiments), map_objectives=_split(args.map_objectives),
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,
-        updates=_parse_updates(args.updates), map_workers=args.map_workers,
+        updates=_parse_updates(args.updates), map_workers=args.map_workers, device=args.device,
     )  # fmt: skip
 
 
@@ -116,6 +120,8 @@ def command_line(options: ReproduceOptions) -> str:
         parts += ["--updates", ",".join(f"{k}={v}" for k, v in options.updates.items())]
     if options.threads:
         parts += ["--threads", str(options.threads)]
+    if options.device:
+        parts += ["--device", options.device]
     if options.force:
         parts.append("--force")
     return " ".join(shlex.quote(p) for p in parts)

@@ -214,6 +214,8 @@ class ReproduceOptions:
             machine is shared).
         map_workers: processes training map objectives side by side (None = 2 on a 2+-core
             machine when the preset runs on one thread, else 1). Results do not depend on it.
+        device: training device, ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (None = the
+            preset's ``train_device``).
     """
 
     out: str | Path = "runs/reproduce"
@@ -230,3 +232,4 @@ class ReproduceOptions:
     threads: int | None = None
     updates: dict[str, int] | None = None
     map_workers: int | None = None
+    device: str | None = None

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latalign.io import atomic_write
 from latalign.reproduce import analysis as an
 from latalign.reproduce.presets import EXPERIMENTS
 
@@ -673,5 +674,5 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
     """Figures, ``report.md`` and the self-contained ``report.html`` into ``out``."""
     figures = make_figures(out, results)
     blocks = build_blocks(results, figures)
-    (out / "report.md").write_text(render_markdown(blocks))
-    (out / "report.html").write_text(render_html(blocks, out))
+    atomic_write(out / "report.md", render_markdown(blocks))
+    atomic_write(out / "report.html", render_html(blocks, out))

@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latalign.io import atomic_write
 from latalign.reproduce import experiments as ex
 from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
 
@@ -25,6 +27,14 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
     if options.preset not in PRESETS:
         raise ValueError(f"expected a preset in {{{', '.join(PRESETS)}}}; found {options.preset!r}")
     preset = PRESETS[options.preset]
+    if options.device is not None:
+        from latalign.translate.distributed import resolve_device
+
+        if options.device != "auto" and not (
+            options.device == "cpu" or options.device.startswith("cuda")
+        ):
+            raise ValueError(f"expected device auto, cpu, cuda or cuda:N; found {options.device!r}")
+        resolve_device(options.device)  # a CUDA device that is not there: refused now
     if options.experiments:
         names = list(options.experiments)
     else:
@@ -79,6 +89,8 @@ def _context(options: ReproduceOptions) -> ex.Context:
         preset = preset.scaled(options.scale)
     if options.updates:
         preset = preset.with_updates(options.updates)
+    if options.device:
+        preset = replace(preset, train_device=options.device)
     threads = options.threads or preset.threads  # None: torch's default
     return ex.Context(
         out=Path(options.out),
@@ -155,7 +167,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         "threads": threads or old_threads,
     }
     results["claims"] = build_claims(results)
-    (ctx.out / "results.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    atomic_write(ctx.out / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
     write_report(ctx.out, results)
     return results
 

@@ -403,6 +403,7 @@ def translate_sentences(
     remove_blank: bool = True,
     progress: Callable[[int], None] | bool | None = None,
     device: torch.device | str = "cpu",
+    decode_batch: Callable[..., list[list[int]]] | None = None,
 ) -> list[str]:
     """Translate raw strings; returns detokenised strings in input order.
 
@@ -412,6 +413,8 @@ def translate_sentences(
     sorted by length, decoded in batches of ``batch_size`` (greedy when ``beam == 1``), and
     restored to input order; blanks (ε) are stripped before ``decode`` when ``remove_blank``.
     ``progress``: a callable given the number of sentences just finished, or True for tqdm.
+    ``decode_batch``: another batch decoder, called like :func:`greedy_decode` (``(model,
+    src_tokens, src_lengths, **options) -> token id lists``) in place of greedy/beam search.
     """
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
@@ -446,7 +449,9 @@ def translate_sentences(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             src, lengths = _collate_sources([encoded[i] for i in idx], pad_id, device)
-            if beam == 1:
+            if decode_batch is not None:
+                hyps = decode_batch(model, src, lengths, **kwargs)
+            elif beam == 1:
                 hyps = greedy_decode(model, src, lengths, **kwargs)
             else:
                 hyps = beam_search(model, src, lengths, beam=beam, lenpen=lenpen, **kwargs)
