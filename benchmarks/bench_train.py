@@ -10,8 +10,10 @@ then ``--updates`` are. Every row is compared with baselines measured in the sam
 - the fused cross entropies / their unfused baselines (``--criteria ce_unfused,ce,...``).
 
 Target tokens = each sentence's target pieces + eos (``Batch.ntokens``, fairseq's ``ntokens``).
-Peak memory: resident set size (``ru_maxrss``) on the CPU, ``torch.cuda.max_memory_allocated``
-per setting on CUDA. For fairseq on the same machine, run ``benchmarks/fairseq_anchor.sh``
+The settings' updates are interleaved batch by batch (see :func:`measure`). Memory: on CUDA,
+"step MiB" is what one update takes above the memory allocated before it (activations,
+transients); on the CPU the process's peak resident set size (``ru_maxrss``) with every
+setting's model resident. For fairseq on the same machine, run ``benchmarks/fairseq_anchor.sh``
 (both toolkits train the same model in one run).
 
     python benchmarks/bench_train.py                              # CPU, small, fp32 CE + AXE
@@ -94,39 +96,51 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(
-    criterion_name: str,
-    bf16: bool,
+    settings: list[tuple[str, bool]],
     batches: list,
     vocab_size: int,
     device: torch.device,
     args: argparse.Namespace,
-) -> tuple[float, float]:
-    """(target tokens/s over ``args.updates`` timed updates after ``args.warmup``, peak MiB).
+) -> list[tuple[float, float]]:
+    """For each (criterion, bf16) setting: (target tokens/s over ``args.updates`` timed updates
+    after ``args.warmup`` untimed ones, MiB of device memory a step takes above what was
+    allocated before it; NaN on the CPU).
 
-    ``batches`` are already on ``device``; the model and optimizer are built there."""
-    torch.manual_seed(args.seed)
-    model = Transformer(ModelConfig.preset(args.preset, vocab_size)).to(device)
-    optimizer = build_optimizer(model, lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-4)
-    criterion = BASELINES.get(criterion_name) or get_criterion(criterion_name)
-    loss_fn = teacher_forced_loss(criterion, {}, blank_id=4, pad_id=0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for step, batch in enumerate(batches[: args.warmup]):
-        train_step(model, optimizer, batch, loss_fn, update=step, bf16=bf16)
-    timed = batches[args.warmup : args.warmup + args.updates]
-    tokens = sum(b.ntokens for b in timed)
-    synchronize(device)
-    start = time.perf_counter()
-    for step, batch in enumerate(timed, start=args.warmup):
-        train_step(model, optimizer, batch, loss_fn, update=step, bf16=bf16)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = peak_rss_mib()
-    del model, optimizer
-    return tokens / seconds, peak
+    Every setting has its own model (same seed, same initial weights) and optimizer, built on
+    ``device``, and they all stay resident: the updates are interleaved, batch by batch, in an
+    order reversed every other batch, so that the machine's drifting load and the process's
+    state (measured on the CPU: in one process, settings run one after another got 30% slower
+    after the first, whatever the criterion) fall on every setting alike. ``batches`` are
+    already on ``device``."""
+    runs = []
+    for name, bf16 in settings:
+        torch.manual_seed(args.seed)
+        model = Transformer(ModelConfig.preset(args.preset, vocab_size)).to(device)
+        optimizer = build_optimizer(model, lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-4)
+        criterion = BASELINES.get(name) or get_criterion(name)
+        runs.append(
+            (model, optimizer, teacher_forced_loss(criterion, {}, blank_id=4, pad_id=0), bf16)
+        )
+    seconds = [0.0] * len(runs)
+    step_mib = [0.0 if device.type == "cuda" else float("nan")] * len(runs)
+    for step, batch in enumerate(batches[: args.warmup + args.updates]):
+        order = list(range(len(runs))) if step % 2 == 0 else list(range(len(runs)))[::-1]
+        for i in order:
+            model, optimizer, loss_fn, bf16 = runs[i]
+            synchronize(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            start = time.perf_counter()
+            train_step(model, optimizer, batch, loss_fn, update=step, bf16=bf16)
+            synchronize(device)
+            if step >= args.warmup:
+                seconds[i] += time.perf_counter() - start
+                if device.type == "cuda":
+                    extra = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+                    step_mib[i] = max(step_mib[i], extra)
+    tokens = sum(b.ntokens for b in batches[args.warmup : args.warmup + args.updates])
+    return [(tokens / s, m) for s, m in zip(seconds, step_mib)]
 
 
 def die(message: str) -> None:
@@ -234,21 +248,22 @@ def main(argv: list[str] | None = None) -> dict:
         f"threads={torch.get_num_threads()} torch={torch.__version__} "
         f"loadavg={os.getloadavg()} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
-    peak_name = "peak MiB" if device.type == "cpu" else "peak GPU MiB"
-    print(f"{'criterion':<17} {'precision':<9} {'tgt tok/s':>10} {peak_name:>12}")
     precisions = args.precisions.split(",")
     criteria = args.criteria.split(",")
+    settings = [(name, precision) for precision in precisions for name in criteria]
+    measured = measure(
+        [(name, precision == "bf16") for name, precision in settings],
+        batches, data.tokenizer.vocab_size, device, args,
+    )  # fmt: skip
+    # step MiB (CUDA): device memory one update takes above what was allocated before it
+    print(f"{'criterion':<17} {'precision':<9} {'tgt tok/s':>10} {'step MiB':>9}")
     results: dict[tuple[str, str], float] = {}
     rows = []
-    for precision in precisions:
-        for name in criteria:
-            tps, peak = measure(
-                name, precision == "bf16", batches, data.tokenizer.vocab_size, device, args
-            )
-            results[(name, precision)] = tps
-            rows.append({"criterion": name, "precision": precision, "tokens_per_s": tps,
-                         "peak_mib": peak})  # fmt: skip
-            print(f"{name:<17} {precision:<9} {tps:>10.0f} {peak:>12.0f}", flush=True)
+    for (name, precision), (tps, mib) in zip(settings, measured):
+        results[(name, precision)] = tps
+        rows.append({"criterion": name, "precision": precision, "tokens_per_s": tps,
+                     "step_mib": mib})  # fmt: skip
+        print(f"{name:<17} {precision:<9} {tps:>10.0f} {mib:>9.0f}")
     ratios: dict[str, float] = {}
     for precision in precisions:
         if ("ce", precision) in results and ("axe", precision) in results:
@@ -268,7 +283,12 @@ def main(argv: list[str] | None = None) -> dict:
             goal = f"(goal on CUDA: >= {GOAL_BF16_OVER_FP32})" if device.type == "cuda" else ""
             print(f"bf16/fp32 ({name}) = {speed:.2f}  {goal}")
     if device.type == "cpu":
-        print(f"peak RSS = {peak_rss_mib():.0f} MiB; load average now {os.getloadavg()}")
+        peak = peak_rss_mib()
+        print(f"peak RSS (every setting's model resident) = {peak:.0f} MiB")
+    else:
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        print(f"peak GPU memory of the last step (every setting's model resident) = {peak:.0f} MiB")
+    print(f"load average now {os.getloadavg()}")
     out = {
         "device": str(device),
         "device_name": where,
@@ -279,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tf32": args.tf32,
         "backend": backend,
         "rows": rows,
+        "peak_mib": peak,
         "ratios": ratios,
     }
     if args.json:
