@@ -15,8 +15,9 @@ every sentence would run to the length cap; the benchmark therefore decodes a fi
 steps (``--fixed-len``, default 16 ~ the mean target length in tokens: every output has
 exactly that many tokens) so that the timings compare like with like. ``--fixed-len`` applies
 to a trained model too when given (``benchmarks/fairseq_anchor.sh`` uses it so that two
-differently trained models do the same work). The source side is then tokenised by hashing words into the vocabulary
-unless ``--tokenizer`` names a trained tokenizer folder. Timings exclude tokenisation.
+differently trained models do the same work). Without a checkpoint the source side is
+tokenised by hashing words into the vocabulary unless ``--tokenizer`` names a trained tokenizer
+folder. Timings exclude tokenisation.
 
 A trained model stops at eos; a few minutes of training give one (quality aside, it emits
 eos), e.g.
@@ -25,27 +26,21 @@ eos), e.g.
         --warmup-updates 40 --max-minutes 4 --no-progress
     python benchmarks/bench_decode.py --run-dir /tmp/bench_ce --skip-bf16 --skip-uncached
 
-Measured (2026-11-25, 2-core CPU, load 1-2) with the model of
-``configs/multi30k_small_40min.toml``, ``--run-dir R --sentences 1000 --skip-bf16``: beam 5
-cached fp32 72.4 sent/s (BLEU 37.15), int8 104.4 (BLEU 37.24, 897/1000 outputs identical to
-fp32), uncached 10.6 (identical outputs), greedy 163.0 fp32 / 246.8 int8.
 With a trained model and the English references beside ``--data``, each row gets its
 sacreBLEU. int8 (``--skip-int8`` to leave it out): ``latalign.translate.quantize``, see
 ``docs/decoding.md``.
 
 Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
-before and after. Beam search is GEMM-bound: matrix products are ~70% of beam-5 time
-(``python benchmarks/profile_step.py``, torch.profiler), topk and log_softmax ~5% each.
+before and after. ``python benchmarks/profile_step.py`` (torch.profiler) shows where beam
+search spends its time (matrix products, topk, log_softmax).
 
-The CPU has no bf16 instructions (AVX2 only), so the bf16 autocast rows are expected to be
+On a CPU without bf16 instructions (AVX2 only) the bf16 autocast rows are expected to be
 slower than fp32; they are measured to keep that decision checkable.
 
-On the shared machine (load 3-9 from other jobs) the default 2 OpenMP threads spin-wait for each
-other and lose most of their time: measured in one process with interleaved steps, CE training
-563 tok/s with 2 threads vs 1,125 with 1 thread; with ``OMP_WAIT_POLICY=PASSIVE`` (must be set
-before torch is imported, i.e. in the shell) 2 threads gave 1,132. Beam 5 (random model):
-5.8 sent/s with 2 threads, 48 with 1, 44 with 2 threads and PASSIVE (``--threads 1`` or
-PASSIVE on a loaded machine). The header prints the policy.
+On a shared machine (load above the core count) the default OpenMP threads spin-wait for
+each other and lose much of their time: use ``--threads 1`` there, or ``OMP_WAIT_POLICY=PASSIVE``
+in the shell (before torch is imported). The header prints the thread count, the policy and
+the load average.
 """
 
 from __future__ import annotations
