@@ -1,8 +1,10 @@
 """Decoding speed: beam 5 with and without the decoder cache, greedy; fp32, int8, bf16 autocast.
 
 Decodes the first ``--sentences`` German sentences of Multi30k test_2016_flickr with the
-``small`` preset and prints sentences/s next to the fairseq reference measured on the same
-2-core CPU with the same model size (beam 5: 121 sentences/s, greedy: 270 sentences/s).
+``small`` preset and prints sentences/s of each decoder. Its baselines run in the same run:
+int8 and bf16 are compared with fp32, the cached beam search with the uncached one. For
+fairseq's speed on the same machine, ``benchmarks/fairseq_anchor.sh`` trains both toolkits
+the same way and decodes with both (it calls this script for latalign's side).
 
     python benchmarks/bench_decode.py                       # random-init small model
     python benchmarks/bench_decode.py --run-dir runs/ce     # a trained model (+ its tokenizer)
@@ -10,38 +12,35 @@ Decodes the first ``--sentences`` German sentences of Multi30k test_2016_flickr 
 
 Without a checkpoint the model is randomly initialised. A random model rarely emits eos, so
 every sentence would run to the length cap; the benchmark therefore decodes a fixed number of
-steps (``--fixed-len``, default 16 ~ the mean target length in tokens) so that the timings
-compare like with like. The source side is then tokenised by hashing words into the vocabulary
-unless ``--tokenizer`` names a trained tokenizer folder. Timings exclude tokenisation.
+steps (``--fixed-len``, default 16 ~ the mean target length in tokens: every output has
+exactly that many tokens) so that the timings compare like with like. ``--fixed-len`` applies
+to a trained model too when given (``benchmarks/fairseq_anchor.sh`` uses it so that two
+differently trained models do the same work). Without a checkpoint the source side is
+tokenised by hashing words into the vocabulary unless ``--tokenizer`` names a trained tokenizer
+folder. Timings exclude tokenisation.
 
-A trained model stops at eos, as fairseq's reference did; a few minutes of training give one
-(quality aside, it emits eos), e.g.
+A trained model stops at eos; a few minutes of training give one (quality aside, it emits
+eos), e.g.
 
     latalign train --run-dir /tmp/bench_ce --preset small --criterion ce --lr 1e-3 \
         --warmup-updates 40 --max-minutes 4 --no-progress
     python benchmarks/bench_decode.py --run-dir /tmp/bench_ce --skip-bf16 --skip-uncached
 
-Measured (2026-11-25, 2-core CPU, load 1-2) with the model of
-``configs/multi30k_small_40min.toml``, ``--run-dir R --sentences 1000 --skip-bf16``: beam 5
-cached fp32 72.4 sent/s (BLEU 37.15), int8 104.4 (BLEU 37.24, 897/1000 outputs identical to
-fp32), uncached 10.6 (identical outputs), greedy 163.0 fp32 / 246.8 int8; fairseq 121 / 270.
 With a trained model and the English references beside ``--data``, each row gets its
 sacreBLEU. int8 (``--skip-int8`` to leave it out): ``latalign.translate.quantize``, see
 ``docs/decoding.md``.
 
 Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
-before and after. Beam search is GEMM-bound: matrix products are ~70% of beam-5 time
-(``python benchmarks/profile_step.py``, torch.profiler), topk and log_softmax ~5% each.
+before and after. ``python benchmarks/profile_step.py`` (torch.profiler) shows where beam
+search spends its time (matrix products, topk, log_softmax).
 
-The CPU has no bf16 instructions (AVX2 only), so the bf16 autocast rows are expected to be
+On a CPU without bf16 instructions (AVX2 only) the bf16 autocast rows are expected to be
 slower than fp32; they are measured to keep that decision checkable.
 
-On the shared machine (load 3-9 from other jobs) the default 2 OpenMP threads spin-wait for each
-other and lose most of their time: measured in one process with interleaved steps, CE training
-563 tok/s with 2 threads vs 1,125 with 1 thread; with ``OMP_WAIT_POLICY=PASSIVE`` (must be set
-before torch is imported, i.e. in the shell) 2 threads gave 1,132. Beam 5 (random model):
-5.8 sent/s with 2 threads, 48 with 1, 44 with 2 threads and PASSIVE (``--threads 1`` or
-PASSIVE on a loaded machine). The header prints the policy.
+On a shared machine (load above the core count) the default OpenMP threads spin-wait for
+each other and lose much of their time: use ``--threads 1`` there, or ``OMP_WAIT_POLICY=PASSIVE``
+in the shell (before torch is imported). The header prints the thread count, the policy and
+the load average.
 """
 
 from __future__ import annotations
@@ -65,8 +64,6 @@ from latalign.translate.model import Transformer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
-FAIRSEQ_BEAM5 = 121.0  # sentences/s, fairseq-generate, small model, this 2-core CPU
-FAIRSEQ_GREEDY = 270.0
 EOS_ID, PAD_ID = 2, 0
 
 
@@ -120,7 +117,7 @@ def load(
     else:
         vocab, encode = args.vocab_size, hash_encoder(args.vocab_size)
     model = Transformer(ModelConfig.preset("small", vocab)).eval()
-    label = f"RANDOM-INIT model (vocab {vocab}), fixed length {args.fixed_len}"
+    label = f"RANDOM-INIT model (vocab {vocab}), fixed length {args.fixed_len or 16}"
     return model, encode, None, label
 
 
@@ -172,7 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder")
     p.add_argument("--vocab-size", type=int, default=10000, help="random model only")
-    p.add_argument("--fixed-len", type=int, default=16, help="random model only")
+    p.add_argument(
+        "--fixed-len", type=int, default=None,
+        help="every output exactly N tokens (min = max length); default: 16 for a random "
+        "model, a trained model stops at eos (max 1.2 x source + 10)",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; median")
     p.add_argument("--skip-uncached", action="store_true")
     p.add_argument("--skip-bf16", action="store_true")
@@ -188,10 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     batches, inverse = make_batches(ids, args.batch_size)
     n = len(ids)
     trained = decode is not None  # a trained model comes with its tokenizer
+    if args.fixed_len is None and not trained:
+        args.fixed_len = 16
     lengths = (
         dict(max_len_a=1.2, max_len_b=10)
-        if trained
-        else dict(max_len_a=0.0, max_len_b=args.fixed_len)
+        if args.fixed_len is None
+        else dict(max_len_a=0.0, max_len_b=args.fixed_len, min_len=args.fixed_len)
     )
     print(
         f"# {what}; {n} sentences of {args.data.name}, mean source length "
@@ -207,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not trained:
         print("# NOTE: random weights; outputs are meaningless, only the speed comparison is.")
+    if args.fixed_len is not None:
+        print(f"# every output has exactly {args.fixed_len} tokens (+ eos): --fixed-len")
 
     rows = []
     results: dict[str, list[list[int]]] = {}
@@ -240,28 +245,28 @@ def main(argv: list[str] | None = None) -> None:
         m = int8_model if precision == "int8" else model
         name = f"{kind}{'-' + str(args.beam) if kind == 'beam' else ''} {cache} {precision}"
         fn(m, *batches[0], **kwargs)  # warm-up
-        runs.append((name, kind, fn, m, kwargs))
+        runs.append((name, fn, m, kwargs))
     # interleaved repeats (config order reversed every other round), median per config:
     # on a shared machine the load drifts, and interleaving spreads it over every config
     times: dict[str, list[float]] = {name: [] for name, *_ in runs}
     for r in range(args.repeats):
-        for name, _, fn, m, kwargs in runs if r % 2 == 0 else runs[::-1]:
+        for name, fn, m, kwargs in runs if r % 2 == 0 else runs[::-1]:
             seconds, results[name] = run_once(fn, m, batches, **kwargs)
             times[name].append(seconds)
     refs = references(args.data, args.sentences) if decode is not None else None
-    for name, kind, *_ in runs:
+    for name, *_ in runs:
         seconds = statistics.median(times[name])
-        ref = FAIRSEQ_BEAM5 if kind == "beam" else FAIRSEQ_GREEDY
+        base = f"{name.split(' ', 1)[0]} cached fp32"  # the same search, cached fp32, this run
+        vs = statistics.median(times[base]) / seconds if base in times else float("nan")
         out = [results[name][i] for i in inverse]  # back to corpus order
         bleu = corpus_bleu(out, refs, decode) if refs is not None else float("nan")
-        rows.append((name, n / seconds, n / seconds / ref, sum(map(len, out)) / n, bleu))
+        rows.append((name, n / seconds, vs, sum(map(len, out)) / n, bleu))
 
-    print(f"{'decoder':28s} {'sent/s':>8s} {'vs fairseq':>11s} {'out len':>8s} {'BLEU':>6s}")
-    for name, speed, ratio, out_len, bleu in rows:
-        print(f"{name:28s} {speed:8.1f} {ratio:10.2f}x {out_len:8.1f} {bleu:6.2f}")
-    print(
-        f"# fairseq reference: beam-5 {FAIRSEQ_BEAM5:.0f} sent/s, greedy {FAIRSEQ_GREEDY:.0f} sent/s"
-    )
+    # out len: output tokens per sentence, eos excluded; vs fp32: speed over the cached fp32 row
+    # of the same search (beam or greedy) in this run
+    print(f"{'decoder':28s} {'sent/s':>8s} {'out len':>8s} {'BLEU':>6s} {'vs fp32':>8s}")
+    for name, speed, vs, out_len, bleu in rows:
+        print(f"{name:28s} {speed:8.1f} {out_len:8.1f} {bleu:6.2f} {vs:7.2f}x")
     print(f"# median of {args.repeats} interleaved repeats; load average now {os.getloadavg()}")
     b = f"beam-{args.beam}"
     if f"{b} uncached fp32" in results:
