@@ -42,6 +42,7 @@ from latalign.translate.config import ModelConfig
 from latalign.translate.criteria import get_criterion
 from latalign.translate.criteria._common import make_stats
 from latalign.translate.data import DataConfig, prepare_data
+from latalign.translate.loss import teacher_forced_loss
 from latalign.translate.model import Transformer
 from latalign.translate.optim import build_optimizer
 from latalign.translate.train import default_cache_dir, train_step
@@ -84,14 +85,14 @@ def measure(
     model = Transformer(ModelConfig.preset(args.preset, vocab_size))
     optimizer = build_optimizer(model, lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-4)
     criterion = BASELINES.get(criterion_name) or get_criterion(criterion_name)
-    kwargs = dict(blank_id=4, pad_id=0, bf16=bf16)
+    loss_fn = teacher_forced_loss(criterion, {}, blank_id=4, pad_id=0)
     for batch in batches[: args.warmup]:
-        train_step(model, optimizer, batch, criterion, {}, **kwargs)
+        train_step(model, optimizer, batch, loss_fn, bf16=bf16)
     timed = batches[args.warmup : args.warmup + args.updates]
     tokens = sum(b.ntokens for b in timed)
     start = time.perf_counter()
     for batch in timed:
-        train_step(model, optimizer, batch, criterion, {}, **kwargs)
+        train_step(model, optimizer, batch, loss_fn, bf16=bf16)
     return tokens / (time.perf_counter() - start)
 
 

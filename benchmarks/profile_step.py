@@ -26,6 +26,7 @@ from latalign.translate.config import ModelConfig
 from latalign.translate.criteria import get_criterion
 from latalign.translate.data import DataConfig, prepare_data
 from latalign.translate.decode import translate_sentences
+from latalign.translate.loss import teacher_forced_loss
 from latalign.translate.model import Transformer
 from latalign.translate.optim import build_optimizer
 from latalign.translate.train import default_cache_dir, train_step
@@ -87,11 +88,13 @@ def main() -> None:
             break
     optimizer = build_optimizer(model, lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-4)
     criterion = get_criterion("label_smoothed_ce")
-    kw = dict(blank_id=tokenizer.blank_id, pad_id=tokenizer.pad_id)
-    train_step(model, optimizer, batches[0], criterion, {"epsilon": 0.1}, **kw)  # warm-up
+    loss_fn = teacher_forced_loss(
+        criterion, {"epsilon": 0.1}, blank_id=tokenizer.blank_id, pad_id=tokenizer.pad_id
+    )
+    train_step(model, optimizer, batches[0], loss_fn)  # warm-up
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         for batch in batches[1:]:
-            train_step(model, optimizer, batch, criterion, {"epsilon": 0.1}, **kw)
+            train_step(model, optimizer, batch, loss_fn)
     ntokens = sum(b.ntokens for b in batches[1:])
     summarize(f"training, {args.steps} steps of {args.max_tokens} tokens", prof, args.rows, ntokens)
 

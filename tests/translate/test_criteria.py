@@ -49,7 +49,15 @@ def per_sentence_ce(logits, batch):
 
 
 def test_registry_names():
-    assert set(CRITERIA) == {"ce", "label_smoothed_ce", "ctc", "axe", "causal_axe", "latent"}
+    assert set(CRITERIA) == {
+        "ce",
+        "label_smoothed_ce",
+        "ctc",
+        "axe",
+        "causal_axe",
+        "latent",
+        "doubled_ctc",
+    }
     assert criterion_options("axe") == {"delta": 1.0}
     assert criterion_options("label_smoothed_ce") == {"epsilon": 0.1}
     assert set(criterion_options("latent")) >= {"operators", "aggregate", "causal"}

@@ -3,7 +3,8 @@
 A training checkpoint (``checkpoints/checkpoint_last.pt`` / ``checkpoint_best.pt`` of a
 run directory) is a dict with keys:
 
-``model`` (state dict), ``model_config`` (dict, :meth:`ModelConfig.to_dict`),
+``model`` (state dict), ``arch`` (its name in :data:`~latalign.translate.arch.ARCHS`; absent
+= ``"ar"``), ``model_config`` (dict, the model's ``cfg.to_dict()``),
 ``optimizer``, ``scheduler``, ``step`` (updates done), ``epoch``, ``sampler`` (data
 position), ``rng`` (python / numpy / torch [/ cuda] states), ``best_valid_loss``,
 ``bad_validations`` (early-stopping counter), ``train_config`` (dict), ``tokenizer``
@@ -149,13 +150,12 @@ def load_model(
     Give a run directory (uses ``checkpoint_best.pt``, else ``checkpoint_last.pt``) or an
     explicit checkpoint path; the tokenizer is read from the run's ``tokenizer/`` folder.
     """
-    from latalign.translate.config import ModelConfig
-    from latalign.translate.model import Transformer
+    from latalign.translate.arch import get_arch
     from latalign.translate.tokenizer import Tokenizer
 
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
-    model = Transformer(ModelConfig(**state["model_config"]))
+    model = get_arch(state.get("arch", "ar")).load(state["model_config"])
     model.load_state_dict(state["model"])
     model.to(device).eval()
     tokenizer = Tokenizer.load(find_tokenizer_dir(path, state))

@@ -42,10 +42,13 @@ from latalign.translate.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from latalign.translate.criteria import CRITERIA, check_options, cross_entropy_sum, get_criterion
+from latalign.translate.criteria import CRITERIA, check_options, get_criterion
 from latalign.translate.data import DataConfig
 from latalign.translate.optim import InverseSqrtSchedule, build_optimizer
 from latalign.translate.runlog import RunLog
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from latalign.translate.loss import LossFn
 
 CONFIG_FILE = "config.json"
 
@@ -69,6 +72,21 @@ RESUMABLE_CHANGES = frozenset(
 
 # Criterion options exposed as TrainConfig fields (None = the criterion's default).
 OPTION_FIELDS = ("delta", "operators", "aggregate", "causal", "epsilon")
+CRITERION_OPTION_FIELDS = OPTION_FIELDS
+# Arch and regime options (None = the plugin's default). An arch/regime lists the ones it reads
+# in its ``options``; setting one the run's arch and regime do not read is a config error.
+PLUGIN_OPTION_FIELDS = (
+    "upsample",
+    "length_loss_weight",
+    "length_beam",
+    "nat_input",
+    "aux_ctc_weight",
+    "schedule",
+    "schedule_updates",
+    "regime_p",
+    "temperature",
+    "delay",
+)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -92,6 +110,10 @@ class TrainConfig:
     data: DataConfig = _f(DataConfig, "data settings (see DataConfig)")
     preset: str = _f("small", "model preset: paper, small or tiny")
     model: dict[str, Any] = _f({}, "ModelConfig field overrides of the preset")
+    arch: str = _f("ar", "architecture: ar (autoregressive transformer) or a registered one")
+    regime: str = _f(
+        "teacher_forcing", "decoder-input regime of the ar arch: teacher_forcing, doubled, …"
+    )
     criterion: str = _f("ce", f"training criterion: {', '.join(CRITERIA)}")
     delta: float | None = _f(None, "AXE clone_prediction weight (axe, causal_axe; default 1.0)")
     operators: tuple[str, ...] | None = _f(
@@ -100,6 +122,17 @@ class TrainConfig:
     aggregate: str | None = _f(None, "latent: sum (forward-backward) or max (Viterbi)")
     causal: bool | None = _f(None, "latent: causal restriction (p_j scores y_i only if i >= j)")
     epsilon: float | None = _f(None, "label_smoothed_ce: smoothing (default 0.1)")
+    # -- arch / regime options (PLUGIN_OPTION_FIELDS; None = the plugin's default) --
+    upsample: int | None = _f(None, "nat+ctc: decoder positions per source token (default 2)")
+    length_loss_weight: float | None = _f(None, "nat: weight of the length loss (default 0.1)")
+    length_beam: int | None = _f(None, "nat: lengths decoded at inference (default 3)")
+    nat_input: str | None = _f(None, "nat: decoder input, copy (source embeddings) or mask")
+    aux_ctc_weight: float | None = _f(None, "aux CTC on upsampled encoder states: its weight")
+    schedule: str | None = _f(None, "scheduled sampling: linear or inverse_sigmoid")
+    schedule_updates: int | None = _f(None, "scheduled sampling: updates of the schedule")
+    regime_p: float | None = _f(None, "regime probability (corruption p, sampling p) in [0, 1]")
+    temperature: float | None = _f(None, "free running: sampling temperature (0 = greedy)")
+    delay: int | None = _f(None, "delayed teacher forcing: position j is fed y_(j-k), k >= 2")
     lr: float = _f(5e-4, "peak learning rate")
     betas: tuple[float, float] = _f((0.9, 0.98), "Adam betas, comma separated")
     weight_decay: float = _f(1e-4, "decoupled weight decay")
@@ -151,6 +184,9 @@ class TrainConfig:
             raise ValueError(f"expected ModelConfig fields in model overrides; found {e}") from None
         get_criterion(self.criterion)  # ValueError listing the known names
         check_options(self.criterion, self.criterion_options())
+        from latalign.translate.loss import check_combination
+
+        check_combination(self)  # arch x regime x criterion x their options
         if self.aggregate is not None and self.aggregate not in ("sum", "max"):
             raise ValueError(f"expected aggregate 'sum' or 'max'; found {self.aggregate!r}")
         if self.operators is not None:
@@ -429,69 +465,68 @@ def _autocast(enabled: bool, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def _sum_stats(total: dict[str, float], stats: dict[str, float]) -> None:
+    for k, v in stats.items():
+        total[k] = total.get(k, 0.0) + float(v)
+
+
 @torch.no_grad()
 def validate(
     model: torch.nn.Module,
     batches: list[Any] | Iterator[Any],
-    criterion: str,
-    options: dict[str, Any],
+    loss_fn: LossFn,
     *,
-    blank_id: int,
-    pad_id: int,
     bf16: bool,
     dist: DistInfo | None = None,
 ) -> dict[str, float]:
-    """Criterion loss and plain cross entropy on ``batches`` (nats per target token).
+    """The loss (``loss_fn(model, batch, update=None)``) on ``batches`` in eval mode.
 
-    Returns ``valid_loss``, ``valid_ce``, ``valid_ntokens``, ``valid_nsentences``; sums are
+    Returns ``valid_loss`` and ``valid_<key>`` for every other stat (``valid_ce`` when the loss
+    gives ``ce``) in nats per target token, ``valid_ntokens``, ``valid_nsentences``; sums are
     reduced over ranks when ``dist`` is distributed.
     """
-    fn = get_criterion(criterion)
     was_training = model.training
     model.eval()
-    loss = ce = ntok = nsent = 0.0
     device = next(model.parameters()).device
+    total: dict[str, float] = {}
     for batch in batches:
         with _autocast(bf16, device):
-            logits = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
-        loss_sum, stats = fn(logits, batch, blank_id, pad_id, **options)
-        loss += float(loss_sum)
-        ce += float(cross_entropy_sum(logits, batch.target, pad_id))
-        ntok += stats["ntokens"]
-        nsent += stats["nsentences"]
+            _, stats = loss_fn(model, batch, update=None)
+        _sum_stats(total, stats)
     if dist is not None:
-        loss, ce, ntok, nsent = _all_reduce_sum([loss, ce, ntok, nsent], dist)
+        keys = sorted(total)
+        total = dict(zip(keys, _all_reduce_sum([total[k] for k in keys], dist)))
     model.train(was_training)
-    denom = max(ntok, 1.0)
-    return {
-        "valid_loss": loss / denom,
-        "valid_ce": ce / denom,
-        "valid_ntokens": int(ntok),
-        "valid_nsentences": int(nsent),
-    }
+    denom = max(total.get("ntokens", 0.0), 1.0)
+    out = {"valid_loss": total.get("loss", 0.0) / denom}
+    if "ce" in total:
+        out["valid_ce"] = total["ce"] / denom
+    for k in sorted(total):
+        if k not in ("loss", "ce", "ntokens", "nsentences"):
+            out[f"valid_{k}"] = total[k] / denom
+    out["valid_ntokens"] = int(total.get("ntokens", 0))
+    out["valid_nsentences"] = int(total.get("nsentences", 0))
+    return out
 
 
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: Any,
-    criterion: Any,
-    options: dict[str, Any],
+    loss_fn: LossFn,
     *,
-    blank_id: int,
-    pad_id: int,
+    update: int = 0,
     bf16: bool = False,
     clip_norm: float = 0.0,
     dist: DistInfo | None = None,
 ) -> dict[str, float]:
-    """One update with teacher forcing: forward (bf16 autocast if asked), criterion sum,
+    """One update: ``loss_fn(model, batch, update=update)`` under autocast (bf16 if asked),
     backward, gradients summed over ranks and divided by the update's target tokens (fairseq),
-    optional clipping, optimizer step. The caller sets the lr. Returns the criterion stats."""
+    optional clipping, optimizer step. The caller sets the lr. Returns the loss's stats."""
     dist = dist or DistInfo(0, 1, 0, batch.target.device)
     model.train()
     with _autocast(bf16, batch.target.device):
-        logits = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
-    loss_sum, stats = criterion(logits, batch, blank_id, pad_id, **options)
+        loss_sum, stats = loss_fn(model, batch, update=update)
     optimizer.zero_grad(set_to_none=True)
     loss_sum.backward()
     ntokens = _all_reduce_sum([float(stats["ntokens"])], dist)[0]
@@ -515,10 +550,9 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
     """Train (or resume) the run described by ``cfg``; see the module docstring for the
     run directory layout. ``resume``: None = automatic, True = require a checkpoint,
     False = refuse an existing run. Returns a :class:`TrainResult`."""
+    from latalign.translate.arch import get_arch
     from latalign.translate.batching import TokenBatchSampler
-    from latalign.translate.config import ModelConfig
     from latalign.translate.data import prepare_data
-    from latalign.translate.model import Transformer
 
     dist = init_distributed(cfg.device)
     run_dir = Path(cfg.run_dir)
@@ -553,8 +587,9 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
         (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         tokenizer.save(run_dir / TOKENIZER_DIR)
 
-    model_cfg = ModelConfig.preset(cfg.preset, tokenizer.vocab_size, **cfg.model)
-    model = Transformer(model_cfg).to(dist.device)
+    arch = get_arch(cfg.arch)
+    model = arch.build(cfg, tokenizer.vocab_size).to(dist.device)
+    model_cfg = model.cfg
     _broadcast_parameters(model, dist)
     optimizer = build_optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = InverseSqrtSchedule(optimizer, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
@@ -575,9 +610,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
         world_size=dist.world_size,
         even=False,
     )
-    criterion = get_criterion(cfg.criterion)
-    options = cfg.criterion_options()
-    blank_id, pad_id = tokenizer.blank_id, tokenizer.pad_id
+    loss_fn = arch.make_loss(cfg, tokenizer)
 
     step, best_valid, bad_validations, train_seconds = 0, math.inf, 0, 0.0
     last_path, best_path = checkpoint_paths(run_dir)
@@ -605,6 +638,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
         return {
             "format": FORMAT_VERSION,
             "model": model.state_dict(),
+            "arch": cfg.arch,
             "model_config": model_cfg.to_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -629,8 +663,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
         if valid_batches is None:  # valid set is small: collate once, reuse
             valid_batches = list(_batches(valid_sampler, data.valid, dist.device))
         metrics = validate(
-            model, valid_batches, cfg.criterion, options,
-            blank_id=blank_id, pad_id=pad_id, bf16=cfg.bf16, dist=dist,
+            model, valid_batches, loss_fn, bf16=cfg.bf16, dist=dist,
         )  # fmt: skip
         improved = metrics["valid_loss"] < best_valid
         if improved:
@@ -692,8 +725,8 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
             break
         for batch in _batches(sampler, data.train, dist.device):
             stats = train_step(
-                model, optimizer, batch, criterion, options,
-                blank_id=blank_id, pad_id=pad_id, bf16=cfg.bf16, clip_norm=cfg.clip_norm,
+                model, optimizer, batch, loss_fn, update=step, bf16=cfg.bf16,
+                clip_norm=cfg.clip_norm,
                 dist=dist,
             )  # fmt: skip
             step += 1

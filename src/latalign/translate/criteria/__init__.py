@@ -6,7 +6,8 @@ a 0-dim tensor, the sum over sentences/tokens in nats (the trainer divides by nt
 like fairseq); ``stats`` holds detached sums ``loss``, ``ntokens``, ``nsentences`` and
 ``nll_loss`` where meaningful.
 
-Adding a criterion: write one file with the function, add one line to :data:`CRITERIA`.
+Adding a criterion: write one file with the function, add one line to :data:`CRITERIA`
+(and one to :data:`LAYOUTS` if its logits are not position-aligned with the target).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from latalign.translate.criteria.axe import axe
 from latalign.translate.criteria.causal_axe import causal_axe
 from latalign.translate.criteria.ce import ce, cross_entropy_sum
 from latalign.translate.criteria.ctc import ctc
+from latalign.translate.criteria.doubled_ctc import doubled_ctc
 from latalign.translate.criteria.label_smoothed_ce import label_smoothed_ce, label_smoothed_nll_loss
 from latalign.translate.criteria.latent import latent
 
@@ -33,7 +35,18 @@ CRITERIA: dict[str, Criterion] = {
     "axe": axe,
     "causal_axe": causal_axe,
     "latent": latent,
+    "doubled_ctc": doubled_ctc,
 }
+
+#: The decoder-input layout a criterion needs (default ``"shifted"``: logits (B, T, V) aligned
+#: with the target); it runs only under a regime of that layout (latalign.translate.loss).
+LAYOUTS: dict[str, str] = {"doubled_ctc": "doubled"}
+
+
+def layout_of(name: str) -> str:
+    """The decoder-input layout criterion ``name`` expects (see :data:`LAYOUTS`)."""
+    get_criterion(name)
+    return LAYOUTS.get(name, "shifted")
 
 
 def get_criterion(name: str) -> Criterion:
@@ -86,8 +99,11 @@ __all__ = [
     "criterion_options",
     "cross_entropy_sum",
     "ctc",
+    "doubled_ctc",
     "get_criterion",
     "label_smoothed_ce",
     "label_smoothed_nll_loss",
     "latent",
+    "layout_of",
+    "LAYOUTS",
 ]
