@@ -75,7 +75,12 @@ def _languages(state: dict[str, Any], src: str | None, tgt: str | None) -> tuple
 
 
 def _spec(
-    checkpoint: Path, data_dir: Path, files: dict[str, dict[str, str]], beam: int, chunk: int, n: int
+    checkpoint: Path,
+    data_dir: Path,
+    files: dict[str, dict[str, str]],
+    beam: int,
+    chunk: int,
+    n: int,
 ) -> dict[str, Any]:
     digest = hashlib.sha256()
     with checkpoint.open("rb") as f:
@@ -156,7 +161,9 @@ def distill(
     state = load_checkpoint(ckpt)
     arch = state.get("arch") or (state.get("train_config") or {}).get("arch") or "ar"
     if arch != "ar":
-        raise ValueError(f"expected an autoregressive (arch 'ar') run to distill from, found {arch!r}")
+        raise ValueError(
+            f"expected an autoregressive (arch 'ar') run to distill from, found {arch!r}"
+        )
     data_dir = Path(data)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"expected a data directory at {data_dir}, found none")
@@ -257,12 +264,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="new data directory (must not exist, be empty, or hold an interrupted distillation "
         "of the same run and data, which is then resumed)",
     )  # fmt: skip
-    parser.add_argument(
-        "--src", default=None, help="source language suffix (default: the run's)"
-    )
-    parser.add_argument(
-        "--tgt", default=None, help="target language suffix (default: the run's)"
-    )
+    parser.add_argument("--src", default=None, help="source language suffix (default: the run's)")
+    parser.add_argument("--tgt", default=None, help="target language suffix (default: the run's)")
     parser.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
     parser.add_argument(
         "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"

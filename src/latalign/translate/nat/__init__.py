@@ -24,8 +24,12 @@ from latalign.translate.nat.decode import (
     nat_translate_sentences,
 )
 from latalign.translate.nat.model import NATConfig, NATOutput, NATransformer
+from latalign.translate.nat.plugin import NAT, NATLoss, check_nat
 
 __all__ = [
+    "NAT",
+    "NATLoss",
+    "check_nat",
     "NAT_CRITERIA",
     "NATConfig",
     "NATOutput",

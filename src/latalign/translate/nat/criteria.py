@@ -59,7 +59,7 @@ _OPTIONS: dict[str, set[str]] = {
     "label_smoothed_ce": {"epsilon"},
     "axe": {"delta"},
     "ctc": set(),
-    "latent": {"operators", "aggregate", "weights"},
+    "latent": {"operators", "aggregate", "weights", "causal"},
 }
 
 
@@ -113,7 +113,8 @@ def nat_loss(
     ``target`` (B, N) ``y_1 .. y_n`` without eos, ``target_lengths`` (B,) n (see
     :func:`nat_targets`); ``output`` from ``model(src_tokens, ..., target_lengths)``. Stats:
     ``loss``, ``ntokens`` (sum of n), ``nsentences``, ``nll_loss`` (``ce`` family),
-    ``length_loss`` (mean length NLL, predict mode).
+    ``length_loss`` (predict mode: the length NLL scaled so that ``length_loss / ntokens``, the
+    loop's ``train_length_loss``, is the mean length NLL per sentence).
     """
     check_nat_criterion(criterion, options)
     if length_loss_weight < 0:
@@ -154,7 +155,8 @@ def nat_loss(
     if output.length_logits is not None:
         classes = model.length_classes(target_lengths, src_tokens)
         length_nll = F.cross_entropy(output.length_logits, classes, reduction="sum")
-        stats["length_loss"] = float(length_nll.detach()) / max(nsent, 1)
+        # a sum whose ratio to ntokens (how the loop logs it) is the mean length NLL
+        stats["length_loss"] = float(length_nll.detach()) * ntokens / max(nsent, 1)
         loss = loss + length_loss_weight * length_nll * (ntokens / max(nsent, 1))
     stats["loss"] = float(loss.detach())
     return loss, stats

@@ -24,12 +24,10 @@ length classes. Source padding must be on the right (as :func:`collate` pads).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latalign.translate.config import ModelConfig
@@ -42,47 +40,42 @@ LENGTH_MODES = ("predict", "upsample")
 
 
 @dataclass
-class NATConfig:
-    """What makes the decoder non-autoregressive (the rest is the :class:`ModelConfig`).
+class NATConfig(ModelConfig):
+    """A :class:`ModelConfig` plus what makes the decoder non-autoregressive (saved whole as
+    the checkpoint's ``model_config``).
 
     ``decoder_input``: ``"copy"`` (uniform copy of the source embeddings) or ``"mask"``
     (learned mask vector); ``"copy"`` is the default because it trained better on the
     synthetic corpus in the same number of updates (docs/nat.md). ``length``: ``"predict"``
     or ``"upsample"``. ``upsample``: output positions per source token (``upsample`` mode,
     >= 1). ``max_length_offset``: K of the length classifier's ``2K + 1`` offset classes.
+    ``length_beam``: lengths decoded at inference (predict mode; a decoding default kept
+    with the model so that ``translate`` finds it).
     """
 
     decoder_input: str = "copy"
     length: str = "predict"
     upsample: int = 2
     max_length_offset: int = 32
+    length_beam: int = 3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.decoder_input not in DECODER_INPUTS:
             raise ValueError(
                 f"expected decoder_input in {DECODER_INPUTS}, found {self.decoder_input!r}"
             )
         if self.length not in LENGTH_MODES:
             raise ValueError(f"expected length in {LENGTH_MODES}, found {self.length!r}")
-        if not isinstance(self.upsample, int) or isinstance(self.upsample, bool):
-            raise ValueError(f"expected an int upsample >= 1, found {self.upsample!r}")
-        if self.upsample < 1:
-            raise ValueError(f"expected upsample >= 1, found {self.upsample}")
-        if not isinstance(self.max_length_offset, int) or self.max_length_offset < 1:
-            raise ValueError(
-                f"expected max_length_offset to be an int >= 1, found {self.max_length_offset!r}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        for name in ("upsample", "max_length_offset", "length_beam"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected an int {name} >= 1, found {value!r}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NATConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"expected NATConfig fields {sorted(known)}, found {unknown}")
-        return cls(**data)
+    def from_model_config(cls, cfg: ModelConfig, **nat: Any) -> NATConfig:
+        """``cfg``'s fields plus the NAT fields ``nat``."""
+        return cls(**{**cfg.to_dict(), **nat})
 
 
 @dataclass
@@ -101,9 +94,17 @@ class NATransformer(Transformer):
 
     arch = "nat"
 
-    def __init__(self, cfg: ModelConfig, nat: NATConfig | None = None) -> None:
+    def __init__(self, cfg: NATConfig) -> None:
+        if not isinstance(cfg, NATConfig):
+            raise ValueError(f"expected a NATConfig, found {type(cfg).__name__}")
         super().__init__(cfg)
-        self.nat = nat or NATConfig()
+        self.cfg: NATConfig = cfg
+        self.nat = cfg
+        if not (cfg.share_decoder_input_output_embed or cfg.share_all_embeddings):
+            # the NAT decoder reads no target tokens: an untied decoder embedding would be an
+            # unused parameter (DDP refuses those)
+            del self.decoder_embed
+            self.decoder_embed = None
         d = cfg.d_model
         self.mask_embed = None
         if self.nat.decoder_input == "mask":
