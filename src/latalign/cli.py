@@ -3,8 +3,9 @@
 Each subcommand is a :class:`Command` in :data:`COMMANDS` (help text, an ``add_arguments``
 function and a ``run`` function taking the parsed namespace and returning an exit code);
 adding a subcommand is adding one entry. The work itself is done by plain typed functions
-that can be imported: :func:`latalign.translate.train.train`, :func:`translate_lines`,
-:func:`evaluate_split`.
+that can be imported: :func:`latalign.translate.train.train`,
+:func:`latalign.translate.inference.translate_lines`,
+:func:`latalign.translate.inference.evaluate_split`.
 
 Bad input (unknown criterion or preset, missing data directory or file, a run directory of a
 different run) prints one ``latalign <cmd>: error: …`` line and exits with status 2 before any
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -29,6 +31,13 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """Bad user input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one ``latalign <cmd>: error: …`` line (no usage block)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,15 @@ def _converter(hint: Any, optional: bool) -> Callable[[str], Any]:
     def wrapped(text: str) -> Any:
         if optional and text.lower() in ("none", "null", ""):
             return None
+        name = getattr(hint, "__name__", str(hint))
         try:
-            return conv(text)
+            value = conv(text)
         except ValueError:
-            name = getattr(hint, "__name__", str(hint))
             raise argparse.ArgumentTypeError(f"expected {name}; found {text!r}") from None
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+            raise argparse.ArgumentTypeError(f"expected finite numbers; found {text!r}")
+        return value
 
     wrapped.__name__ = getattr(hint, "__name__", "value")
     return wrapped
@@ -239,56 +252,9 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
         "outputs close to but not equal to fp32's; see docs/decoding.md (default: off)",
     )  # fmt: skip
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
-    )
-
-
-def _device(name: str, int8: bool = False) -> str:
-    """``auto``: CUDA when available, else the CPU; int8 decoding always takes the CPU."""
-    import torch
-
-    if name == "auto":
-        return "cpu" if int8 or not torch.cuda.is_available() else "cuda"
-    return name
-
-
-def translate_lines(
-    lines: Sequence[str],
-    *,
-    run_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    beam: int = 5,
-    lenpen: float = 1.0,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    batch_size: int = 64,
-    bf16: bool = False,
-    int8: bool = False,
-    device: str = "auto",
-    progress: bool = False,
-) -> list[str]:
-    """Translate ``lines`` (raw source sentences) with a trained run; returns detokenised
-    hypotheses (ε removed) in input order. ``int8``: decode with
-    :func:`latalign.translate.quantize.quantize_int8` (CPU only)."""
-    from latalign.translate.checkpoint import load_model
-    from latalign.translate.decode import translate_sentences
-
-    if beam < 1:
-        raise ValueError(f"expected beam >= 1; found {beam}")
-    dev = _device(device, int8)
-    if int8:
-        from latalign.translate.quantize import check_int8_supported
-
-        check_int8_supported(dev)  # before loading anything
-    model, tokenizer, _ = load_model(run_dir, checkpoint, device=dev)
-    if int8:
-        from latalign.translate.quantize import quantize_int8
-
-        model = quantize_int8(model)
-    return translate_sentences(
-        model, tokenizer, list(lines), beam=beam, batch_size=batch_size, lenpen=lenpen,
-        max_len_a=max_len_a, max_len_b=max_len_b, autocast_bf16=bf16, device=dev,
-        progress=progress,
+        "--device", default="auto",
+        help="auto (CUDA when available, else the CPU; the CPU for --int8), cpu, cuda or cuda:N "
+        "(default: auto)",
     )  # fmt: skip
 
 
@@ -303,19 +269,28 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_decoding_options(parser)
 
 
-def _decoding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        run_dir=args.run_dir,
-        checkpoint=args.checkpoint,
-        beam=1 if args.greedy else args.beam,
-        lenpen=args.lenpen,
-        max_len_a=args.max_len_a,
-        max_len_b=args.max_len_b,
-        batch_size=args.batch_size,
-        bf16=args.bf16,
-        int8=args.int8,
-        device=args.device,
-    )
+def _decoding_options(args: argparse.Namespace) -> Any:
+    """The checked :class:`DecodingOptions` of the command line (usage error if bad)."""
+    from latalign.translate.inference import DecodingOptions, resolve_device
+
+    try:
+        opts = DecodingOptions(
+            beam=1 if args.greedy else args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
+            max_len_b=args.max_len_b, batch_size=args.batch_size, bf16=args.bf16,
+            int8=args.int8, device=args.device,
+        )  # fmt: skip
+        resolve_device(opts.device, int8=opts.int8)  # refused before input is read
+    except ValueError as e:
+        raise UsageError(_flag_names(str(e))) from None
+    return opts
+
+
+def _flag_names(message: str) -> str:
+    """Library field names -> the flags a user typed (``max_len_a`` -> ``--max-len-a``)."""
+    for field in ("beam", "batch_size", "lenpen", "max_len_a", "max_len_b", "limit"):
+        message = message.replace(f" {field} ", f" --{field.replace('_', '-')} ")
+        message = message.replace(f" {field};", f" --{field.replace('_', '-')};")
+    return message
 
 
 def _check_model_source(args: argparse.Namespace) -> None:
@@ -325,26 +300,68 @@ def _check_model_source(args: argparse.Namespace) -> None:
         resolve_checkpoint(args.run_dir, args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
-    if args.beam < 1:
-        raise UsageError(f"expected --beam >= 1; found {args.beam}")
-    if args.int8:  # refused before stdin is read or a model loaded
-        from latalign.translate.quantize import check_int8_supported
 
-        try:
-            check_int8_supported(_device(args.device, int8=True))
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+
+def _check_output(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"expected a file name for --output; found a directory at {path}")
+    if not path.parent.is_dir():
+        raise UsageError(f"expected an existing folder for --output; found none at {path.parent}")
+
+
+def _plural_lines(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:20])
+    more = f" and {len(numbers) - 20} more" if len(numbers) > 20 else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
 def run_translate(args: argparse.Namespace) -> int:
+    """Read sources (``--input`` or stdin), translate, write one line per input line.
+
+    Undecodable bytes are replaced (U+FFFD) and a line longer than the model's positions is
+    truncated to fit; each case prints one ``latalign translate: warning: …`` line on stderr
+    naming the line numbers, and every other line is translated normally.
+    """
+    import warnings
+
+    from latalign.translate.decode import SourceTruncatedWarning
+    from latalign.translate.inference import split_input_lines, translate_lines
+
+    opts = _decoding_options(args)
     _check_model_source(args)
+    _check_output(args.output)
     if args.input is not None:
         if not args.input.is_file():
             raise UsageError(f"expected an input file at {args.input}; found none")
-        lines = args.input.read_text(encoding="utf-8").splitlines()
+        data = args.input.read_bytes()
     else:
-        lines = sys.stdin.read().splitlines()
-    hyps = translate_lines(lines, progress=sys.stderr.isatty(), **_decoding_kwargs(args))
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        if isinstance(data, str):  # a text stream without bytes underneath (tests, embedding)
+            data = data.encode("utf-8", errors="surrogateescape")
+    lines, bad = split_input_lines(data)
+    if bad:
+        _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SourceTruncatedWarning)
+        try:
+            hyps = translate_lines(
+                lines, run_dir=args.run_dir, checkpoint=args.checkpoint,
+                progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
+            )  # fmt: skip
+        except (ValueError, FileNotFoundError) as e:
+            raise UsageError(str(e)) from None
+    for w in caught:
+        if isinstance(w.message, SourceTruncatedWarning):
+            numbers = [i + 1 for i in w.message.indices]
+            _warn(
+                "translate",
+                f"{_plural_lines(numbers)}: longer than the model's {w.message.max_positions} "
+                "source positions; truncated to fit",
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     text = "".join(h + "\n" for h in hyps)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
@@ -353,64 +370,11 @@ def run_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(command: str, message: str) -> None:
+    print(f"latalign {command}: warning: {message}", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- evaluate
-
-
-def evaluate_split(
-    *,
-    run_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    split: str = "test",
-    source_file: str | Path | None = None,
-    reference_file: str | Path | None = None,
-    limit: int | None = None,
-    beam: int = 5,
-    lenpen: float = 1.0,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    batch_size: int = 64,
-    bf16: bool = False,
-    int8: bool = False,
-    device: str = "auto",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Translate a split of the run's data (``valid`` or ``test``) or a source/reference file
-    pair and score it: ``bleu`` (sacrebleu, with ``signature``), ``chrf``, ``empty_share``,
-    ``length_ratio``, plus ``sentences``, ``split``."""
-    from latalign.translate.checkpoint import load_checkpoint, resolve_checkpoint
-    from latalign.translate.metrics import evaluate_translations
-
-    if (source_file is None) != (reference_file is None):
-        raise ValueError("expected both --source and --reference, or neither; found one")
-    if source_file is not None:
-        sources = Path(source_file).read_text(encoding="utf-8").splitlines()
-        refs = Path(reference_file).read_text(encoding="utf-8").splitlines()  # type: ignore[arg-type]
-        if len(sources) != len(refs):
-            raise ValueError(
-                f"expected as many references as sources ({len(sources)}); found {len(refs)}"
-            )
-        name = str(source_file)
-    else:
-        from latalign.translate.data import load_corpora
-        from latalign.translate.train import TrainConfig
-
-        if split not in ("valid", "test", "train"):
-            raise ValueError(f"expected split valid, test or train; found {split!r}")
-        state = load_checkpoint(resolve_checkpoint(run_dir, checkpoint))
-        cfg = TrainConfig.from_dict(state["train_config"])
-        splits, _ = load_corpora(cfg.data)
-        sources, refs = list(splits[split].src), list(splits[split].tgt)
-        name = split
-    if limit is not None:
-        sources, refs = sources[:limit], refs[:limit]
-    hyps = translate_lines(
-        sources, run_dir=run_dir, checkpoint=checkpoint, beam=beam, lenpen=lenpen,
-        max_len_a=max_len_a, max_len_b=max_len_b, batch_size=batch_size, bf16=bf16,
-        int8=int8, device=device, progress=progress,
-    )  # fmt: skip
-    scores = dict(evaluate_translations(hyps, refs))
-    scores.update({"split": name, "sentences": len(hyps), "beam": beam, "int8": int8})
-    return scores
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -433,17 +397,23 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from latalign.translate.inference import evaluate_split
+
+    opts = _decoding_options(args)
     _check_model_source(args)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"expected --limit >= 1; found {args.limit}")
     for path in (args.source, args.reference):
         if path is not None and not path.is_file():
             raise UsageError(f"expected a file at {path}; found none")
     try:
         scores = evaluate_split(
-            split=args.split, source_file=args.source, reference_file=args.reference,
-            limit=args.limit, progress=sys.stderr.isatty(), **_decoding_kwargs(args),
+            run_dir=args.run_dir, checkpoint=args.checkpoint, split=args.split,
+            source_file=args.source, reference_file=args.reference, limit=args.limit,
+            progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(_flag_names(str(e))) from None
     if args.json:
         print(json.dumps(scores))
     else:
@@ -478,7 +448,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="latalign", description="Latent alignment objectives for machine translation."
     )
     from latalign import __version__
@@ -494,7 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``latalign`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) or a bad option (2, one line printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         return COMMANDS[args.command].run(args)
     except UsageError as e:

@@ -282,3 +282,190 @@ def test_translate_sentences_restores_order(tiny_model):
         assert translation == tok.decode(expected)
     greedy = translate_sentences(tiny_model, tok, sentences, beam=1, batch_size=4, **LIM)
     assert len(greedy) == len(sentences)
+
+
+# --------------------------------------------------------------------------- devices
+# There is no GPU in CI, so device handling is checked on a *virtual* accelerator: tensors
+# that report a device other than the CPU (torch's "meta" device: a CPU-only build can make
+# tensors claim it, unlike "cuda", whose device guard such a build lacks) while their values
+# live on the CPU. A dispatch mode sees every aten op and does what CUDA does with such
+# tensors: an op that mixes them with a CPU tensor (other than a 0-dim scalar, which CUDA
+# accepts) raises, explicit copies (`.to`, `.cpu()`) move between the two, and factories with
+# ``device=`` the accelerator make virtual tensors. The model is wrapped so that every tensor
+# the decoder hands it must be on the virtual device, and its logits come back on it. The
+# decoder code under test cannot tell this device from CUDA: it only ever asks the model
+# (``parameters()``) where to put things.
+
+ACCELERATOR = torch.device("meta")
+
+
+class _OnAccelerator(torch.Tensor):
+    """A CPU tensor (``inner``) that reports ``device`` ACCELERATOR."""
+
+    inner: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor) -> _OnAccelerator:
+        out = torch.Tensor._make_wrapper_subclass(
+            cls, inner.shape, dtype=inner.dtype, device=ACCELERATOR,
+            strides=inner.stride(), storage_offset=inner.storage_offset(),
+        )  # fmt: skip
+        out.inner = inner
+        return out
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # pragma: no cover
+        raise AssertionError("virtual-device tensors are only handled under _VirtualCuda")
+
+    def tolist(self):  # CUDA tensors copy to the host for tolist(); so does this one
+        return self.inner.tolist()
+
+
+class DeviceMixError(RuntimeError):
+    pass
+
+
+_COPIES = {"aten._to_copy.default", "aten.copy_.default", "aten._copy_from.default"}
+
+
+class _VirtualCuda(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixed: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils._pytree import tree_flatten, tree_map
+
+        kwargs = dict(kwargs or {})
+        flat, _ = tree_flatten((args, kwargs))
+        tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+        virtual = [t for t in tensors if isinstance(t, _OnAccelerator)]
+        plain = [t for t in tensors if not isinstance(t, _OnAccelerator) and t.dim() > 0]
+        name = str(func)
+        # torch.tensor(data, device=d) copies to d below the dispatcher: on this virtual
+        # device that leaves a plain tensor without values (code under test writes
+        # torch.tensor(data).to(d), the same copy, visible to the mode)
+        assert not any(t.device == ACCELERATOR for t in plain), f"{name}: a plain meta tensor"
+        if virtual and plain and name not in _COPIES:
+            self.mixed.append(name)
+            raise DeviceMixError(f"{name} mixes {ACCELERATOR} and cpu tensors")
+        target = kwargs.get("device")
+        if target is not None:
+            kwargs["device"] = torch.device("cpu")
+        on_gpu = torch.device(target) == ACCELERATOR if target is not None else bool(virtual)
+        if name == "aten._to_copy.default" and target is None:
+            on_gpu = bool(virtual)
+        unwrapped = tree_map(lambda t: t.inner if isinstance(t, _OnAccelerator) else t, args)
+        out = func(*unwrapped, **kwargs)
+        if not on_gpu:
+            return out
+        return tree_map(lambda t: _OnAccelerator(t) if type(t) is torch.Tensor else t, out)
+
+
+class ModelOnAccelerator:
+    """Runs ``model`` (on the CPU) as if it lived on the virtual accelerator: every tensor
+    passed in must be virtual (else AssertionError), logits are returned virtual."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.cfg = getattr(model, "cfg", None)
+        self.grouped_cross_attention = getattr(model, "grouped_cross_attention", False)
+        self.calls = 0
+
+    def parameters(self):
+        yield _OnAccelerator(torch.zeros(1))
+
+    def eval(self):
+        return self
+
+    def _in(self, *tensors):
+        for t in tensors:
+            if t is not None:
+                assert isinstance(t, _OnAccelerator), f"a {t.device} tensor reached the model"
+        self.calls += 1
+        return [t.inner if t is not None else None for t in tensors]
+
+    def encode(self, src_tokens, src_lengths):
+        src_tokens, src_lengths = self._in(src_tokens, src_lengths)
+        return self.model.encode(src_tokens, src_lengths)
+
+    def init_cache(self, encoder_out):
+        return self.model.init_cache(encoder_out)
+
+    def decode_step(self, prefix, encoder_out, cache):
+        (prefix,) = self._in(prefix)
+        logits, cache = self.model.decode_step(prefix, encoder_out, cache)
+        return _OnAccelerator(logits), cache
+
+    def reorder_encoder_out(self, encoder_out, new_order):
+        (new_order,) = self._in(new_order)
+        return self.model.reorder_encoder_out(encoder_out, new_order)
+
+    def reorder_cache(self, cache, new_order, **kwargs):
+        new_order, cross = self._in(new_order, kwargs.get("cross_order"))
+        if cross is not None:
+            kwargs["cross_order"] = cross
+        return self.model.reorder_cache(cache, new_order, **kwargs)
+
+
+@pytest.fixture
+def virtual_cuda():
+    """The dispatch mode above (enter it with ``with``)."""
+    return _VirtualCuda()
+
+
+def test_virtual_device_catches_a_device_mix(virtual_cuda):
+    with virtual_cuda:
+        on_gpu = torch.arange(4, device=ACCELERATOR)
+        assert on_gpu.device == ACCELERATOR and on_gpu.tolist() == [0, 1, 2, 3]
+        assert (on_gpu + torch.tensor(1)).tolist() == [1, 2, 3, 4]  # a 0-dim CPU scalar is fine
+        assert on_gpu.cpu().device.type == "cpu"
+        with pytest.raises(DeviceMixError):
+            torch.arange(4)[on_gpu]  # the old greedy bug: CPU tensor, indices from the model
+        with pytest.raises(DeviceMixError):
+            torch.arange(4).ge(1) | on_gpu.le(2)  # the old beam bug: n_done on the CPU
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("beam", [1, 5])
+def test_decoding_keeps_every_tensor_on_the_model_device(
+    tiny_model, sources, beam, use_cache, virtual_cuda, monkeypatch
+):
+    """On a model that lives on another device (virtual CUDA), decoding builds nothing on the
+    CPU that meets the model's tensors, hands the model only tensors on its device, autocasts
+    on that device type, and gives the same outputs as decoding on the CPU."""
+    src = collate(sources)  # on the CPU, as a user would pass them
+    expected = beam_search_hypotheses(tiny_model, src, beam=beam, use_cache=use_cache, **LIM)
+    wrapped = ModelOnAccelerator(tiny_model)
+    autocast_devices = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, *args, **kwargs):
+        autocast_devices.append(device_type)
+        return real_autocast("cpu", *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    with virtual_cuda:
+        got = beam_search_hypotheses(wrapped, src, beam=beam, use_cache=use_cache, **LIM)
+        greedy = greedy_decode(wrapped, src, use_cache=use_cache, **LIM)
+        bf16 = beam_search(wrapped, src, beam=beam, autocast_bf16=True, **LIM)
+    assert virtual_cuda.mixed == [] and wrapped.calls > 0
+    assert autocast_devices == [ACCELERATOR.type]
+    assert [[h.tokens for h in hs] for hs in got] == [[h.tokens for h in hs] for hs in expected]
+    for g, e in zip(got, expected):
+        assert [h.score for h in g] == pytest.approx([h.score for h in e], abs=1e-5)
+    assert greedy == greedy_decode(tiny_model, src, use_cache=use_cache, **LIM)
+    assert len(bf16) == len(sources)
+
+
+def test_translate_sentences_on_the_model_device(tiny_model, virtual_cuda):
+    tok = CharTokenizer()
+    sentences = ["abcdefg", "hi", "jklmn", "o"]
+    expected = translate_sentences(tiny_model, tok, sentences, beam=3, batch_size=3, **LIM)
+    with virtual_cuda:
+        got = translate_sentences(
+            ModelOnAccelerator(tiny_model), tok, sentences, beam=3, batch_size=3, **LIM
+        )
+    assert got == expected and virtual_cuda.mixed == []

@@ -2,8 +2,9 @@
 
 A data directory holds one sentence a line, plain or gzip, named ``{dir}/{prefix}.{lang}`` or
 ``{dir}/{prefix}.{lang}.gz`` (line *i* of the source file translates line *i* of the target
-file).  IWSLT'14 as fairseq's ``prepare-iwslt14.sh`` writes it has ``train``/``valid``/``test``;
-Multi30k has ``train``/``val``/``test_2016_flickr``: :func:`detect_splits` finds those when the
+file); reading them is :mod:`latalign.translate.corpus` (``read_parallel``,
+``ParallelCorpus``, re-exported here).  IWSLT'14 as fairseq's ``prepare-iwslt14.sh`` writes it
+has ``train``/``valid``/``test``; Multi30k has ``train``/``val``/``test_2016_flickr``: :func:`detect_splits` finds those when the
 default prefixes are absent and logs which it picked.
 
 ``prepare_data`` validates every file first (missing files, different line counts, empty
@@ -18,7 +19,6 @@ reference, is kept whole); both counts are in :attr:`PreparedData.summary`.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -31,7 +31,31 @@ import numpy as np
 import torch
 
 from latalign.translate.batching import Example
+from latalign.translate.corpus import (
+    ParallelCorpus,
+    find_file,
+    read_lines,
+    read_parallel,
+    resolve_file,
+)
+from latalign.translate.synthetic import generate_synthetic
 from latalign.translate.tokenizer import Tokenizer, load_or_train_tokenizer
+
+__all__ = [
+    "DataConfig",
+    "ParallelCorpus",
+    "PreparedData",
+    "SplitPrefixes",
+    "TokenizedDataset",
+    "binarize",
+    "detect_splits",
+    "find_file",
+    "load_corpora",
+    "prepare_data",
+    "read_lines",
+    "read_parallel",
+    "resolve_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,107 +66,6 @@ PREFIX_ALTERNATIVES = {
     "valid": ("valid", "val", "dev", "validation"),
     "test": ("test", "test_2016_flickr", "tst"),
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# raw text
-# ---------------------------------------------------------------------------------------------
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (``.gz`` is decompressed), without their line ends."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        return [line.rstrip("\r\n") for line in f]
-
-
-def find_file(directory: str | os.PathLike, prefix: str, lang: str) -> Path | None:
-    """``{directory}/{prefix}.{lang}`` if it exists, else the ``.gz`` one, else ``None``."""
-    plain = Path(directory) / f"{prefix}.{lang}"
-    if plain.is_file():
-        return plain
-    packed = plain.with_name(plain.name + ".gz")
-    return packed if packed.is_file() else None
-
-
-def resolve_file(directory: str | os.PathLike, prefix: str, lang: str) -> Path:
-    """Like :func:`find_file` but raises ``FileNotFoundError`` naming both names tried."""
-    found = find_file(directory, prefix, lang)
-    if found is None:
-        plain = Path(directory) / f"{prefix}.{lang}"
-        raise FileNotFoundError(f"expected {plain} or {plain}.gz, found neither")
-    return found
-
-
-@dataclass
-class ParallelCorpus:
-    """Sentence-aligned text: ``src[i]`` translates to ``tgt[i]``."""
-
-    src: list[str]
-    tgt: list[str]
-    src_lang: str = "src"
-    tgt_lang: str = "tgt"
-    name: str = ""
-    src_path: Path | None = None
-    tgt_path: Path | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.src) != len(self.tgt):
-            raise ValueError(
-                f"expected as many target as source sentences in corpus {self.name!r}, "
-                f"found {len(self.src)} source and {len(self.tgt)} target"
-            )
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    def head(self, k: int) -> ParallelCorpus:
-        """The first ``k`` pairs."""
-        return ParallelCorpus(
-            self.src[:k], self.tgt[:k], self.src_lang, self.tgt_lang, self.name,
-            self.src_path, self.tgt_path,
-        )  # fmt: skip
-
-    def fingerprint(self) -> str:
-        """sha256 (hex) of the text of both sides (not of file names or dates)."""
-        h = hashlib.sha256()
-        for side in (self.src, self.tgt):
-            h.update(f"{len(side)}\n".encode())
-            for line in side:
-                h.update(line.encode("utf-8"))
-                h.update(b"\n")
-        return h.hexdigest()
-
-
-def read_parallel(
-    directory: str | os.PathLike,
-    prefix: str,
-    src: str,
-    tgt: str,
-    *,
-    limit: int | None = None,
-) -> ParallelCorpus:
-    """Read ``{directory}/{prefix}.{src,tgt}[.gz]`` into a :class:`ParallelCorpus`.
-
-    Raises ``FileNotFoundError`` if a file is missing and ``ValueError`` if the two files have
-    different line counts (both files and counts named) or no lines. ``limit`` keeps only the
-    first ``limit`` pairs (after the checks on the whole files).
-    """
-    src_path = resolve_file(directory, prefix, src)
-    tgt_path = resolve_file(directory, prefix, tgt)
-    src_lines = read_lines(src_path)
-    tgt_lines = read_lines(tgt_path)
-    if len(src_lines) != len(tgt_lines):
-        raise ValueError(
-            "expected parallel files with the same number of lines, found "
-            f"{len(src_lines)} lines in {src_path} and {len(tgt_lines)} lines in {tgt_path}"
-        )
-    if not src_lines:
-        raise ValueError(f"expected a non-empty corpus, found 0 lines in {src_path} and {tgt_path}")
-    empty = sum(1 for s, t in zip(src_lines, tgt_lines) if not s.strip() or not t.strip())
-    if empty:
-        logger.warning("%s: %d pairs with an empty side (kept)", src_path.name, empty)
-    corpus = ParallelCorpus(src_lines, tgt_lines, src, tgt, prefix, src_path, tgt_path)
-    return corpus.head(limit) if limit is not None else corpus
 
 
 @dataclass(frozen=True)
@@ -405,8 +328,6 @@ def _truncate_long(ds: TokenizedDataset, max_positions: int) -> int:
 def load_corpora(cfg: DataConfig) -> tuple[dict[str, ParallelCorpus], dict[str, Any]]:
     """Read (or generate) the three splits of ``cfg`` and check them; no tokenization."""
     if cfg.data is None:
-        from latalign.translate.synthetic import generate_synthetic
-
         syn = generate_synthetic(
             cfg.synthetic_size, cfg.synthetic_eval_size, cfg.synthetic_eval_size, cfg.synthetic_seed
         )

@@ -18,6 +18,12 @@ Conventions (fairseq-like):
 - ``autocast_bf16`` defaults to False: on the project's AVX2-only CPU (no bf16 instructions)
   bf16 autocast made beam search 3-5x *slower* than fp32 and changed 3/100 beam outputs
   (``benchmarks/bench_decode.py``), so fp32 is the default for decoding.
+- Devices: every tensor the decoders make lives on the model's device (its parameters'
+  device; a parameterless model: the device of ``src_tokens``), sources are moved there, and
+  bf16 autocast runs on that device's type. Only finished token ids come back to the CPU.
+- Sources longer than the model's ``max_positions`` (tokens + eos) are cut to fit by
+  :func:`translate_sentences`, which warns with :class:`SourceTruncatedWarning` (it carries the
+  indices); the other sentences are unaffected.
 - pad and bos are never generated. The blank token (ε) is generated like any other token;
   remove it with :func:`strip_blank` or the tokenizer's ``decode``.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,8 +43,10 @@ from torch import Tensor
 __all__ = [
     "Hypothesis",
     "IncrementalModel",
+    "SourceTruncatedWarning",
     "beam_search",
     "beam_search_hypotheses",
+    "encode_sources",
     "greedy_decode",
     "max_lengths",
     "strip_blank",
@@ -104,15 +113,25 @@ def _model_max_positions(model: Any) -> int | None:
     return getattr(cfg, "max_positions", None)
 
 
+def model_device(model: Any, fallback: torch.device | str = "cpu") -> torch.device:
+    """The device of ``model``'s parameters (buffers if it has none), else ``fallback``."""
+    for get in ("parameters", "buffers"):
+        tensors = getattr(model, get, None)
+        if callable(tensors):
+            for t in tensors():
+                return t.device
+    return torch.device(fallback)
+
+
 @contextlib.contextmanager
-def _decoding_context(model: Any, autocast_bf16: bool) -> Iterator[None]:
+def _decoding_context(model: Any, autocast_bf16: bool, device: torch.device) -> Iterator[None]:
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         with torch.inference_mode():
             if autocast_bf16:
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast(device.type, dtype=torch.bfloat16):
                     yield
             else:
                 yield
@@ -122,8 +141,9 @@ def _decoding_context(model: Any, autocast_bf16: bool) -> Iterator[None]:
 
 
 def _check_inputs(
-    src_tokens: Tensor, src_lengths: Tensor | None, min_len: int, pad_id: int
-) -> Tensor:
+    model: Any, src_tokens: Tensor, src_lengths: Tensor | None, min_len: int, pad_id: int
+) -> tuple[Tensor, Tensor, torch.device]:
+    """Checked ``(src_tokens, src_lengths, device)``, both tensors on the model's device."""
     if src_tokens.dim() != 2:
         raise ValueError(f"expected src_tokens of shape (B, S), found {tuple(src_tokens.shape)}")
     if min_len < 0:
@@ -134,7 +154,8 @@ def _check_inputs(
         raise ValueError(
             f"expected src_lengths of shape ({src_tokens.size(0)},), found {tuple(src_lengths.shape)}"
         )
-    return src_lengths
+    device = model_device(model, src_tokens.device)
+    return src_tokens.to(device), src_lengths.to(device), device
 
 
 def _mask_special(
@@ -166,12 +187,12 @@ def greedy_decode(
     Runs in eval mode under ``torch.inference_mode()`` (and bf16 autocast if asked). Finished
     sentences are dropped from the batch, so the cost follows the remaining sentences.
     """
-    src_lengths = _check_inputs(src_tokens, src_lengths, min_len, pad_id)
+    src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
     bsz = src_tokens.size(0)
     results: list[list[int]] = [[] for _ in range(bsz)]
     if bsz == 0:
         return results
-    with _decoding_context(model, autocast_bf16):
+    with _decoding_context(model, autocast_bf16, device):
         limits = max_lengths(
             src_tokens,
             pad_id=pad_id,
@@ -181,9 +202,9 @@ def greedy_decode(
         )  # (B,)
         enc = model.encode(src_tokens, src_lengths)
         cache = model.init_cache(enc) if use_cache else None
-        active = torch.arange(bsz)  # sentence id of each row
+        active = torch.arange(bsz, device=device)  # sentence id of each row
         limits_active = limits.clone()
-        tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=src_tokens.device)
+        tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=device)
         step = 0
         while active.numel() > 0:
             logits, cache = model.decode_step(tokens, enc, cache)  # (N, V)
@@ -195,8 +216,9 @@ def greedy_decode(
             done = next_tok.eq(eos_id)
             tokens = torch.cat([tokens, next_tok[:, None]], dim=1)  # (N, t+1)
             if bool(done.any()):
-                for row in done.nonzero().flatten().tolist():
-                    results[int(active[row])] = tokens[row, 1:-1].tolist()
+                rows = done.nonzero().flatten()
+                for sent, ids in zip(active[rows].tolist(), tokens[rows, 1:-1].tolist()):
+                    results[sent] = ids
                 keep = (~done).nonzero().flatten()
                 if keep.numel() == 0:
                     break
@@ -230,13 +252,12 @@ def beam_search_hypotheses(
     """
     if beam < 1:
         raise ValueError(f"expected beam >= 1, found {beam}")
-    src_lengths = _check_inputs(src_tokens, src_lengths, min_len, pad_id)
+    src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
     bsz = src_tokens.size(0)
     finished: list[list[Hypothesis]] = [[] for _ in range(bsz)]
     if bsz == 0:
         return finished
-    device = src_tokens.device
-    with _decoding_context(model, autocast_bf16):
+    with _decoding_context(model, autocast_bf16, device):
         limits = max_lengths(
             src_tokens,
             pad_id=pad_id,
@@ -252,7 +273,7 @@ def beam_search_hypotheses(
         # rows are (sentence, beam) pairs, sentence-major: row = b * width + j. The first step
         # runs one row per sentence (all beams would be identical), then `width` = beam.
         width = 1
-        active = torch.arange(bsz)  # sentence ids of the active sentences (Ba,)
+        active = torch.arange(bsz, device=device)  # sentence ids of the active sentences (Ba,)
         limits_active = limits.clone()  # (Ba,)
         tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=device)  # (N, t)
         scores = torch.zeros(bsz, 1, device=device)  # (Ba, width) sums of log-probs
@@ -279,16 +300,15 @@ def beam_search_hypotheses(
             fin = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])  # (Ba, <=beam)
             if bool(fin.any()):
                 fin_rows, fin_cols = fin.nonzero(as_tuple=True)
-                src_rows = (fin_rows * width + cand_beam[fin_rows, fin_cols]).tolist()
+                fin_src = fin_rows * width + cand_beam[fin_rows, fin_cols]
+                fin_sents = active[fin_rows].tolist()
                 fin_scores = cand_scores[fin_rows, fin_cols].tolist()
+                fin_tokens = tokens[fin_src, 1:].tolist()
                 denom = float(step + 1) ** lenpen
-                for r, src_row, score in zip(fin_rows.tolist(), src_rows, fin_scores):
-                    sent = int(active[r])
+                for sent, ids, score in zip(fin_sents, fin_tokens, fin_scores):
                     if len(finished[sent]) >= beam:
                         continue
-                    finished[sent].append(
-                        Hypothesis(tokens[src_row, 1:].tolist(), score, score / denom)
-                    )
+                    finished[sent].append(Hypothesis(ids, score, score / denom))
 
             # continue with the best `beam` non-eos candidates
             cont = cand_scores.masked_fill(is_eos, -math.inf)  # (Ba, k)
@@ -301,7 +321,8 @@ def beam_search_hypotheses(
             sel_beam = cand_beam.gather(1, sel_pos)  # (Ba, beam)
             sel_tok = cand_tok.gather(1, sel_pos)  # (Ba, beam)
 
-            n_done = torch.tensor([len(finished[int(s)]) for s in active.tolist()])
+            counts = [len(finished[s]) for s in active.tolist()]
+            n_done = torch.tensor(counts).to(device)  # (Ba,) hypotheses ended per sentence
             sent_done = (
                 n_done.ge(beam) | limits_active.le(step) | ~torch.isfinite(sel_scores).any(dim=1)
             )  # (Ba,)
@@ -387,6 +408,48 @@ def _collate_sources(
     return out.to(device), lengths.to(device)
 
 
+class SourceTruncatedWarning(UserWarning):
+    """Some sources were longer than the model's positions and were cut to fit.
+
+    ``indices``: 0-based positions of those sentences in the input; ``max_positions``: the
+    model's limit (tokens + eos).
+    """
+
+    def __init__(self, indices: Sequence[int], max_positions: int) -> None:
+        self.indices = list(indices)
+        self.max_positions = max_positions
+        super().__init__(
+            f"{len(self.indices)} source(s) longer than the model's {max_positions} positions "
+            f"(tokens + eos) truncated to fit: indices {self.indices[:10]}"
+        )
+
+
+def encode_sources(
+    tokenizer: Any,
+    sentences: Sequence[str],
+    *,
+    append_eos: bool = True,
+    max_positions: int | None = None,
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each source (eos appended when ``append_eos`` and not already there) and
+    the indices of the sources cut to ``max_positions`` ids (the last one kept an eos).
+
+    ``max_positions`` None: no limit.
+    """
+    eos_id = tokenizer.eos_id
+    encoded: list[list[int]] = []
+    truncated: list[int] = []
+    for i, s in enumerate(sentences):
+        ids = list(tokenizer.encode(s))
+        if append_eos and (not ids or ids[-1] != eos_id):
+            ids.append(eos_id)
+        if max_positions is not None and len(ids) > max_positions:
+            ids = ids[: max_positions - 1] + [ids[-1]]  # keep the final eos (or last token)
+            truncated.append(i)
+        encoded.append(ids)
+    return encoded, truncated
+
+
 def translate_sentences(
     model: IncrementalModel,
     tokenizer: Any,
@@ -402,27 +465,34 @@ def translate_sentences(
     append_eos: bool = True,
     remove_blank: bool = True,
     progress: Callable[[int], None] | bool | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> list[str]:
     """Translate raw strings; returns detokenised strings in input order.
 
     ``tokenizer`` provides ``encode(str) -> list[int]``, ``decode(list[int]) -> str`` and the
     ids ``pad_id``, ``bos_id``, ``eos_id``, ``blank_id``. Sources get eos appended
-    (``append_eos``, as in training batches) unless the tokenizer already put it there. Sentences are
-    sorted by length, decoded in batches of ``batch_size`` (greedy when ``beam == 1``), and
-    restored to input order; blanks (ε) are stripped before ``decode`` when ``remove_blank``.
+    (``append_eos``, as in training batches) unless the tokenizer already put it there; a source
+    longer than the model's ``cfg.max_positions`` is truncated to fit (eos kept) and reported
+    with one :class:`SourceTruncatedWarning` naming every such index. Sentences are sorted by
+    length, decoded in batches of ``batch_size`` (greedy when ``beam == 1``), and restored to
+    input order; blanks (ε) are stripped before ``decode`` when ``remove_blank``.
     ``progress``: a callable given the number of sentences just finished, or True for tqdm.
+    ``device``: where the sources are built (default and normally: the model's device; the
+    decoders move them there in any case).
     """
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
+    if beam < 1:
+        raise ValueError(f"expected beam >= 1, found {beam}")
     pad_id, bos_id, eos_id = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
     blank_id = getattr(tokenizer, "blank_id", None)
-    encoded: list[list[int]] = []
-    for s in sentences:
-        ids = list(tokenizer.encode(s))
-        if append_eos and (not ids or ids[-1] != eos_id):
-            ids.append(eos_id)
-        encoded.append(ids)
+    device = model_device(model) if device is None else torch.device(device)
+    limit = _model_max_positions(model)
+    encoded, truncated = encode_sources(
+        tokenizer, sentences, append_eos=append_eos, max_positions=limit
+    )
+    if truncated and limit is not None:
+        warnings.warn(SourceTruncatedWarning(truncated, limit), stacklevel=2)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
     bar = None

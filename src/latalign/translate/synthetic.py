@@ -56,7 +56,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from latalign.translate.data import ParallelCorpus
+from latalign.translate.corpus import ParallelCorpus
 
 SOURCE_LANG = "syn"
 TARGET_LANG = "en"
