@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import _collate_sources, _decoding_context
 from latalign.translate.nat.model import NATransformer
 
 __all__ = [
@@ -43,6 +42,14 @@ def ctc_collapse(ids: Sequence[int], blank_id: int) -> list[int]:
             out.append(int(i))
         prev = i
     return out
+
+
+def _pad_sources(ids: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
+    """Right-pad token id lists into (B, S) on ``device``."""
+    out = torch.full((len(ids), max(len(x) for x in ids)), pad_id, dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+    return out.to(device)
 
 
 def _token_lprobs(logits: Tensor, banned: Sequence[int]) -> Tensor:
@@ -133,11 +140,16 @@ def decode_batch(
     """Decode a batch with the model's own rule (length beam or CTC collapse), in eval mode
     under ``torch.inference_mode()``; token ids without specials or ε."""
     ids = dict(pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, blank_id=blank_id)
-    with _decoding_context(model, autocast_bf16=False):
-        if model.nat.length == "upsample":
-            return ctc_decode(model, src_tokens, **ids)
-        out = length_beam_decode(model, src_tokens, length_beam=length_beam, **ids)
-        return out  # type: ignore[return-value]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if model.cfg.length == "upsample":
+                return ctc_decode(model, src_tokens, **ids)
+            out = length_beam_decode(model, src_tokens, length_beam=length_beam, **ids)
+            return out  # type: ignore[return-value]
+    finally:
+        model.train(was_training)
 
 
 def nat_translate_sentences(
@@ -145,23 +157,26 @@ def nat_translate_sentences(
     tokenizer: Any,
     sentences: Sequence[str],
     *,
-    length_beam: int = 3,
+    length_beam: int | None = None,
     batch_size: int = 64,
     progress: Callable[[int], None] | bool | None = None,
-    device: torch.device | str = "cpu",
 ) -> list[str]:
     """Translate raw strings with a NAT model (eos appended to each source, as in training);
     detokenised strings in input order. ``progress``: a callable given the number of sentences
-    just finished, or True for tqdm."""
+    just finished, or True for tqdm. ``length_beam``: None = the model's
+    ``cfg.length_beam``. Decodes on the model's device."""
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
     pad_id, bos_id, eos_id, blank_id = _special_ids(tokenizer)
+    device = next(model.parameters()).device
+    k = model.cfg.length_beam if length_beam is None else length_beam
+    limit = model.cfg.max_positions  # longer sources are cut (eos kept), as the AR decoder does
     encoded = []
     for s in sentences:
         ids = list(tokenizer.encode(s))
         if not ids or ids[-1] != eos_id:
             ids.append(eos_id)
-        encoded.append(ids)
+        encoded.append(ids[: limit - 1] + [eos_id] if len(ids) > limit else ids)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs = [""] * len(encoded)
     bar = None
@@ -175,9 +190,9 @@ def nat_translate_sentences(
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            src, _ = _collate_sources([encoded[i] for i in idx], pad_id, device)
+            src = _pad_sources([encoded[i] for i in idx], pad_id, device)
             hyps = decode_batch(
-                model, src, length_beam=length_beam, pad_id=pad_id, bos_id=bos_id,
+                model, src, length_beam=k, pad_id=pad_id, bos_id=bos_id,
                 eos_id=eos_id, blank_id=blank_id,
             )  # fmt: skip
             for i, h in zip(idx, hyps):

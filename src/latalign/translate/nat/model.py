@@ -99,7 +99,6 @@ class NATransformer(Transformer):
             raise ValueError(f"expected a NATConfig, found {type(cfg).__name__}")
         super().__init__(cfg)
         self.cfg: NATConfig = cfg
-        self.nat = cfg
         if not (cfg.share_decoder_input_output_embed or cfg.share_all_embeddings):
             # the NAT decoder reads no target tokens: an untied decoder embedding would be an
             # unused parameter (DDP refuses those)
@@ -107,11 +106,11 @@ class NATransformer(Transformer):
             self.decoder_embed = None
         d = cfg.d_model
         self.mask_embed = None
-        if self.nat.decoder_input == "mask":
+        if self.cfg.decoder_input == "mask":
             self.mask_embed = nn.Parameter(torch.empty(d).normal_(0.0, d**-0.5))
         self.length_classifier = None
-        if self.nat.length == "predict":
-            self.length_classifier = nn.Linear(d, 2 * self.nat.max_length_offset + 1)
+        if self.cfg.length == "predict":
+            self.length_classifier = nn.Linear(d, 2 * self.cfg.max_length_offset + 1)
             nn.init.normal_(self.length_classifier.weight, mean=0.0, std=d**-0.5)
             nn.init.zeros_(self.length_classifier.bias)
 
@@ -123,7 +122,7 @@ class NATransformer(Transformer):
 
     def upsampled_lengths(self, src_tokens: Tensor) -> Tensor:
         """(B,) output lengths of upsample mode: ``upsample * source length``."""
-        lengths = self.nat.upsample * self.source_lengths(src_tokens, self.pad_id)
+        lengths = self.cfg.upsample * self.source_lengths(src_tokens, self.pad_id)
         return lengths.clamp(max=self.cfg.max_positions)
 
     def length_logits(self, encoder_out: EncoderOut) -> Tensor:
@@ -136,7 +135,7 @@ class NATransformer(Transformer):
 
     def length_classes(self, target_lengths: Tensor, src_tokens: Tensor) -> Tensor:
         """(B,) offset class of gold output lengths: ``clip(n - S, -K, K) + K``."""
-        k = self.nat.max_length_offset
+        k = self.cfg.max_length_offset
         offset = target_lengths - self.source_lengths(src_tokens, self.pad_id)
         return offset.clamp(-k, k) + k
 
@@ -144,7 +143,7 @@ class NATransformer(Transformer):
         """Offset classes (B, ...) -> output lengths ``S + class - K`` in [1, max_positions]."""
         src_len = self.source_lengths(src_tokens, self.pad_id)
         src_len = src_len.view(-1, *([1] * (classes.dim() - 1)))
-        lengths = src_len + classes - self.nat.max_length_offset
+        lengths = src_len + classes - self.cfg.max_length_offset
         return lengths.clamp(1, self.cfg.max_positions)
 
     # ------------------------------------------------------------------ decoder
@@ -200,7 +199,7 @@ class NATransformer(Transformer):
         mode (training decodes at the gold length); ignored in upsample mode.
         """
         enc = self.encode(src_tokens, src_lengths)
-        if self.nat.length == "upsample":
+        if self.cfg.length == "upsample":
             lengths = self.upsampled_lengths(src_tokens)
             return NATOutput(self.decode_all(enc, src_tokens, lengths), lengths, None)
         if target_lengths is None:
