@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from latalign.align import bruteforce
-from latalign.align.objective import OPERATORS, Objective
+from latalign.align.objective import MOVE_BY_NAME, OPERATORS, Objective
 
 
 def oracle_loss(
@@ -22,21 +22,11 @@ def oracle_loss(
         i = j = 0
         s = lp.new_zeros(())
         for op in moves:
-            w = weight[op]
-            if op == "align":
-                i, j = i + 1, j + 1
-                e = lp[j - 1, target[i - 1]]
-            elif op == "clone_target":
-                j += 1
-                e = lp[j - 1, target[i - 1]]
-            elif op == "clone_prediction":
-                i += 1
-                e = lp[max(j, 1) - 1, target[i - 1]]
-            else:
-                j += 1
-                e = lp[j - 1, blank]
-            if w != 0.0:
-                s = s + w * e
+            move = MOVE_BY_NAME[op]
+            i, j = i + move.di, j + move.dj
+            e = lp[move.frame_at(j) - 1, move.symbol(i, target, blank)]
+            if weight[op] != 0.0:
+                s = s + weight[op] * e
         scores.append(s)
     if not scores:
         return lp.new_full((), float("inf"))

@@ -64,7 +64,8 @@ def test_files_exist(run):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
     assert "<img" in html and 'src="' in html and 'src="fig' not in html
-    for name in EXPERIMENTS:
+    assert results["meta"]["experiments"] == [n for n in EXPERIMENTS if n != "baseline"]
+    for name in results["meta"]["experiments"]:
         if name != "map":
             assert (out / name / "result.json").is_file()
 
@@ -72,7 +73,10 @@ def test_files_exist(run):
 def test_every_claim_measured(run):
     _, _, results, _ = run
     claims = results["claims"]
-    assert len(claims) == 11
+    # 13 built-in rows: the epoch claim has two verdicts (this corpus's epoch, the paper's)
+    # and the map two rows (informative objectives; those that are CE by construction)
+    assert len(claims) == 13
+    assert {c["kind"] for c in claims} == {"behaviour", "construction", "finding"}
     for c in claims:
         assert not c["measured"].startswith("not run"), c
         assert re.search(r"\d", c["measured"]), c
@@ -122,15 +126,21 @@ def test_report_matches_results(run):
     out, _, results, _ = run
     md = (out / "report.md").read_text()
     assert "nats" in md and "latalign reproduce --preset ci" in md
-    section = md.split("## Claims", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    rows = rows[1:]  # header
-    assert len(rows) == len(results["claims"])
-    for line, c in zip(rows, results["claims"]):
-        cells = [x.strip() for x in line.strip("|").split(" | ")]
-        assert cells[0] == MARK[c["passed"]]
-        assert cells[1] == c["claim"]
-        assert cells[3] == c["measured"].replace("|", "\\|")
+    from latalign.reproduce.report import claims_by_section
+
+    parts = claims_by_section(results["claims"])
+    assert sum(len(rows) for _, rows in parts) == len(results["claims"])
+    for head, claims in parts:  # two tables: behaviour (and findings), construction
+        section = md.split("## " + head, 1)[1].split("\n## ", 1)[0]
+        rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln]
+        rows = rows[1:]  # header
+        assert len(rows) == len(claims)
+        for line, c in zip(rows, claims):
+            cells = [x.strip() for x in line.strip("|").split(" | ")]
+            assert cells[0] == MARK[c["passed"]]
+            assert cells[1] == c["claim"]
+            assert cells[3] == c["measured"].replace("|", "\\|")
+            assert cells[4] == c["sample"].replace("|", "\\|")
     html = (out / "report.html").read_text()
     for c in results["claims"]:
         assert html_escape(c["claim"]) in html and html_escape(c["measured"]) in html
@@ -246,14 +256,20 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     assert explicit.preset == "paper"
     # multi30k leaves the 32-objective map out unless asked; quick runs everything
     assert "map" not in PRESETS["multi30k"].default_experiments
-    assert validate_options(ReproduceOptions(preset="quick"))[0] == list(EXPERIMENTS)
+    from latalign.reproduce.run import default_experiments
+
+    quick = validate_options(ReproduceOptions(preset="quick"))[0]
+    builtin = [n for n in EXPERIMENTS if n != "baseline"]  # quick has no CE recipe to train
+    assert quick == default_experiments("quick") and quick[: len(builtin)] == builtin
     with pytest.raises(ValueError, match="train"):  # empty data dir: refused, names the split
         validate_options(opts)
     for split in ("train", "valid", "test"):
         for lang in ("de", "en"):
             (data / f"{split}.{lang}").write_text("ein satz\n" if lang == "de" else "a sentence\n")
     names, _ = validate_options(opts)
-    assert names == [n for n in EXPERIMENTS if n != "map"]
+    assert [n for n in names if n in EXPERIMENTS] == [n for n in EXPERIMENTS if n != "map"]
+    assert "baseline" in names  # the stack's CE recipe (configs/multi30k_small_40min.toml)
+    assert names == default_experiments("multi30k")
     asked = rcli.options_from_args(parser.parse_args(["--data", str(data), "--experiments", "map"]))
     assert validate_options(asked)[0] == ["map"]
 
@@ -278,3 +294,73 @@ def test_map_workers_do_not_change_results(run, tmp_path):
     assert strip(serial["map"]["rows"]) == strip(results["map"]["rows"])
     with pytest.raises(ValueError, match="map_workers"):
         run_reproduction(_options(tmp_path / "bad", cache, map_workers=0))
+
+
+def test_floor_measured_on_the_validation_loss_sentences(run):
+    """The floor claim's AXE loss is the criterion's validation loss when every validation
+    sentence is analysed (ci: 16 of 16): same sentences, same tokens (eos counted)."""
+    _, _, results, _ = run
+    a = results["experiments"]["axe"]
+    fl = a["analysis"]["floor"]
+    assert fl["n_sentences"] == a["analysis"]["n_valid"]
+    assert fl["loss"] == pytest.approx(a["final_valid_loss"], rel=1e-4)
+    assert fl["floor"] == pytest.approx(2 * math.log(2) / fl["mean_length"])
+
+
+def test_baseline_reuses_a_finished_run(run, tmp_path):
+    """--baseline RUN_DIR evaluates a finished CE run: the fixture's own ce run gives the
+    ce experiment's translations when its best checkpoint is its last one."""
+    import torch
+
+    from latalign.translate.checkpoint import checkpoint_paths
+
+    out, cache, results, _ = run
+    ce_run = out / "ce" / "train"
+    res = run_reproduction(
+        _options(tmp_path / "b", cache, experiments=["baseline"], baseline=ce_run)
+    )
+    b = res["experiments"]["baseline"]
+    assert b["source"] == f"finished run {ce_run}" and b["criterion"] == "ce"
+    assert b["test"]["n_sentences"] == results["experiments"]["ce"]["test"]["n_sentences"]
+    last, best = checkpoint_paths(ce_run)
+    step = lambda p: torch.load(p, map_location="cpu", weights_only=False)["step"]  # noqa: E731
+    if not best.is_file() or step(best) == step(last):
+        assert (tmp_path / "b" / "baseline" / "hyps.test.txt").read_text() == (
+            out / "ce" / "hyps.test.txt"
+        ).read_text()
+        assert b["test"]["bleu"] == results["experiments"]["ce"]["test"]["bleu"]
+    row = next(c for c in res["claims"] if c["id"] == "ce_translates")
+    assert row["values"]["judged"] == ["baseline"]
+
+
+def test_baseline_refused_before_work(run, tmp_path):
+    import shutil
+
+    out, cache, _, _ = run
+    bad_vocab = tmp_path / "other_vocab"
+    shutil.copytree(out / "ce" / "train", bad_vocab)
+    cfg = json.loads((bad_vocab / "config.json").read_text())
+    cfg["data"]["vocab_size"] = 999
+    (bad_vocab / "config.json").write_text(json.dumps(cfg))
+    no_ckpt = tmp_path / "no_ckpt"
+    shutil.copytree(out / "ce" / "train", no_ckpt)
+    shutil.rmtree(no_ckpt / "checkpoints")
+    cases = [
+        (tmp_path / "missing", "expected --baseline to be a run directory"),
+        (tmp_path, "expected a training run's config.json"),
+        (no_ckpt, "expected a checkpoint"),
+        (out / "axe" / "train", "expected a cross-entropy run"),
+        (bad_vocab, "vocab_size"),
+    ]
+    for path, match in cases:
+        with pytest.raises(ValueError, match=match):
+            run_reproduction(_options(tmp_path / "r", cache, baseline=path))
+        assert not (tmp_path / "r").exists()
+    # without --baseline, a preset without a recipe cannot train one
+    with pytest.raises(ValueError, match="expected --baseline RUN_DIR"):
+        run_reproduction(_options(tmp_path / "r", cache, experiments=["baseline"]))
+    parser = argparse.ArgumentParser()
+    rcli.add_arguments(parser)
+    args = parser.parse_args(["--preset", "ci", "--out", str(tmp_path / "c"), "--baseline",
+                              str(tmp_path / "missing")])  # fmt: skip
+    assert rcli.main(args) == 2 and not (tmp_path / "c").exists()

@@ -1,6 +1,8 @@
 """Brute-force oracles: enumerate every path on tiny sizes (exponential; for tests and teaching).
 
-These follow SPEC.md literally, one path at a time, and share no code with the backends.
+These follow SPEC.md literally, one path at a time, and share no code with the backends:
+the moves (source cell, emission, frame, causal rule) come from the spec table
+:data:`latalign.align.objective.MOVES` only.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
-from .objective import ALIGN, CLONE_PREDICTION, CLONE_TARGET, OPERATORS, Objective
+from .objective import MOVE_BY_NAME, OPERATORS, Objective
 
 Matrix = Sequence[Sequence[float]]  # lp[j][c]: log p_{j+1}(c), j = 0..m-1
 
@@ -30,29 +32,14 @@ def enumerate_paths(
         if i == n and j == m:
             paths.append((tuple(moves), score))
             return
-        # moves out of (i, j), into (i2, j2)
+        # moves out of (i, j), into (i + di, j + dj), read off the spec table
         for op in objective.operators:
-            if op == ALIGN:
-                i2, j2 = i + 1, j + 1
-                if i2 > n or j2 > m or (causal and j2 > i2):
-                    continue
-                s = term(weight[op], lp[j2 - 1][target[i2 - 1]])
-            elif op == CLONE_TARGET:
-                i2, j2 = i, j + 1
-                if i2 < 1 or j2 > m or (causal and j2 > i2):
-                    continue
-                s = term(weight[op], lp[j2 - 1][target[i2 - 1]])
-            elif op == CLONE_PREDICTION:
-                i2, j2 = i + 1, j
-                if i2 > n or (causal and j2 > i2):
-                    continue
-                s = term(weight[op], lp[max(j2, 1) - 1][target[i2 - 1]])
-            else:  # DELIMITER
-                i2, j2 = i, j + 1
-                if j2 > m:
-                    continue
-                s = term(weight[op], lp[j2 - 1][blank])
-            walk(i2, j2, moves + [op], score + s)
+            move = MOVE_BY_NAME[op]
+            i2, j2 = i + move.di, j + move.dj
+            if not move.allowed(i2, j2, n, m, causal):
+                continue
+            e = lp[move.frame_at(j2) - 1][move.symbol(i2, target, blank)]
+            walk(i2, j2, moves + [op], score + term(weight[op], e))
 
     walk(0, 0, [], 0.0)
     return paths

@@ -69,7 +69,7 @@ def algebra_forward(
             None,
         )
     scores = torch_vec.AlgebraScores(
-        em, objective.weights, objective.flags, objective.causal, use_max
+        em, in_len, tg_len, objective.weights, objective.flags, objective.causal, use_max
     )
     alpha, codes = torch_vec.algebra_forward(scores, use_max)
     loss = -alpha[torch.arange(nb, device=em.device), tg_len, in_len]

@@ -22,9 +22,11 @@ from .backends import resolve
 from .checks import LengthsLike, check_finite_emissions, check_inputs
 from .objective import (
     AXE_OPERATORS,
-    MOVE_CODES,
+    MOVE_BY_CODE,
+    MOVE_BY_NAME,
     OPERATORS,
     SCHEMATIC_CTC_OPERATORS,
+    TARGET,
     Objective,
     axe_objective,
 )
@@ -347,9 +349,6 @@ def ctc_loss(
     )
 
 
-_NAMES = {code: name for name, code in MOVE_CODES.items()}
-
-
 @dataclass(frozen=True)
 class Alignment:
     """The best path of one sequence.
@@ -372,23 +371,16 @@ class Alignment:
 
 
 def path_alpha(operators: Iterable[str], n: int) -> tuple[tuple[int, ...], ...]:
-    """``α(i)`` for ``i = 1..n`` from a path's operator names."""
+    """``α(i)`` for ``i = 1..n`` from a path's operator names (moves from :data:`MOVES`)."""
     alpha: list[list[int]] = [[] for _ in range(n)]
     i = j = 0
     for op in operators:
-        if op == "align":
-            i, j = i + 1, j + 1
-            alpha[i - 1].append(j)
-        elif op == "clone_target":
-            j += 1
-            alpha[i - 1].append(j)
-        elif op == "clone_prediction":
-            i += 1
-            alpha[i - 1].append(max(j, 1))
-        elif op == "delimiter":
-            j += 1
-        else:
+        move = MOVE_BY_NAME.get(op)
+        if move is None:
             raise ValueError(f"expected operator names among {OPERATORS}, found {op!r}")
+        i, j = i + move.di, j + move.dj
+        if move.emits == TARGET:
+            alpha[i - 1].append(move.frame_at(j))
     return tuple(tuple(a) for a in alpha)
 
 
@@ -428,6 +420,6 @@ def best_alignment(
         if path is None:
             result.append(Alignment((), (), float("-inf")))
             continue
-        ops = tuple(_NAMES[c] for c in path)
+        ops = tuple(MOVE_BY_CODE[c].operator for c in path)
         result.append(Alignment(ops, path_alpha(ops, tg_len[b]), float(scores[b])))
     return result

@@ -14,6 +14,10 @@ operator            comes from       scores (log space)              allowed whe
 
 Causal (the paper, Section 5): ``align``, ``clone_target`` and ``clone_prediction``
 into ``(i, j)`` need ``j ≤ i``; ``delimiter`` is unrestricted.
+
+The machine-readable form of this table is :data:`MOVES` (one :class:`Move` per
+operator, with its named move code ``MOVE_*``); backends, the brute-force oracle, the
+best-path decoding and the tests derive their moves from it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,101 @@ DELIMITER = "delimiter"
 #: best path: when two moves into a cell score exactly the same, the earlier one wins.
 OPERATORS: tuple[str, ...] = (ALIGN, CLONE_TARGET, CLONE_PREDICTION, DELIMITER)
 
-#: Move codes stored by the Viterbi backends (0 = no move: the start cell or unreachable).
-MOVE_CODES: dict[str, int] = {name: k + 1 for k, name in enumerate(OPERATORS)}
+# Named move codes, as the Viterbi backends store them in their back-pointer grids.
+MOVE_NONE = 0  # the start cell (0, 0), or a cell no path reaches
+MOVE_ALIGN = 1
+MOVE_CLONE_TARGET = 2
+MOVE_CLONE_PREDICTION = 3
+MOVE_DELIMITER = 4
+
+# What a move emits: the cell's target y_i, or the blank ε.
+TARGET = "y_i"
+BLANK = "ε"
+# Which prediction p_f scores it, as a function of the destination column j.
+FRAME_J = "j"
+FRAME_J_AT_LEAST_1 = "max(j,1)"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One row of the paper's Table 1: a move into cell ``(i, j)``.
+
+    Attributes:
+        operator: the operator's name (:data:`OPERATORS`).
+        code: its named move code (``MOVE_*``), the tie-break rank in canonical order.
+        di, dj: the source cell is ``(i - di, j - dj)``.
+        emits: :data:`TARGET` (scores ``y_i``) or :data:`BLANK` (scores ``ε``).
+        frame: :data:`FRAME_J` (prediction ``p_j``) or :data:`FRAME_J_AT_LEAST_1`
+            (``p_max(j,1)``: ``clone_prediction`` down column 0 scores with ``p_1``).
+        causal: whether the causal rule restricts it (into ``(i, j)`` only if ``j ≤ i``).
+    """
+
+    operator: str
+    code: int
+    di: int
+    dj: int
+    emits: str
+    frame: str
+    causal: bool
+
+    def source(self, i: int, j: int) -> tuple[int, int]:
+        """The cell this move comes from when it moves into ``(i, j)``."""
+        return i - self.di, j - self.dj
+
+    def frame_at(self, j: int) -> int:
+        """The 1-based prediction position ``f`` whose ``p_f`` scores the move into column ``j``."""
+        return max(j, 1) if self.frame == FRAME_J_AT_LEAST_1 else j
+
+    def symbol(self, i: int, target, blank: int) -> int:
+        """The vocabulary id the move into row ``i`` scores: ``y_i`` (``target[i-1]``) or ``blank``."""
+        return target[i - 1] if self.emits == TARGET else blank
+
+    def allowed(self, i: int, j: int, n: int, m: int, causal: bool) -> bool:
+        """Whether the move into ``(i, j)`` exists on an ``n × m`` grid (SPEC.md "allowed when")."""
+        si, sj = self.source(i, j)
+        if not (0 <= si and 0 <= sj and i <= n and j <= m):
+            return False
+        if self.emits == TARGET and i < 1:
+            return False
+        if self.frame == FRAME_J and j < 1:
+            return False
+        return not (causal and self.causal and j > i)
+
+
+#: The paper's Table 1, in canonical (tie-break) order. Everything else derives from it.
+#:
+#: ==================  ==========================  =====  ======  ===========  ==========  ======
+#: operator            code                        di     dj      emits        frame       causal
+#: ==================  ==========================  =====  ======  ===========  ==========  ======
+#: align               MOVE_ALIGN (1)              1      1       y_i          j           yes
+#: clone_target        MOVE_CLONE_TARGET (2)       0      1       y_i          j           yes
+#: clone_prediction    MOVE_CLONE_PREDICTION (3)   1      0       y_i          max(j,1)    yes
+#: delimiter           MOVE_DELIMITER (4)          0      1       ε            j           no
+#: ==================  ==========================  =====  ======  ===========  ==========  ======
+MOVES: tuple[Move, ...] = (
+    Move(ALIGN, MOVE_ALIGN, 1, 1, TARGET, FRAME_J, True),
+    Move(CLONE_TARGET, MOVE_CLONE_TARGET, 0, 1, TARGET, FRAME_J, True),
+    Move(CLONE_PREDICTION, MOVE_CLONE_PREDICTION, 1, 0, TARGET, FRAME_J_AT_LEAST_1, True),
+    Move(DELIMITER, MOVE_DELIMITER, 0, 1, BLANK, FRAME_J, False),
+)
+
+#: The table by operator name and by move code.
+MOVE_BY_NAME: dict[str, Move] = {mv.operator: mv for mv in MOVES}
+MOVE_BY_CODE: dict[int, Move] = {mv.code: mv for mv in MOVES}
+#: Move codes by operator name (0 = no move: the start cell or unreachable).
+MOVE_CODES: dict[str, int] = {mv.operator: mv.code for mv in MOVES}
+
+# The same table as flat tuples indexed by move code (entry 0 = MOVE_NONE), for compiled
+# kernels (numba, Triton) that cannot read dataclasses: source offsets, whether the move
+# emits the target (else the blank), whether it reads p_max(j,1), and whether the causal rule restricts it.
+MOVE_DI: tuple[int, ...] = (0, *(mv.di for mv in MOVES))
+MOVE_DJ: tuple[int, ...] = (0, *(mv.dj for mv in MOVES))
+MOVE_EMITS_TARGET: tuple[bool, ...] = (False, *(mv.emits == TARGET for mv in MOVES))
+MOVE_FRAME_AT_LEAST_1: tuple[bool, ...] = (
+    False,
+    *(mv.frame == FRAME_J_AT_LEAST_1 for mv in MOVES),
+)
+MOVE_CAUSAL: tuple[bool, ...] = (False, *(mv.causal for mv in MOVES))
 
 AGGREGATES: tuple[str, ...] = ("sum", "max")
 

@@ -5,7 +5,8 @@
 
 Modules: :mod:`.presets` (sizes), :mod:`.experiments` (train / decode / analyse one
 experiment), :mod:`.analysis` (the measurements, pure functions), :mod:`.doubled` (CTC with
-doubled inputs), :mod:`.report` (claims, figures, report.md/html), :mod:`.cli`.
+doubled inputs), :mod:`.groups` (experiment groups that plug in: run, claims, report
+section), :mod:`.report` (claims, figures, report.md/html), :mod:`.cli`.
 """
 
 from latalign.reproduce.presets import EXPERIMENTS, PRESETS, Preset, ReproduceOptions

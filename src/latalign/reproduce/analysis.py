@@ -4,8 +4,8 @@ Conventions (teacher forcing, see ``docs/ARCHITECTURE.md``): a target row is
 ``y_1 … y_n eos`` (``L = n + 1`` positions), the decoder input is ``bos y_1 … y_n``, so
 prediction ``p_j`` (1-based) has seen ``y_{j-1}`` as its last input. Losses are in nats.
 
-The theorem's map (:func:`predict_objective`) is derived from the operator semantics of
-``SPEC.md`` by walking the alignment grid, not from a hand-written table: an objective is
+The theorem's map (:func:`predict_objective`) is derived from the one table of moves,
+:data:`latalign.align.objective.MOVES` (the paper's Table 1), by walking the alignment grid: an objective is
 predicted *degenerate* exactly when some complete path at ``m = n`` contains a move in which
 a prediction ``p_j`` scores a target ``y_i`` with ``i < j`` (the prediction has then already
 seen its target through teacher forcing).
@@ -23,9 +23,16 @@ from typing import Any
 import torch
 
 import latalign as la
+from latalign.align.objective import (
+    ALIGN,
+    CLONE_PREDICTION,
+    DELIMITER,
+    MOVE_BY_NAME,
+    OPERATORS,
+    TARGET,
+)
 
-ALIGN, CLONE_TARGET, CLONE_PREDICTION, DELIMITER = la.OPERATORS
-OPTIONAL_OPERATORS = (CLONE_TARGET, CLONE_PREDICTION, DELIMITER)
+OPTIONAL_OPERATORS = tuple(o for o in OPERATORS if o != ALIGN)
 LOG2 = math.log(2.0)
 
 
@@ -43,25 +50,17 @@ def operator_subsets() -> list[tuple[str, ...]]:
 
 def _moves(operators: Iterable[str], causal: bool, n: int, i: int, j: int):
     """Moves out of cell ``(i, j)`` on the ``n × n`` grid: ``(op, (i2, j2), scored)`` where
-    ``scored`` is the ``(target i, prediction j)`` pair the move scores, or None (ε)."""
+    ``scored`` is the ``(target i2, prediction f)`` pair the move scores, or None (ε).
+    Source cell, emission, frame and causal rule all come from the one table
+    :data:`latalign.align.objective.MOVES` (the paper's Table 1)."""
     for op in operators:
-        if op == ALIGN:
-            i2, j2, scored = i + 1, j + 1, (i + 1, j + 1)
-        elif op == CLONE_TARGET:
-            if i < 1:
-                continue
-            i2, j2, scored = i, j + 1, (i, j + 1)
-        elif op == CLONE_PREDICTION:
-            i2, j2, scored = i + 1, j, (i + 1, max(j, 1))
-        elif op == DELIMITER:
-            i2, j2, scored = i, j + 1, None
-        else:
-            raise ValueError(f"expected operators among {la.OPERATORS}; found {op!r}")
-        if i2 > n or j2 > n:
+        mv = MOVE_BY_NAME.get(op)
+        if mv is None:
+            raise ValueError(f"expected operators among {OPERATORS}; found {op!r}")
+        i2, j2 = i + mv.di, j + mv.dj
+        if not mv.allowed(i2, j2, n, n, causal):
             continue
-        if causal and scored is not None and j2 > i2:
-            continue
-        yield op, (i2, j2), scored
+        yield op, (i2, j2), ((i2, mv.frame_at(j2)) if mv.emits == TARGET else None)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def predict_objective(operators: Sequence[str], causal: bool, n: int = 5) -> Obj
     Raises ``ValueError`` for unknown operators or a set without ``align``.
     """
     ops = tuple(operators)
-    unknown = [o for o in ops if o not in la.OPERATORS]
+    unknown = [o for o in ops if o not in OPERATORS]
     if unknown or ALIGN not in ops:
         raise ValueError(f"expected an operator set containing 'align'; found {list(ops)}")
     if n < 3:
@@ -126,7 +125,7 @@ def predict_objective(operators: Sequence[str], causal: bool, n: int = 5) -> Obj
     num_paths = from_start[(n, n)]
     return ObjectivePrediction(
         degenerate=bool(lookback),
-        lookback_operators=tuple(o for o in la.OPERATORS if o in lookback),
+        lookback_operators=tuple(o for o in OPERATORS if o in lookback),
         only_trivial_path=num_paths == 1,
         num_paths=num_paths,
     )
@@ -142,15 +141,27 @@ def classify_measured(
     loss_ratio: float = 0.25,
     empty_threshold: float = 0.5,
     bleu_ratio: float = 0.5,
+    ce: float | None = None,
+    reference_ce: float | None = None,
+    ce_ratio: float = 2.0,
+    min_reference_bleu: float = 20.0,
 ) -> str:
     """``"degenerate"`` or ``"healthy"`` from measurements (losses in nats/token, BLEU 0-100).
 
     Degenerate = near-zero loss (``loss < loss_ratio · reference_loss``, the reference being
-    cross entropy trained for as long) **and** collapsed decoding (``empty_share ≥
-    empty_threshold`` or ``bleu < bleu_ratio · reference_bleu``).
+    cross entropy trained for as long) **and** a model that does not predict the reference:
+    ``empty_share ≥ empty_threshold``, or ``bleu < bleu_ratio · reference_bleu`` (used only
+    when the reference translates: ``reference_bleu ≥ min_reference_bleu``; below that BLEU
+    decides nothing), or — when ``ce``/``reference_ce`` are given — teacher-forced cross
+    entropy of the reference ``ce ≥ ce_ratio · reference_ce`` (a copying model puts its mass
+    on ``y_{j−1}``, not ``y_j``; this works after a few updates, when BLEU does not yet).
     """
     near_zero = loss < loss_ratio * reference_loss
-    collapsed = empty_share >= empty_threshold or bleu < bleu_ratio * reference_bleu
+    collapsed = empty_share >= empty_threshold
+    if reference_bleu >= min_reference_bleu:
+        collapsed = collapsed or bleu < bleu_ratio * reference_bleu
+    if ce is not None and reference_ce is not None:
+        collapsed = collapsed or ce >= ce_ratio * reference_ce
     return "degenerate" if near_zero and collapsed else "healthy"
 
 
@@ -178,7 +189,7 @@ def path_summary(operators: Sequence[str]) -> str:
     counts = Counter(o for o in operators if o != ALIGN)
     if not counts:
         return "trivial"
-    return " + ".join(f"{o}×{counts[o]}" for o in la.OPERATORS if counts[o])
+    return " + ".join(f"{o}×{counts[o]}" for o in OPERATORS if counts[o])
 
 
 def path_shares(paths: Sequence[Sequence[str]], lengths: Sequence[int]) -> dict[str, Any]:
@@ -265,6 +276,112 @@ def loss_floor(mean_length: float) -> float:
     if mean_length <= 0:
         raise ValueError(f"expected a positive mean length; found {mean_length}")
     return 2.0 * LOG2 / mean_length
+
+
+def loss_floor_check(
+    losses: Sequence[float],
+    targets: Sequence[Sequence[int]],
+    alphas: Sequence[Sequence[Sequence[int]]],
+    paths: Sequence[Sequence[str]],
+    *,
+    tol: float = 1e-4,
+    keep: int = 5,
+) -> dict[str, Any]:
+    """The floor claim measured on one set of sentences: loss and floor on the same tokens.
+
+    Args:
+        losses: AXE loss of each sentence (nats, summed over its targets).
+        targets: each sentence's targets ``y_1 … y_n eos`` (``L`` tokens, eos counted).
+        alphas: each sentence's best alignment ``α(i)`` (1-based predictions per target).
+        paths: each sentence's best path (operator names).
+        tol: nats a sentence may lie under ``2·log 2`` before it counts as below (float32).
+        keep: how many below-floor sentences to describe individually.
+
+    On the constant path the last prediction scores two different targets (``y_n`` and eos),
+    so that sentence costs at least ``−2·log(0.5) = 2·log 2`` nats: a hard bound. Token-weighted
+    over the set, ``loss = Σ loss_s / Σ L_s`` and ``floor = N·2·log 2 / Σ L_s``
+    (= ``2·log 2 / mean L``). A sentence below ``2·log 2`` must use another best path; for
+    each such sentence the record says which path and whether it shares a prediction between
+    two equal neighbouring targets (free for a copying model). Returns ``n_sentences``,
+    ``n_tokens``, ``loss``, ``floor``, ``ratio``, ``mean_length``, ``below_count``,
+    ``below_paths`` (path summaries with counts), ``below_on_equal_neighbours`` and
+    ``below_examples``.
+    """
+    n = len(losses)
+    if n == 0 or not (len(targets) == len(alphas) == len(paths) == n):
+        raise ValueError(
+            f"expected equal non-empty lists; found {n}, {len(targets)}, {len(alphas)}, "
+            f"{len(paths)}"
+        )
+    ntok = sum(len(t) for t in targets)
+    loss = sum(losses) / ntok
+    floor = n * 2.0 * LOG2 / ntok
+    below, on_equal = [], 0
+    for k in range(n):
+        if not losses[k] < 2.0 * LOG2 - tol:
+            continue
+        t, a = targets[k], alphas[k]
+        shared = [
+            i for i in range(len(a) - 1) if set(a[i]) & set(a[i + 1])
+        ]  # 0-based i: y_(i+1) and y_(i+2) scored by one prediction
+        equal = [i for i in shared if t[i] == t[i + 1]]
+        on_equal += bool(equal)
+        below.append(
+            {
+                "index": k,
+                "length": len(t),
+                "loss": losses[k],
+                "path": path_summary(paths[k]),
+                "constant_path": tuple(paths[k]) == degenerate_path(len(t)),
+                "shared_targets": [i + 1 for i in shared],
+                "shared_equal_neighbours": [i + 1 for i in equal],
+            }
+        )
+    counts = Counter(b["path"] for b in below)
+    return {
+        "n_sentences": n,
+        "n_tokens": ntok,
+        "loss": loss,
+        "floor": floor,
+        "ratio": loss / floor,
+        "mean_length": ntok / n,
+        "below_count": len(below),
+        "below_paths": [{"summary": s, "count": c} for s, c in counts.most_common(5)],
+        "below_on_equal_neighbours": on_equal,
+        "below_constant_path": sum(b["constant_path"] for b in below),
+        "below_examples": below[:keep],
+    }
+
+
+#: the paper's epoch in target tokens: IWSLT'14 de-en, ~160k sentences, about 3.9M target
+#: tokens (~1,100 updates of 4,096 tokens)
+PAPER_EPOCH_TARGET_TOKENS = 3_900_000
+
+
+def first_crossing(
+    history: Sequence[dict[str, Any]],
+    key: str,
+    threshold: float,
+    *,
+    updates_per_epoch: int,
+    tokens_per_update: float,
+) -> dict[str, Any] | None:
+    """The first record with ``key < threshold`` as ``{"step", "epoch", "target_tokens",
+    "paper_epochs"}`` (None if never): the update, this corpus's epochs
+    (``step / updates_per_epoch``), target tokens seen (``step × tokens_per_update``, the
+    corpus's mean target tokens per update, eos counted) and the same in the paper's epochs
+    (:data:`PAPER_EPOCH_TARGET_TOKENS`)."""
+    rec = first_below(history, key, threshold)
+    if rec is None:
+        return None
+    step = int(rec["step"])
+    tokens = step * tokens_per_update
+    return {
+        "step": step,
+        "epoch": step / max(updates_per_epoch, 1),
+        "target_tokens": tokens,
+        "paper_epochs": tokens / PAPER_EPOCH_TARGET_TOKENS,
+    }
 
 
 def first_below(

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--experiments", default=None,
-        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} and the experiment groups "
+        "(nat, beyond_tf when installed) (default: the preset's)",
     )  # fmt: skip
     parser.add_argument(
         "--map-objectives", default=None,
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--updates", default=None,
-        help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective)",
+        help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective; "
+        "a group's runs as group.key=N)",
     )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None,
@@ -59,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--map-workers", type=int, default=None,
         help="processes training map objectives side by side (default: 2 when the preset "
         "runs on one thread and the machine has 2+ cores, else 1; results do not depend on it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", default=None, metavar="RUN_DIR",
+        help="a finished run of the preset's cross-entropy recipe (multi30k: "
+        "configs/multi30k_small_40min.toml) to evaluate as the baseline instead of training it",
     )  # fmt: skip
     parser.add_argument("--cache-dir", default=None, help="tokenizer/data cache directory")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -97,6 +104,7 @@ def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceO
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,
         updates=_parse_updates(args.updates), map_workers=args.map_workers,
+        baseline=args.baseline,
     )  # fmt: skip
 
 
@@ -116,6 +124,8 @@ def command_line(options: ReproduceOptions) -> str:
         parts += ["--updates", ",".join(f"{k}={v}" for k, v in options.updates.items())]
     if options.threads:
         parts += ["--threads", str(options.threads)]
+    if options.baseline is not None:
+        parts += ["--baseline", str(options.baseline)]
     if options.force:
         parts.append("--force")
     return " ".join(shlex.quote(p) for p in parts)

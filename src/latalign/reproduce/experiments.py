@@ -87,6 +87,7 @@ class Context:
     cache_dir: Path
     map_workers: int = 1  # processes training map objectives side by side
     threads: int | None = None  # torch/numba threads of each map worker process
+    baseline: Path | None = None  # a finished run of the CE recipe to evaluate (--baseline)
     _data: PreparedData | None = field(default=None, repr=False)
 
     def data_config(self) -> DataConfig:
@@ -115,7 +116,8 @@ def check_reusable(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | No
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("spec") != spec:
+    # compare as JSON (tuples in the preset come back as lists)
+    if saved.get("spec") != json.loads(json.dumps(spec, default=_json_default)):
         raise ValueError(
             f"expected {directory} to hold this experiment with the same preset, seed and data; "
             "found a different one (use --force to redo it, or another --out)"
@@ -194,23 +196,30 @@ def updates_per_epoch(ctx: Context) -> int:
     )
 
 
-def _curves(history: list[dict[str, Any]], per_epoch: int) -> dict[str, Any]:
+def train_target_tokens(ctx: Context) -> int:
+    """Target tokens (eos counted) of one epoch of the training set."""
+    return int(ctx.data.train.tgt_sizes.sum())
+
+
+def _curves(history: list[dict[str, Any]], per_epoch: int, epoch_tokens: int) -> dict[str, Any]:
+    """Loss curves and the first crossings of 0.1 nats/token, in updates, this corpus's
+    epochs, target tokens seen and the paper's epochs (:func:`analysis.first_crossing`)."""
     train_c = [(r["step"], r["train_loss"]) for r in history if r.get("kind") == "train"]
     valid_c = [
         (r["step"], r["valid_loss"], r.get("valid_ce")) for r in history if r.get("kind") == "valid"
     ]
-    below = an.first_below([r for r in history if r.get("kind") == "train"], "train_loss", 0.1)
-    below_v = an.first_below([r for r in history if r.get("kind") == "valid"], "valid_loss", 0.1)
+    per_update = epoch_tokens / max(per_epoch, 1)
+    kw = {"updates_per_epoch": per_epoch, "tokens_per_update": per_update}
+    train_r = [r for r in history if r.get("kind") == "train"]
+    valid_r = [r for r in history if r.get("kind") == "valid"]
     return {
         "train_curve": train_c,
         "valid_curve": valid_c,
         "updates_per_epoch": per_epoch,
-        "first_train_below_0.1": None
-        if below is None
-        else {"step": below["step"], "epoch": below["step"] / per_epoch},
-        "first_valid_below_0.1": None
-        if below_v is None
-        else {"step": below_v["step"], "epoch": below_v["step"] / per_epoch},
+        "epoch_target_tokens": epoch_tokens,
+        "target_tokens_per_update": per_update,
+        "first_train_below_0.1": an.first_crossing(train_r, "train_loss", 0.1, **kw),
+        "first_valid_below_0.1": an.first_crossing(valid_r, "valid_loss", 0.1, **kw),
     }
 
 
@@ -231,13 +240,15 @@ def analyse_validation(
     figures: bool = True,
 ) -> dict[str, Any]:
     """Teacher-forced analysis of the validation sentences (nats, probabilities in [0, 1]):
-    mean ``p_j(y_{j−1})``, CTC vs CE per sentence, AXE best paths (``causal`` as given), mean
-    target length, and the data of Figure 3 and of the heat map."""
+    mean ``p_j(y_{j−1})``, CTC vs CE per sentence, AXE best paths and AXE losses (``causal``
+    as given) with the loss-floor check on the same sentences, mean target length, and the
+    data of Figure 3 and of the heat map. ``n_sentences``/``n_valid`` say which sentences."""
     data, tok = ctx.data, ctx.data.tokenizer
     model.eval()
     idx = _subset(len(data.valid), ctx.preset.analysis_sentences)
     copy_sum = copy_n = 0.0
     ctc_l, ce_l, reps, paths, lengths = [], [], [], [], []
+    axe_l, targets, alphas = [], [], []
     figs: list[dict[str, Any]] = []
     want = ctx.preset.figure_sentences if figures else 0
     for start in range(0, len(idx), 32):
@@ -261,11 +272,18 @@ def analyse_validation(
             logits.float(), batch.target, L, L, blank=tok.blank_id, causal=causal, from_logits=True
         )  # fmt: skip
         paths += [b.operators for b in best]
+        alphas += [b.alpha for b in best]
+        axe_l += la.axe_loss(
+            logits.float(), batch.target, L, L, blank=tok.blank_id, causal=causal,
+            reduction="none", zero_infinity=True, from_logits=True,
+        ).tolist()  # fmt: skip
+        targets += [batch.target[b, : int(L[b])].tolist() for b in range(len(L))]
         lengths += L.tolist()
     if want and not doubled:
         figs = _figures(model, ctx, _figure_sentences(data.valid, idx, want), causal)
     out: dict[str, Any] = {
         "n_sentences": len(idx),
+        "n_valid": len(data.valid),
         "mean_target_length": sum(lengths) / max(len(lengths), 1),
         "copy_probability": copy_sum / max(copy_n, 1.0),
         "copy_positions": int(copy_n),
@@ -274,6 +292,7 @@ def analyse_validation(
         out["ctc_vs_ce"] = an.summarize_ctc_versus_ce(ctc_l, ce_l, reps)
         out["paths"] = an.path_shares(paths, lengths)
         out["paths"]["causal"] = causal
+        out["floor"] = an.loss_floor_check(axe_l, targets, alphas, paths)
         out["figures"] = figs
     return out
 
@@ -347,7 +366,9 @@ def evaluate_test(
     (directory / "hyps.test.txt").write_text("".join(h + "\n" for h in hyps))
     scores = evaluate_translations(hyps, refs)
     keep = ("bleu", "chrf", "empty_share", "length_ratio", "n_sentences", "bleu_signature")
-    return {k: scores[k] for k in keep} | {"beam": beam, "examples": list(zip(src, refs, hyps))[:3]}
+    return {k: scores[k] for k in keep} | {
+        "beam": beam, "n_test": len(test), "examples": list(zip(src, refs, hyps))[:3],
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- experiments
@@ -395,7 +416,7 @@ def run_criterion_experiment(name: str, ctx: Context) -> dict[str, Any]:
         "final_valid_loss": res.final.get("valid_loss"),
         "final_valid_ce": res.final.get("valid_ce"),
         "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
-        **_curves(history, updates_per_epoch(ctx)),
+        **_curves(history, updates_per_epoch(ctx), train_target_tokens(ctx)),
         "test": test,
         "analysis": analysis,
         "seconds": {"train": train_s, "eval": time.monotonic() - t1},
@@ -451,12 +472,144 @@ def run_doubled_experiment(ctx: Context) -> dict[str, Any]:
         "updates": res.step,
         "final_valid_loss": res.final.get("valid_loss"),
         "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
-        **_curves(res.history, res.updates_per_epoch),
+        **_curves(res.history, res.updates_per_epoch, train_target_tokens(ctx)),
         "test": test,
         "analysis": analysis,
         "seconds": {"train": train_s, "eval": time.monotonic() - t1},
     }
     return _finish(directory, spec, name, result, t0)
+
+
+def recipe_path(preset: Preset) -> Path:
+    """The preset's cross-entropy recipe file; ``ValueError`` when the preset has none or the
+    file is missing (e.g. an installed package without the repository's ``configs/``)."""
+    if preset.baseline_recipe is None:
+        raise ValueError(
+            f"expected --baseline RUN_DIR for the baseline experiment of preset "
+            f"{preset.name!r} (it has no cross-entropy recipe to train); found none"
+        )
+    path = Path(la.__file__).resolve().parents[2] / preset.baseline_recipe
+    if not path.is_file():
+        raise ValueError(
+            f"expected the cross-entropy recipe at {path}; found none — give --baseline RUN_DIR "
+            "(a finished run of it)"
+        )
+    return path
+
+
+def check_baseline_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
+    """Check, before any work, that ``run_dir`` is a finished cross-entropy run on the
+    preset's data: a directory with ``config.json`` (criterion ce or label_smoothed_ce; the
+    preset's languages and vocabulary size), a checkpoint and ``tokenizer/``. Returns the saved
+    config; ``ValueError`` naming what is missing or different otherwise. (The tokenizer
+    fingerprint is compared with the prepared data's by :func:`check_baseline_tokenizer`.)"""
+    from latalign.translate.checkpoint import checkpoint_paths
+
+    if not run_dir.is_dir():
+        raise ValueError(f"expected --baseline to be a run directory; found no directory {run_dir}")
+    cfg_file = run_dir / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, ValueError):
+        raise ValueError(
+            f"expected a training run's config.json in --baseline {run_dir}; found none or an "
+            "unreadable one"
+        ) from None
+    if not any(p.is_file() for p in checkpoint_paths(run_dir)):
+        raise ValueError(f"expected a checkpoint in {run_dir}/checkpoints; found none")
+    if not (run_dir / "tokenizer").is_dir():
+        raise ValueError(f"expected the run's tokenizer/ in {run_dir}; found none")
+    if cfg.get("criterion") not in ("ce", "label_smoothed_ce"):
+        raise ValueError(
+            f"expected a cross-entropy run (criterion ce or label_smoothed_ce) in --baseline; "
+            f"found criterion {cfg.get('criterion')!r}"
+        )
+    data = cfg.get("data") or {}
+    for key in ("src", "tgt", "vocab_size"):
+        want = preset.data.get(key)
+        if want is not None and data.get(key) != want:
+            raise ValueError(
+                f"expected the baseline run's data {key} = {want!r} (preset {preset.name!r}); "
+                f"found {data.get(key)!r} in {cfg_file}"
+            )
+    return cfg
+
+
+def check_baseline_tokenizer(ctx: Context) -> None:
+    """``ValueError`` unless the baseline run's tokenizer is the prepared data's (the same
+    corpus and BPE settings give the same fingerprint)."""
+    from latalign.translate.tokenizer import Tokenizer
+
+    assert ctx.baseline is not None
+    theirs = Tokenizer.load(ctx.baseline / "tokenizer").fingerprint
+    ours = ctx.data.tokenizer.fingerprint
+    if theirs != ours:
+        raise ValueError(
+            f"expected the baseline run to be trained on this data (tokenizer {ours[:12]}); "
+            f"found tokenizer {theirs[:12]} in {ctx.baseline} — another corpus or BPE size"
+        )
+
+
+def run_baseline_experiment(ctx: Context) -> dict[str, Any]:
+    """The stack's cross-entropy recipe: evaluate the finished run ``ctx.baseline`` or train
+    the preset's recipe into ``{out}/baseline/train``; decode the test set (beam, the
+    checkpoint ``latalign evaluate`` uses: best, else last)."""
+    from latalign.translate.checkpoint import load_model
+
+    name = "baseline"
+    directory = ctx.out / name
+    spec = baseline_spec(ctx)
+    prepare_dir(directory, ctx.force)
+    saved = check_reusable(directory, spec)
+    if saved is not None:
+        logger.info("%s: finished earlier, reusing %s", name, directory / RESULT_FILE)
+        return saved
+    directory.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    if ctx.baseline is not None:
+        run_dir, source = ctx.baseline, f"finished run {ctx.baseline}"
+        logger.info("%s: evaluating the finished run %s", name, run_dir)
+    else:
+        recipe = recipe_path(ctx.preset)
+        run_dir, source = directory / "train", f"trained here from {ctx.preset.baseline_recipe}"
+        cfg = TrainConfig.from_file(
+            recipe, run_dir=str(run_dir), data=ctx.data_dir, seed=ctx.seed,
+            cache_dir=str(ctx.cache_dir), device=ctx.preset.train_device,
+        )  # fmt: skip
+        logger.info("%s: training the recipe %s (%s)", name, recipe, run_dir)
+        train(cfg, progress=ctx.progress)
+    train_s = time.monotonic() - t0
+    model, _, state = load_model(run_dir=run_dir)
+    history = full_history(run_dir)
+    saved_cfg = json.loads((run_dir / "config.json").read_text())
+    last_train = [r for r in history if r.get("kind") == "train"]
+    last_valid = [r for r in history if r.get("kind") == "valid"]
+    t1 = time.monotonic()
+    logger.info("%s: beam-%d decoding of the test set", name, ctx.preset.beam)
+    test = evaluate_test(model, ctx, ctx.preset.test_sentences, ctx.preset.beam, directory)
+    result = {
+        "name": name,
+        "source": source,
+        "run_dir": str(run_dir),
+        "criterion": saved_cfg.get("criterion"),
+        "recipe": ctx.preset.baseline_recipe,
+        "updates": int(state.get("step", last_train[-1]["step"] if last_train else 0)),
+        "final_valid_loss": last_valid[-1]["valid_loss"] if last_valid else None,
+        "final_valid_ce": last_valid[-1].get("valid_ce") if last_valid else None,
+        "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
+        "test": test,
+        "seconds": {"train": train_s, "eval": time.monotonic() - t1},
+    }
+    write_result(directory, spec, result)
+    logger.info("%s: BLEU %.2f on %d test sentences", name, test["bleu"], test["n_sentences"])
+    return result
+
+
+def baseline_spec(ctx: Context) -> dict[str, Any]:
+    """What the baseline result depends on: the usual spec and the reused run (if any)."""
+    return ctx.spec("baseline") | {
+        "baseline_run": None if ctx.baseline is None else str(ctx.baseline.resolve())
+    }
 
 
 def map_dir(ctx: Context, key: str) -> Path:
@@ -496,6 +649,8 @@ def run_map_objective(key: str, ctx: Context) -> dict[str, Any]:
         "bleu": test["bleu"],
         "chrf": test["chrf"],
         "empty_share": test["empty_share"],
+        "n_test_sentences": test["n_sentences"],
+        "n_test": test["n_test"],
         "predicted": "degenerate" if pred.degenerate else "healthy",
         "prediction_note": pred.note(),
         "only_trivial_path": pred.only_trivial_path,
@@ -572,21 +727,42 @@ def run_map(ctx: Context, keys: list[str]) -> dict[str, Any]:
         for key in todo:
             done(run_map_objective(key, ctx))
     rows = [by_key[k] for k in keys]
+    return {"rows": rows, **classify_map(rows), "seconds": time.monotonic() - t0}
+
+
+def classify_map(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Classify each map row against the reference row (``MAP_REFERENCE``, cross entropy
+    trained as long) in place (``measured``, ``agrees``, ``informative``) and summarise.
+
+    A row is *informative* unless its objective has only the trivial path at ``m = n``
+    (then it is cross entropy by construction and agrees trivially) — the reference is one of
+    those. The BLEU clause of the rule is used only when the reference's greedy BLEU is at
+    least 20; the teacher-forced cross-entropy clause works at any length.
+    """
     ref = next(r for r in rows if r["key"] == MAP_REFERENCE)
     for r in rows:
         r["measured"] = an.classify_measured(
             r["final_valid_loss"], r["empty_share"], r["bleu"],
             reference_loss=ref["final_valid_loss"], reference_bleu=ref["bleu"],
+            ce=r.get("final_valid_ce"), reference_ce=ref.get("final_valid_ce"),
         )  # fmt: skip
         r["agrees"] = r["measured"] == r["predicted"]
+        r["informative"] = not r["only_trivial_path"]
+    bleu_used = ref["bleu"] >= 20.0
+    info = [r for r in rows if r["informative"]]
     return {
-        "rows": rows,
         "reference": MAP_REFERENCE,
         "rule": "degenerate = valid loss < 0.25 × the reference's (cross entropy trained as long) "
-        "and (empty share ≥ 0.5 or greedy BLEU < 0.5 × the reference's)",
+        "and (empty share ≥ 0.5 or teacher-forced valid CE ≥ 2 × the reference's"
+        + (" or greedy BLEU < 0.5 × the reference's" if bleu_used else "")
+        + ")"
+        + ("" if bleu_used else f"; the BLEU clause is off: the reference's greedy BLEU "
+           f"{ref['bleu']:.1f} < 20 decides nothing"),
+        "bleu_clause": bleu_used,
         "agreement": sum(r["agrees"] for r in rows) / len(rows),
-        "seconds": time.monotonic() - t0,
-    }
+        "informative": len(info),
+        "informative_agree": sum(r["agrees"] for r in info),
+    }  # fmt: skip
 
 
 def default_cache(cache_dir: str | Path | None) -> Path:

@@ -14,6 +14,8 @@ from typing import Any
 EXPERIMENTS: dict[str, str] = {
     "ce": "cross entropy (baseline)",
     "label_smoothed_ce": "label-smoothed cross entropy, ε = 0.1 (baseline)",
+    "baseline": "the stack's cross-entropy recipe (the preset's baseline_recipe), or a "
+    "finished run of it (--baseline RUN_DIR): the yardstick of 'cross entropy translates'",
     "ctc": "CTC at equal lengths m = n (§3)",
     "axe": "AXE, output layer tied to the decoder embedding (§4, the paper's setting)",
     "axe_untied": "AXE with a separate output layer (the tying finding)",
@@ -59,6 +61,11 @@ class Preset:
     train_device: str = "cpu"  # TrainConfig.device of the criterion runs ("auto": CUDA if any)
     # experiments run when --experiments is not given (None = all of EXPERIMENTS)
     default_experiments: tuple[str, ...] | None = None
+    # the stack's real cross-entropy recipe (a TrainConfig file, relative to the repository
+    # root) that the "baseline" experiment trains unless --baseline RUN_DIR reuses a run of it
+    baseline_recipe: str | None = None
+    # "cross entropy translates" needs this test BLEU (beam) from the baseline(s)
+    baseline_min_bleu: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,11 +112,14 @@ PRESETS: dict[str, Preset] = {
         analysis_sentences=200,
         map_eval_sentences=100,
         threads=1,
+        default_experiments=tuple(k for k in EXPERIMENTS if k != "baseline"),
     ),
     "multi30k": Preset(
         name="multi30k",
         description="Multi30k de-en (--data DIR), the small model (3+3 layers, d=256) on CPU: "
-        "every claim in about 60 minutes on 2 CPU cores (the map only when asked: "
+        "every claim in about 60 minutes on 2 CPU cores plus the cross-entropy recipe "
+        "(configs/multi30k_small_40min.toml: 40 more minutes, or --baseline RUN_DIR to reuse a "
+        "finished run of it) and beam decoding of the whole test set (the map only when asked: "
         "--experiments ...,map, about 32 x 80 s more)",
         model_preset="small",
         model={},
@@ -132,10 +142,12 @@ PRESETS: dict[str, Preset] = {
         },
         log_every=10,
         validate_every=100,
-        test_sentences=200,
-        analysis_sentences=200,
+        test_sentences=0,
+        analysis_sentences=0,
         map_eval_sentences=50,
         default_experiments=tuple(k for k in EXPERIMENTS if k != "map"),
+        baseline_recipe="configs/multi30k_small_40min.toml",
+        baseline_min_bleu=35.0,
     ),
     "paper": Preset(
         name="paper",
@@ -164,6 +176,7 @@ PRESETS: dict[str, Preset] = {
         analysis_sentences=0,
         map_eval_sentences=500,
         train_device="auto",
+        default_experiments=tuple(k for k in EXPERIMENTS if k != "baseline"),
     ),
     "ci": Preset(
         name="ci",
@@ -184,6 +197,7 @@ PRESETS: dict[str, Preset] = {
         map_eval_sentences=8,
         figure_sentences=2,
         threads=1,
+        default_experiments=tuple(k for k in EXPERIMENTS if k != "baseline"),
     ),
 }  # fmt: skip
 
@@ -214,6 +228,9 @@ class ReproduceOptions:
             machine is shared).
         map_workers: processes training map objectives side by side (None = 2 on a 2+-core
             machine when the preset runs on one thread, else 1). Results do not depend on it.
+        baseline: a finished run directory of the preset's cross-entropy recipe (checkpoint,
+            ``config.json``, ``tokenizer/``, trained on the same data) that the ``baseline``
+            experiment evaluates instead of training the recipe.
     """
 
     out: str | Path = "runs/reproduce"
@@ -230,3 +247,4 @@ class ReproduceOptions:
     threads: int | None = None
     updates: dict[str, int] | None = None
     map_workers: int | None = None
+    baseline: str | Path | None = None

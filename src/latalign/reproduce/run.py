@@ -12,40 +12,73 @@ from typing import Any
 import torch
 
 from latalign.reproduce import experiments as ex
+from latalign.reproduce.groups import ExperimentGroup, GroupRun, load_groups
 from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
 
 logger = logging.getLogger("latalign.reproduce")
 
 
+def default_experiments(preset: str) -> list[str]:
+    """What runs without ``--experiments``: the preset's built-in experiments, then every
+    registered group whose ``default_presets`` include ``preset`` (and that has sizes for it)."""
+    p = PRESETS[preset]
+    names = list(p.default_experiments or EXPERIMENTS)
+    groups = load_groups()
+    return names + [
+        g for g, grp in groups.items() if preset in grp.default_presets and preset in grp.updates
+    ]
+
+
+def known_experiments() -> list[str]:
+    """Built-in experiments (:data:`EXPERIMENTS`) and registered groups, in run order."""
+    return list(EXPERIMENTS) + list(load_groups())
+
+
 def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
     """Check everything that can be checked before training; ``ValueError`` otherwise.
 
-    Returns ``(experiments, map_objectives)`` in run order.
+    Returns ``(experiments, map_objectives)`` in run order (a group's ``requires`` added).
     """
     if options.preset not in PRESETS:
         raise ValueError(f"expected a preset in {{{', '.join(PRESETS)}}}; found {options.preset!r}")
     preset = PRESETS[options.preset]
-    if options.experiments:
-        names = list(options.experiments)
-    else:
-        names = list(preset.default_experiments or EXPERIMENTS)
-    unknown = [n for n in names if n not in EXPERIMENTS]
+    groups = load_groups()
+    known = known_experiments()
+    names = list(options.experiments) if options.experiments else default_experiments(preset.name)
+    if options.baseline is not None and "baseline" not in names:
+        names.append("baseline")  # --baseline RUN_DIR asks for it
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(
-            f"expected experiments among {list(EXPERIMENTS)}; found {unknown or names}"
-        )
-    names = [n for n in EXPERIMENTS if n in names]  # canonical order, no duplicates
+        raise ValueError(f"expected experiments among {known}; found {unknown or names}")
+    for n in list(names):
+        if n in groups:
+            names += [r for r in groups[n].requires if r not in names]
+            groups[n].scaled_updates(preset.name)  # ValueError: no sizes for this preset
+    names = [n for n in known if n in names]  # canonical order, no duplicates
+    if "baseline" in names:
+        if options.baseline is not None:
+            ex.check_baseline_run(Path(options.baseline), preset)
+        else:
+            ex.recipe_path(preset)  # ValueError: no recipe (give --baseline)
     keys = ex.all_map_objectives()
     if options.map_objectives:
         for k in options.map_objectives:
             ex.parse_objective_key(k)  # ValueError on a malformed key
         keys = [k for k in keys if k in set(options.map_objectives)]
     for k, v in (options.updates or {}).items():
-        if k not in EXPERIMENTS or not isinstance(v, int) or v < 1:
+        group, _, sub = k.partition(".")
+        ok = (
+            isinstance(v, int)
+            and v >= 1
+            and ((not sub and k in EXPERIMENTS) or (sub and group in groups))
+        )
+        if not ok:
             raise ValueError(
-                f"expected updates as experiment=N with N >= 1 for experiments in "
-                f"{list(EXPERIMENTS)}; found {k}={v!r}"
+                f"expected updates as experiment=N (or group.key=N) with N >= 1 for experiments "
+                f"in {known}; found {k}={v!r}"
             )
+        if sub:
+            groups[group].scaled_updates(preset.name, overrides={sub: v})
     if options.map_workers is not None and options.map_workers < 1:
         raise ValueError(f"expected map_workers >= 1; found {options.map_workers}")
     if options.threads is not None and options.threads < 1:
@@ -73,6 +106,37 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
     return names, keys
 
 
+def group_updates(options: ReproduceOptions, group: ExperimentGroup) -> dict[str, int]:
+    """``group``'s updates for the options' preset, ``--scale`` and ``--updates g.key=N``."""
+    prefix = group.name + "."
+    overrides = {
+        k[len(prefix) :]: v for k, v in (options.updates or {}).items() if k.startswith(prefix)
+    }
+    return group.scaled_updates(options.preset, options.scale, overrides)
+
+
+def run_group(
+    group: ExperimentGroup, ctx: ex.Context, updates: dict[str, int], results: dict[str, Any]
+) -> dict[str, Any]:
+    """Run (or reuse) one experiment group; writes ``{out}/{name}/result.json`` last."""
+    directory = ctx.out / group.name
+    spec = ctx.spec(group.name) | {"updates": updates}
+    ex.prepare_dir(directory, ctx.force)
+    saved = ex.check_reusable(directory, spec)
+    if saved is not None:
+        logger.info("%s: finished earlier, reusing %s", group.name, directory / ex.RESULT_FILE)
+        return saved
+    directory.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    result = group.run(GroupRun(ctx=ctx, directory=directory, updates=updates, results=results))
+    if not isinstance(result, dict):
+        raise TypeError(f"expected {group.name}.run to return a dict; found {type(result)}")
+    result.setdefault("seconds", time.monotonic() - t0)
+    ex.write_result(directory, spec, result)
+    logger.info("%s: done in %.0f s", group.name, time.monotonic() - t0)
+    return result
+
+
 def _context(options: ReproduceOptions) -> ex.Context:
     preset = PRESETS[options.preset]
     if options.scale != 1.0:
@@ -90,6 +154,7 @@ def _context(options: ReproduceOptions) -> ex.Context:
         cache_dir=ex.default_cache(options.cache_dir),
         map_workers=map_workers(options.map_workers, threads),
         threads=threads,
+        baseline=None if options.baseline is None else Path(options.baseline),
     )
 
 
@@ -114,10 +179,15 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
 
     names, keys = validate_options(options)
     ctx = _context(options)
+    groups = load_groups()
+    updates = {n: group_updates(options, groups[n]) for n in names if n in groups}
     for name in names:  # refuse a foreign result before training anything
         directory = ctx.out / name
         if name not in ("map",) and not ctx.force:
-            ex.check_reusable(directory, ctx.spec(name))
+            spec = ctx.spec(name) | ({"updates": updates[name]} if name in groups else {})
+            ex.check_reusable(directory, ex.baseline_spec(ctx) if name == "baseline" else spec)
+    if ctx.baseline is not None and "baseline" in names:
+        ex.check_baseline_tokenizer(ctx)  # prepares the data; refuses another corpus
     ctx.out.mkdir(parents=True, exist_ok=True)
     threads = ctx.threads
     old_threads = torch.get_num_threads()
@@ -126,12 +196,17 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         torch.set_num_threads(threads)
     flush = torch.set_flush_denormal(True)  # denormals made CE training ~10x slower on CPU
     t0 = time.monotonic()
-    results: dict[str, Any] = {"experiments": {}}
+    results: dict[str, Any] = {"experiments": {}, "groups": {}}
     try:
         for i, name in enumerate(names, 1):
-            logger.info("[%d/%d] %s — %s", i, len(names), name, EXPERIMENTS[name])
-            if name == "map":
+            what = groups[name].description if name in groups else EXPERIMENTS[name]
+            logger.info("[%d/%d] %s — %s", i, len(names), name, what)
+            if name in groups:
+                results["groups"][name] = run_group(groups[name], ctx, updates[name], results)
+            elif name == "map":
                 results["map"] = ex.run_map(ctx, keys)
+            elif name == "baseline":
+                results["experiments"][name] = ex.run_baseline_experiment(ctx)
             elif name == "doubled_ctc":
                 results["experiments"][name] = ex.run_doubled_experiment(ctx)
             else:

@@ -5,8 +5,10 @@ transpose ``et (N, S+1, T)`` for the operator algebra, with ``em[b, t, 0] = log 
 and ``em[b, t, i] = log p_{t+1}(y_i)``. Gradients come back in the layout they were given.
 
 Grid arrays are ``(N, S+1, T+1)``: cell ``(i, j)`` = first ``i`` targets and first ``j``
-predictions consumed (SPEC.md). Move codes: 0 none, 1 align, 2 clone_target,
-3 clone_prediction, 4 delimiter (the tie-break order: earlier wins an exact tie).
+predictions consumed (SPEC.md). Back-pointers hold the named move codes ``MOVE_*`` of
+:mod:`latalign.align.objective` (``MOVE_NONE`` = start cell or unreachable); a lower code
+wins an exact tie (the canonical order). Backtracking reads the moves' source cells and
+emissions off the spec table (``MOVE_DI``, ``MOVE_DJ``, ``MOVE_EMITS_TARGET``, …).
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ import math
 
 import numba
 import numpy as np
+
+from ..objective import (
+    MOVE_ALIGN,
+    MOVE_CLONE_PREDICTION,
+    MOVE_CLONE_TARGET,
+    MOVE_DELIMITER,
+    MOVE_DI,
+    MOVE_DJ,
+    MOVE_EMITS_TARGET,
+    MOVE_FRAME_AT_LEAST_1,
+    MOVE_NONE,
+)
 
 NEG_INF = -np.inf
 
@@ -78,13 +92,13 @@ def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, ou
         n = tg_len[b]
         alpha[b, 0, 0] = 0.0
         if use_max:
-            bp[b, 0, 0] = 0
+            bp[b, 0, 0] = MOVE_NONE
         r = 0
         for j in range(1, m + 1):  # row 0: only delimiter
             v = alpha[b, 0, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
             alpha[b, 0, j] = v
             if use_max:
-                bp[b, 0, j] = 4 if v > NEG_INF else 0
+                bp[b, 0, j] = MOVE_DELIMITER if v > NEG_INF else MOVE_NONE
         for i in range(1, n + 1):
             p = r  # the previous row
             r = (i & 1) if rolling else i
@@ -92,7 +106,7 @@ def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, ou
             v = alpha[b, p, 0] + _scaled(wcp, et[b, i, 0]) + mcp
             alpha[b, r, 0] = v
             if use_max:
-                bp[b, i, 0] = 3 if v > NEG_INF else 0
+                bp[b, i, 0] = MOVE_CLONE_PREDICTION if v > NEG_INF else MOVE_NONE
             jc = min(i, m) if causal else m
             for j in range(1, jc + 1):
                 e = et[b, i, j - 1]
@@ -101,26 +115,27 @@ def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, ou
                 vcp = alpha[b, p, j] + _scaled(wcp, e) + mcp
                 vd = alpha[b, r, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
                 if use_max:
+                    # canonical order, strict ">": the earlier move keeps an exact tie
                     best = va
-                    code = 1
+                    code = MOVE_ALIGN
                     if vct > best:
                         best = vct
-                        code = 2
+                        code = MOVE_CLONE_TARGET
                     if vcp > best:
                         best = vcp
-                        code = 3
+                        code = MOVE_CLONE_PREDICTION
                     if vd > best:
                         best = vd
-                        code = 4
+                        code = MOVE_DELIMITER
                     alpha[b, r, j] = best
-                    bp[b, i, j] = code if best > NEG_INF else 0
+                    bp[b, i, j] = code if best > NEG_INF else MOVE_NONE
                 else:
                     alpha[b, r, j] = _lse4(va, vct, vcp, vd)
             for j in range(jc + 1, m + 1):  # causal: beyond the diagonal only delimiter
                 v = alpha[b, r, j - 1] + _scaled(wd, et[b, 0, j - 1]) + md
                 alpha[b, r, j] = v
                 if use_max:
-                    bp[b, i, j] = 4 if v > NEG_INF else 0
+                    bp[b, i, j] = MOVE_DELIMITER if v > NEG_INF else MOVE_NONE
         out[b] = alpha[b, r, m]
 
 
@@ -195,16 +210,13 @@ def algebra_backward_sum(et, in_len, tg_len, w, flags, causal, alpha, beta, gsca
 
 @numba.njit(inline="always", cache=True)
 def _move_back(code: int, i: int, j: int) -> tuple[int, int, int, int]:
-    """One step back along a best path from cell (i, j) by move ``code`` (1 align,
-    2 clone_target, 3 clone_prediction, 4 delimiter): ``(row, col, i', j')`` where
-    ``et[b, row, col]`` is the emission the move scored and (i', j') the cell it came from."""
-    if code == 1:
-        return i, j - 1, i - 1, j - 1
-    if code == 3:
-        return i, (j if j >= 1 else 1) - 1, i - 1, j
-    if code == 4:
-        return 0, j - 1, i, j - 1
-    return i, j - 1, i, j - 1  # clone_target
+    """One step back along a best path from cell (i, j) by move ``code``, read off the spec
+    table: ``(row, col, i', j')`` where ``et[b, row, col]`` is the emission the move scored
+    (row ``i`` for the target ``y_i``, 0 for the blank; column ``j - 1``, or ``max(j, 1) - 1``)
+    and ``(i', j') = (i - di, j - dj)`` the cell it came from."""
+    row = i if MOVE_EMITS_TARGET[code] else 0
+    col = (max(j, 1) if MOVE_FRAME_AT_LEAST_1[code] else j) - 1
+    return row, col, i - MOVE_DI[code], j - MOVE_DJ[code]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -215,11 +227,11 @@ def algebra_backward_max(in_len, tg_len, w, bp, gscale, grad):
         g = gscale[b]
         i = tg_len[b]
         j = in_len[b]
-        if g == 0.0 or (bp[b, i, j] == 0 and not (i == 0 and j == 0)):
+        if g == 0.0 or (bp[b, i, j] == MOVE_NONE and not (i == 0 and j == 0)):
             continue
         while i > 0 or j > 0:
             code = bp[b, i, j]
-            if code == 0:
+            if code == MOVE_NONE:
                 break
             row, col, i, j = _move_back(code, i, j)
             grad[b, row, col] -= g * w[code - 1]
@@ -232,7 +244,7 @@ def algebra_backtrack(in_len, tg_len, bp, paths, plen):
     for b in numba.prange(nb):
         i = tg_len[b]
         j = in_len[b]
-        if bp[b, i, j] == 0 and not (i == 0 and j == 0):
+        if bp[b, i, j] == MOVE_NONE and not (i == 0 and j == 0):
             plen[b] = -1
             continue
         k = 0

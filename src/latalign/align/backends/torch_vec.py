@@ -15,6 +15,20 @@ from __future__ import annotations
 
 import torch
 
+from ..objective import (
+    FRAME_J,
+    MOVE_CLONE_TARGET,
+    MOVE_DELIMITER,
+    MOVE_DI,
+    MOVE_DJ,
+    MOVE_EMITS_TARGET,
+    MOVE_FRAME_AT_LEAST_1,
+    MOVE_NONE,
+    MOVES,
+    TARGET,
+    Move,
+)
+
 NEG_INF = float("-inf")
 DP_DTYPE = torch.float64
 
@@ -29,43 +43,55 @@ def _scaled(w: float, e: torch.Tensor) -> torch.Tensor:
 class AlgebraScores:
     """Destination-indexed move scores on the grid, each ``(N, S+1, T+1)``, −inf = not allowed.
 
+    Built from the spec table :data:`~latalign.align.objective.MOVES`: a move into
+    ``(i, j)`` is allowed where the table allows it (source cell on the grid, ``i ≥ 1`` for a
+    target, ``j ≥ 1`` for ``p_j``, ``j ≤ i`` where causal applies) and only inside the
+    sequence's own grid ``i ≤ n, j ≤ m``. Outside it the score is the constant ``-inf``:
+    frames beyond ``input_lengths`` (and targets beyond ``target_lengths``) are never read
+    into the dynamic program, whatever they hold (NaN, ±inf).
+
     ``right`` merges the two moves from ``(i, j-1)`` (``clone_target`` ⊕ ``delimiter``) so
     that a diagonal step has three candidates; the max backend recovers which move won
     afterwards, in one vectorized pass (:func:`move_codes`).
     """
 
-    def __init__(self, em: torch.Tensor, weights, flags, causal: bool, use_max: bool) -> None:
+    def __init__(
+        self,
+        em: torch.Tensor,
+        in_len: torch.Tensor,
+        tg_len: torch.Tensor,
+        weights,
+        flags,
+        causal: bool,
+        use_max: bool,
+    ) -> None:
         nb, tmax, s1 = em.shape
         dev = em.device
         em = em.to(DP_DTYPE)
         self.shape = (nb, s1, tmax + 1)
-        wa, wct, wcp, wd = weights
-        fa, fct, fcp, fd = flags
         i_idx = torch.arange(s1, device=dev).view(1, s1, 1)
         j_idx = torch.arange(tmax + 1, device=dev).view(1, 1, tmax + 1)
-        causal_ok = (
-            (j_idx <= i_idx)
-            if causal
-            else torch.ones((1, s1, tmax + 1), dtype=torch.bool, device=dev)
-        )
+        inside = (i_idx <= tg_len.view(nb, 1, 1)) & (j_idx <= in_len.view(nb, 1, 1))
         full = torch.full(self.shape, NEG_INF, dtype=DP_DTYPE, device=dev)
-        # column j uses p_j; column 0 -> p_1 (clone_prediction down column 0)
+        # column j uses p_j; column 0 -> p_1 (only moves reading p_max(j,1) get there)
         tgt = em.transpose(1, 2)  # (N, S+1, T)
         tgt_j = torch.cat([tgt[:, :, :1], tgt], dim=2)  # (N, S+1, T+1)
-        i_pos = i_idx >= 1
-        j_pos = j_idx >= 1
-        self.align = (
-            torch.where(i_pos & j_pos & causal_ok, _scaled(wa, tgt_j), full) if fa else full
-        )
-        self.clone_target = (
-            torch.where(i_pos & j_pos & causal_ok, _scaled(wct, tgt_j), full) if fct else full
-        )
-        self.clone_prediction = (
-            torch.where(i_pos & causal_ok, _scaled(wcp, tgt_j), full) if fcp else full
-        )
         blank = em[:, :, 0]
         blank_j = torch.cat([blank[:, :1], blank], dim=1).unsqueeze(1)  # (N, 1, T+1)
-        self.delimiter = torch.where(j_pos, _scaled(wd, blank_j), full) if fd else full
+        for move, w, on in zip(MOVES, weights, flags):
+            if not on:
+                setattr(self, move.operator, full)
+                continue
+            ok = inside & (i_idx >= move.di) & (j_idx >= move.dj)
+            if move.emits == TARGET:
+                ok = ok & (i_idx >= 1)
+            if move.frame == FRAME_J:
+                ok = ok & (j_idx >= 1)
+            if causal and move.causal:
+                ok = ok & (j_idx <= i_idx)
+            emission = tgt_j if move.emits == TARGET else blank_j
+            setattr(self, move.operator, torch.where(ok, _scaled(w, emission), full))
+        fct, fd = flags[MOVE_CLONE_TARGET - 1], flags[MOVE_DELIMITER - 1]
         if not fct:
             self.right = self.delimiter
         elif not fd:
@@ -74,6 +100,10 @@ class AlgebraScores:
             self.right = torch.maximum(self.clone_target, self.delimiter)
         else:
             self.right = torch.logaddexp(self.clone_target, self.delimiter)
+
+    def of(self, move: Move) -> torch.Tensor:
+        """The scores of one move of the spec table."""
+        return getattr(self, move.operator)
 
 
 def _skew(grid: torch.Tensor, n_diag: int) -> torch.Tensor:
@@ -125,23 +155,21 @@ def algebra_forward(scores: AlgebraScores, use_max: bool):
 
 
 def move_codes(scores: AlgebraScores, alpha: torch.Tensor) -> torch.Tensor:
-    """The winning move into every cell (1 align … 4 delimiter; 0 unreachable), ties to the earlier."""
+    """The winning move code into every cell (``MOVE_NONE`` where unreachable).
+
+    Moves are tried in canonical order with a strict ``>``: an earlier move keeps a tie.
+    """
     nb, s1, t1 = scores.shape
     # the same float64 sums as the forward pass, so the winner is recovered exactly
     best = torch.full(scores.shape, NEG_INF, dtype=DP_DTYPE, device=alpha.device)
-    codes = torch.zeros(scores.shape, dtype=torch.int8, device=alpha.device)
-    moves = (
-        (1, (slice(1, None), slice(1, None)), alpha[:, :-1, :-1], scores.align[:, 1:, 1:]),
-        (2, (slice(None), slice(1, None)), alpha[:, :, :-1], scores.clone_target[:, :, 1:]),
-        (3, (slice(1, None), slice(None)), alpha[:, :-1, :], scores.clone_prediction[:, 1:, :]),
-        (4, (slice(None), slice(1, None)), alpha[:, :, :-1], scores.delimiter[:, :, 1:]),
-    )
-    for code, (rows, cols), src, score in moves:
-        value = src + score
-        region = best[:, rows, cols]
+    codes = torch.full(scores.shape, MOVE_NONE, dtype=torch.int8, device=alpha.device)
+    for move in MOVES:
+        di, dj = move.di, move.dj
+        value = alpha[:, : s1 - di, : t1 - dj] + scores.of(move)[:, di:, dj:]
+        region = best[:, di:, dj:]
         wins = value > region  # strict: an earlier move keeps a tie
         region.copy_(torch.where(wins, value, region))
-        codes[:, rows, cols].masked_fill_(wins, code)
+        codes[:, di:, dj:].masked_fill_(wins, move.code)
     return codes
 
 
@@ -175,27 +203,27 @@ def algebra_backward_sum(scores: AlgebraScores, alpha: torch.Tensor, in_len, tg_
     logz = alpha[bidx, tg_len, in_len]  # (N,)
     feasible = logz > NEG_INF
     z = torch.where(feasible, logz, zero).view(nb, 1, 1)
-    wa, wct, wcp, wd = weights
-    post = torch.zeros((4, nb, s1, t1), dtype=DP_DTYPE, device=dev)
-    # align from (i-1, j-1); clone_target and delimiter from (i, j-1); clone_prediction (i-1, j)
-    post[0, :, 1:, 1:] = torch.exp(
-        alpha[:, :-1, :-1] + scores.align[:, 1:, 1:] + beta[:, 1:, 1:] - z
-    )
-    post[1, :, :, 1:] = torch.exp(
-        alpha[:, :, :-1] + scores.clone_target[:, :, 1:] + beta[:, :, 1:] - z
-    )
-    post[2, :, 1:, :] = torch.exp(
-        alpha[:, :-1, :] + scores.clone_prediction[:, 1:, :] + beta[:, 1:, :] - z
-    )
-    post[3, :, :, 1:] = torch.exp(
-        alpha[:, :, :-1] + scores.delimiter[:, :, 1:] + beta[:, :, 1:] - z
-    )
-    post = torch.nan_to_num(post, nan=0.0) * feasible.view(1, nb, 1, 1)
-    g_tgt = wa * post[0] + wct * post[1] + wcp * post[2]  # (N, S+1, T+1), column j -> p_j
-    g_tgt[:, :, 1] += g_tgt[:, :, 0]  # clone_prediction down column 0 scores with p_1
+    # posterior of each move into (i, j): alpha at its source + its score + beta at (i, j)
+    post = torch.zeros((len(MOVES), nb, s1, t1), dtype=DP_DTYPE, device=dev)
+    for k, move in enumerate(MOVES):
+        di, dj = move.di, move.dj
+        post[k, :, di:, dj:] = torch.exp(
+            alpha[:, : s1 - di, : t1 - dj] + scores.of(move)[:, di:, dj:] + beta[:, di:, dj:] - z
+        )
+    # every term is -inf or finite (cells outside a sequence's grid score the constant
+    # -inf), so no NaN arises; infeasible sequences have beta = -inf except at (n, m)
+    post = post * feasible.view(1, nb, 1, 1)
     grad = torch.zeros((nb, t1 - 1, s1), dtype=DP_DTYPE, device=dev)
-    grad[:, :, 1:] = -g_tgt[:, 1:, 1:].transpose(1, 2)
-    grad[:, :, 0] = -wd * post[3, :, :, 1:].sum(dim=1)
+    g_tgt = torch.zeros((nb, s1, t1), dtype=DP_DTYPE, device=dev)  # column j -> p_j
+    for k, (move, w) in enumerate(zip(MOVES, weights)):
+        if w == 0.0:
+            continue
+        if move.emits == TARGET:
+            g_tgt += w * post[k]
+        else:
+            grad[:, :, 0] -= w * post[k, :, :, 1:].sum(dim=1)
+    g_tgt[:, :, 1] += g_tgt[:, :, 0]  # a move into column 0 reads p_max(0,1) = p_1
+    grad[:, :, 1:] -= g_tgt[:, 1:, 1:].transpose(1, 2)
     return grad, logz
 
 
@@ -215,17 +243,19 @@ def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
     steps = torch.zeros((nb, max(max_len, 1)), dtype=torch.long, device=dev)
     si = torch.zeros_like(steps)
     sj = torch.zeros_like(steps)
+    di = torch.tensor(MOVE_DI, dtype=torch.long, device=dev)
+    dj = torch.tensor(MOVE_DJ, dtype=torch.long, device=dev)
     for k in range(max_len):
         c = flat.gather(1, (i * t1 + j).view(nb, 1)).view(nb)
-        c = torch.where((i == 0) & (j == 0), 0, c)
+        c = torch.where((i == 0) & (j == 0), MOVE_NONE, c)
         steps[:, k] = c
         si[:, k] = i
         sj[:, k] = j
-        i = i - ((c == 1) | (c == 3)).long()
-        j = j - ((c == 1) | (c == 2) | (c == 4)).long()
-    length = (steps > 0).sum(dim=1)
+        i = i - di[c]
+        j = j - dj[c]
+    length = (steps != MOVE_NONE).sum(dim=1)
     end_code = flat.gather(1, (tg_len.long() * t1 + in_len.long()).view(nb, 1)).view(nb)
-    unreachable = (end_code == 0) & ((tg_len > 0) | (in_len > 0))
+    unreachable = (end_code == MOVE_NONE) & ((tg_len > 0) | (in_len > 0))
     length = torch.where(unreachable, -1, length)
     return steps, si, sj, length
 
@@ -235,12 +265,13 @@ def algebra_backward_max(codes, in_len, tg_len, weights, t_max: int):
     nb, s1, _ = codes.shape
     dev = codes.device
     steps, si, sj, length = backtrack(codes, in_len, tg_len)
-    w = torch.tensor([0.0, *weights], dtype=DP_DTYPE, device=dev)
+    w = torch.tensor([0.0, *weights], dtype=DP_DTYPE, device=dev)  # by move code
+    emits_target = torch.tensor(MOVE_EMITS_TARGET, device=dev)
+    at_least_1 = torch.tensor(MOVE_FRAME_AT_LEAST_1, device=dev)
     wstep = w[steps] * (length >= 0).view(nb, 1)
-    is_delim = steps == 4
-    row = torch.where(steps == 3, sj.clamp(min=1), sj) - 1  # prediction used (0-based)
-    col = torch.where(is_delim, 0, si)
-    valid = steps > 0
+    row = torch.where(at_least_1[steps], sj.clamp(min=1), sj) - 1  # prediction used (0-based)
+    col = torch.where(emits_target[steps], si, 0)  # y_i, or the blank (column 0)
+    valid = steps != MOVE_NONE
     row = torch.where(valid, row, 0)
     col = torch.where(valid, col, 0)
     grad = torch.zeros((nb, t_max, s1), dtype=DP_DTYPE, device=dev)
@@ -254,13 +285,15 @@ def algebra_backward_max(codes, in_len, tg_len, weights, t_max: int):
 # --------------------------------------------------------------------------------------
 
 
-def _ctc_setup(em: torch.Tensor, targets: torch.Tensor, tg_len: torch.Tensor):
+def _ctc_setup(em: torch.Tensor, targets: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
     nb, tmax, s1 = em.shape
     dev = em.device
     ns = 2 * (s1 - 1) + 1
     s = torch.arange(ns, device=dev)
     emit = torch.where(s % 2 == 0, 0, (s + 1) // 2)  # (ns,)
-    ext = em.to(DP_DTYPE)[:, :, emit]  # (N, T, ns)
+    # frames t >= m score the constant -inf: padding never enters, whatever it holds
+    frame_ok = torch.arange(tmax, device=dev).view(1, tmax, 1) < in_len.view(nb, 1, 1)
+    ext = torch.where(frame_ok, em.to(DP_DTYPE)[:, :, emit], NEG_INF)  # (N, T, ns)
     k = (s + 1) // 2  # 1-based target position of label states
     prev_lab = targets.gather(1, (k - 2).clamp(min=0).view(1, ns).expand(nb, ns))
     this_lab = targets.gather(1, (k - 1).clamp(min=0).view(1, ns).expand(nb, ns))
@@ -273,7 +306,7 @@ def ctc_forward(em, targets, in_len, tg_len):
     """Returns ``alpha (T, N, ns)`` and ``logZ (N,)``."""
     nb, tmax, _ = em.shape
     dev = em.device
-    ext, can_skip, valid, _ = _ctc_setup(em, targets, tg_len)
+    ext, can_skip, valid, _ = _ctc_setup(em, targets, in_len, tg_len)
     ns = ext.shape[2]
     alpha = torch.full((tmax, nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
     init = torch.full((nb, ns), NEG_INF, dtype=DP_DTYPE, device=dev)
@@ -299,7 +332,7 @@ def ctc_backward(em, targets, in_len, tg_len, alpha, logz):
     """Gradient of ``-log p(y|x)`` w.r.t. ``em`` ``(N, T, S+1)``; zero where infeasible."""
     nb, tmax, s1 = em.shape
     dev = em.device
-    ext, can_skip, valid, emit = _ctc_setup(em, targets, tg_len)
+    ext, can_skip, valid, emit = _ctc_setup(em, targets, in_len, tg_len)
     ns = ext.shape[2]
     s = torch.arange(ns, device=dev).view(1, ns)
     end = 2 * tg_len.long().view(nb, 1)
@@ -319,8 +352,8 @@ def ctc_backward(em, targets, in_len, tg_len, alpha, logz):
         beta[t] = torch.where(valid & (t < m), here, NEG_INF)
     feasible = logz > NEG_INF
     z = torch.where(feasible, logz, torch.zeros_like(logz)).view(1, nb, 1)
-    gamma = torch.exp(alpha + beta - z)  # (T, N, ns)
-    gamma = torch.nan_to_num(gamma, nan=0.0) * feasible.view(1, nb, 1)
+    # alpha and beta are -inf or finite everywhere (padding frames score -inf): no NaN
+    gamma = torch.exp(alpha + beta - z) * feasible.view(1, nb, 1)  # (T, N, ns)
     grad = torch.zeros((nb, tmax, s1), dtype=DP_DTYPE, device=dev)
     grad.scatter_add_(2, emit.view(1, 1, ns).expand(nb, tmax, ns), -gamma.permute(1, 0, 2))
     return grad

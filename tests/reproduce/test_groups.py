@@ -1,0 +1,96 @@
+"""Experiment groups plug into ``run_reproduction``: run, reuse, updates, claims, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latalign.reproduce import ReproduceOptions, run_reproduction
+from latalign.reproduce.groups import ExperimentGroup, GroupRun, register, unregister
+from latalign.reproduce.report import claim_row
+from latalign.reproduce.run import default_experiments, validate_options
+
+CALLS: list[dict[str, int]] = []
+
+
+def _run(g: GroupRun) -> dict:
+    CALLS.append(dict(g.updates))
+    (g.directory / "note.txt").write_text("written by the group\n")
+    return {"updates": g.updates, "train_sentences": len(g.ctx.data.train), "has_ce": "ce" in
+            g.results["experiments"]}  # fmt: skip
+
+
+def _claims(results: dict, result: dict) -> list[dict]:
+    return [claim_row("probe", "the probe group ran", "test", "behaviour", "train_sentences > 0",
+                      f"{result['train_sentences']} training sentences", "the training set",
+                      {"n": result["train_sentences"]}, result["train_sentences"] > 0)]  # fmt: skip
+
+
+def _report(results: dict, result: dict, out) -> list[tuple]:
+    return [("p", f"probe section: {result['updates']['steps']} steps")]
+
+
+@pytest.fixture
+def probe():
+    g = register(
+        ExperimentGroup(
+            name="probe", description="a probe group", run=_run,
+            updates={"ci": {"steps": 4, "other": 2}}, claims=_claims, report=_report,
+            default_presets=("ci",),
+        )
+    )  # fmt: skip
+    CALLS.clear()
+    yield g
+    unregister("probe")
+
+
+def _opts(tmp_path, **kw) -> ReproduceOptions:
+    base = dict(out=tmp_path / "run", preset="ci", progress=False, cache_dir=tmp_path / "cache",
+                experiments=["probe"])  # fmt: skip
+    return ReproduceOptions(**(base | kw))
+
+
+def test_group_runs_reuses_and_reports(probe, tmp_path):
+    assert "probe" in default_experiments("ci") and "probe" not in default_experiments("quick")
+    res = run_reproduction(_opts(tmp_path, scale=2.0, updates={"probe.other": 7}))
+    assert CALLS == [{"steps": 8, "other": 7}]
+    out = res["groups"]["probe"]
+    assert out["train_sentences"] > 0 and out["has_ce"] is False and out["seconds"] >= 0
+    saved = json.loads((tmp_path / "run" / "probe" / "result.json").read_text())
+    assert saved["result"]["updates"] == {"steps": 8, "other": 7}
+    row = next(c for c in res["claims"] if c["id"] == "probe")
+    assert row["passed"] is True and row["kind"] == "behaviour"
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "## a probe group (`probe`)" in md and "probe section: 8 steps" in md
+    # same options: reused, run not called again; other updates: refused without --force
+    run_reproduction(_opts(tmp_path, scale=2.0, updates={"probe.other": 7}))
+    assert len(CALLS) == 1
+    with pytest.raises(ValueError, match="--force"):
+        run_reproduction(_opts(tmp_path))
+    run_reproduction(_opts(tmp_path, force=True))
+    assert CALLS[-1] == {"steps": 4, "other": 2}
+
+
+def test_group_requires_and_bad_input(probe, tmp_path):
+    register(
+        ExperimentGroup(name="probe2", description="needs ce", run=_run,
+                        updates={"ci": {"steps": 1}}, requires=("ce",))
+    )  # fmt: skip
+    try:
+        names, _ = validate_options(_opts(tmp_path, experiments=["probe2"]))
+        assert names == ["ce", "probe2"]
+    finally:
+        unregister("probe2")
+    for kw, match in [
+        ({"updates": {"probe.nope": 3}}, "expected updates keys"),
+        ({"updates": {"nope.steps": 3}}, "expected updates as"),
+        ({"preset": "quick"}, "expected a preset among"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            run_reproduction(_opts(tmp_path, **kw))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="built-in"):
+        register(ExperimentGroup(name="ce", description="x", run=_run, updates={}))
+    with pytest.raises(ValueError, match="group name"):
+        ExperimentGroup(name="a-b", description="x", run=_run, updates={})
