@@ -140,12 +140,14 @@ def distill(
     beam: int = 5,
     batch_size: int = 64,
     chunk_size: int = 1000,
+    limit: int | None = None,
     device: str = "cpu",
     progress: bool | Callable[[int], None] = False,
 ) -> DistillResult:
     """Write the AR run's beam translations of ``data``'s training split as data dir ``out``.
 
-    See the module docstring. Raises ``ValueError``/``FileNotFoundError`` (before any
+    ``limit``: distill only the first ``limit`` training pairs (the output's training files
+    then hold those lines). See the module docstring. Raises ``ValueError``/``FileNotFoundError`` (before any
     decoding) for a missing run or data file, a NAT run, or an ``out`` holding other data.
     """
     from latalign.translate.checkpoint import load_checkpoint, resolve_checkpoint
@@ -157,6 +159,8 @@ def distill(
         raise ValueError(f"expected chunk_size >= 1, found {chunk_size}")
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"expected limit >= 1 or None, found {limit}")
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(ckpt)
     arch = state.get("arch") or (state.get("train_config") or {}).get("arch") or "ar"
@@ -182,6 +186,8 @@ def distill(
             f"expected parallel training files, found {len(sources)} source and {n_ref} target "
             f"lines in {data_dir}"
         )
+    total = len(sources)
+    sources = sources[:limit]
     out = Path(out)
     spec = _spec(ckpt, data_dir, files, beam, chunk_size, len(sources))
     status = _check_out(out, spec)
@@ -241,7 +247,12 @@ def distill(
         for lang, name in names.items():
             if split == "train" and lang == tgt:
                 continue
-            _atomic_write(out / name, (data_dir / name).read_bytes())
+            if split == "train" and len(sources) < total:  # the first `limit` lines only
+                data = "".join(line + "\n" for line in sources).encode("utf-8")
+                data = gzip.compress(data, mtime=0) if name.endswith(".gz") else data
+            else:
+                data = (data_dir / name).read_bytes()
+            _atomic_write(out / name, data)
     record = {"spec": spec, "source_lang": src, "target_lang": tgt, "lines": len(sources)}
     _atomic_write(out / DONE_FILE, (json.dumps(record, indent=2) + "\n").encode())
     shutil.rmtree(work)
