@@ -285,6 +285,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=int, default=1000,
         help="sentences per resumable chunk (default: 1000)",
     )  # fmt: skip
+    parser.add_argument(
+        "--limit", type=int, default=None,
+        help="distill only the first N training pairs (default: all)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
@@ -296,7 +300,8 @@ def main(args: argparse.Namespace) -> int:
         result = distill(
             args.run_dir, args.data, args.out, checkpoint=args.checkpoint, src=args.src,
             tgt=args.tgt, beam=args.beam, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, device=args.device, progress=sys.stderr.isatty(),
+            chunk_size=args.chunk_size, limit=args.limit, device=args.device,
+            progress=sys.stderr.isatty(),
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
