@@ -231,7 +231,7 @@ GROUP = ExperimentGroup(
     report=report,
     updates={
         "quick": {"student": 300},
-        "multi30k": {"student": 1500},
+        "multi30k": {"student": 1000},
         "paper": {"student": 100000},
         "ci": {"student": 6},
     },
