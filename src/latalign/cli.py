@@ -244,8 +244,10 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
     )
     parser.add_argument(
-        "--bf16", action="store_true", help="bfloat16 autocast while decoding (default: off)"
-    )
+        "--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bfloat16 autocast on the decoding device (default: on for a CUDA device with "
+        "bf16 support, off on the CPU, where it was slower; see docs/decoding.md)",
+    )  # fmt: skip
     parser.add_argument(
         "--int8", action="store_true",
         help="int8 matrix products on the CPU (per-channel weights, fbgemm): faster beam search, "
@@ -261,8 +263,11 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
 def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_source(parser)
     parser.add_argument(
-        "--input", type=Path, default=None, help="source sentences, one a line (default: stdin)"
-    )
+        "--input", type=Path, default=None,
+        help="source sentences, one a line (default: stdin); bytes that are not UTF-8 are "
+        "replaced (U+FFFD) and a line longer than the model's positions is truncated, each with "
+        "one warning naming the line numbers; one output line per input line",
+    )  # fmt: skip
     parser.add_argument(
         "--output", type=Path, default=None, help="write translations here (default: stdout)"
     )
@@ -271,15 +276,22 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _decoding_options(args: argparse.Namespace) -> Any:
     """The checked :class:`DecodingOptions` of the command line (usage error if bad)."""
-    from latalign.translate.inference import DecodingOptions, resolve_device
+    import torch
 
+    from latalign.translate.inference import DecodingOptions, default_bf16, resolve_device
+
+    if args.beam < 1:  # also with --greedy: a contradictory command line is refused
+        raise UsageError(f"expected --beam >= 1; found {args.beam}")
     try:
+        device = resolve_device(args.device, int8=args.int8)  # refused before input is read
         opts = DecodingOptions(
             beam=1 if args.greedy else args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
-            max_len_b=args.max_len_b, batch_size=args.batch_size, bf16=args.bf16,
+            max_len_b=args.max_len_b, batch_size=args.batch_size,
+            bf16=default_bf16(device) if args.bf16 is None else args.bf16,
             int8=args.int8, device=args.device,
         )  # fmt: skip
-        resolve_device(opts.device, int8=opts.int8)  # refused before input is read
+        if opts.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"expected a CUDA device with bfloat16 for --bf16; found {device}")
     except ValueError as e:
         raise UsageError(_flag_names(str(e))) from None
     return opts
@@ -296,6 +308,13 @@ def _flag_names(message: str) -> str:
 def _check_model_source(args: argparse.Namespace) -> None:
     from latalign.translate.checkpoint import resolve_checkpoint
 
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        found = "a file" if args.run_dir.exists() else "nothing"
+        raise UsageError(
+            f"expected a run directory (with checkpoints/) at {args.run_dir}; found {found}"
+        )
+    if args.checkpoint is not None and args.checkpoint.is_dir():
+        raise UsageError(f"expected a checkpoint file at {args.checkpoint}; found a directory")
     try:
         resolve_checkpoint(args.run_dir, args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
@@ -341,8 +360,6 @@ def run_translate(args: argparse.Namespace) -> int:
         if isinstance(data, str):  # a text stream without bytes underneath (tests, embedding)
             data = data.encode("utf-8", errors="surrogateescape")
     lines, bad = split_input_lines(data)
-    if bad:
-        _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SourceTruncatedWarning)
         try:
@@ -352,22 +369,35 @@ def run_translate(args: argparse.Namespace) -> int:
             )  # fmt: skip
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None
-    for w in caught:
-        if isinstance(w.message, SourceTruncatedWarning):
-            numbers = [i + 1 for i in w.message.indices]
-            _warn(
-                "translate",
-                f"{_plural_lines(numbers)}: longer than the model's {w.message.max_positions} "
-                "source positions; truncated to fit",
-            )
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    # warnings after the work, so that a refusal stays the only line on stderr
+    if bad:
+        _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
+    _report_warnings("translate", caught)
     text = "".join(h + "\n" for h in hyps)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _report_warnings(command: str, caught: list[Any]) -> None:
+    """One ``warning:`` line per truncation warning caught while decoding (1-based line
+    numbers); any other warning is passed on."""
+    import warnings
+
+    from latalign.translate.decode import SourceTruncatedWarning
+
+    for w in caught:
+        if isinstance(w.message, SourceTruncatedWarning):
+            numbers = [i + 1 for i in w.message.indices]
+            _warn(
+                command,
+                f"{_plural_lines(numbers)}: longer than the model's {w.message.max_positions} "
+                "source positions; truncated to fit",
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _warn(command: str, message: str) -> None:
@@ -397,6 +427,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Translate a split (or ``--source``) and print its scores; a source longer than the
+    model's positions is truncated with one warning line naming the line numbers."""
+    import warnings
+
+    from latalign.translate.decode import SourceTruncatedWarning
     from latalign.translate.inference import evaluate_split
 
     opts = _decoding_options(args)
@@ -406,14 +441,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for path in (args.source, args.reference):
         if path is not None and not path.is_file():
             raise UsageError(f"expected a file at {path}; found none")
-    try:
-        scores = evaluate_split(
-            run_dir=args.run_dir, checkpoint=args.checkpoint, split=args.split,
-            source_file=args.source, reference_file=args.reference, limit=args.limit,
-            progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(_flag_names(str(e))) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SourceTruncatedWarning)
+        try:
+            scores = evaluate_split(
+                run_dir=args.run_dir, checkpoint=args.checkpoint, split=args.split,
+                source_file=args.source, reference_file=args.reference, limit=args.limit,
+                progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
+            )  # fmt: skip
+        except (ValueError, FileNotFoundError) as e:
+            raise UsageError(_flag_names(str(e))) from None
+    _report_warnings("evaluate", caught)
     if args.json:
         print(json.dumps(scores))
     else:
@@ -465,9 +503,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``latalign`` console script; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
     except SystemExit as e:  # --help, --version (0) or a bad option (2, one line printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if unknown:
+        prog = f"latalign {args.command}"
+        print(
+            f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         return COMMANDS[args.command].run(args)
     except UsageError as e:

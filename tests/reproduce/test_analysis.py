@@ -11,8 +11,8 @@ import torch
 import latalign as la
 from latalign.align.bruteforce import enumerate_paths
 from latalign.reproduce import analysis as an
-from latalign.reproduce.doubled import ctc_collapse, double_inputs
 from latalign.reproduce.experiments import all_map_objectives, objective_key, parse_objective_key
+from latalign.translate.doubled import ctc_collapse, double_inputs
 
 A, CT, CP, D = la.OPERATORS
 BLANK = 4

@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, RNG round trip, exact resume (also after a real kill), refusal
-to resume a different run."""
+to resume a different run, the last few kept, damaged files named and skipped on resume."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -15,10 +16,15 @@ import numpy as np
 import pytest
 import torch
 
+from latalign.io import atomic_write
 from latalign.translate.checkpoint import (
+    CheckpointError,
     load_checkpoint,
+    load_model,
+    numbered_checkpoints,
     rng_state,
     save_checkpoint,
+    save_training_checkpoint,
     set_rng_state,
 )
 from latalign.translate.train import SetupError, train
@@ -133,3 +139,107 @@ def test_resume_after_sigkill(tmp_path, cache, tiny_config):
         progress=False,
     )
     assert_same_params(straight.last_checkpoint, last)
+
+
+# ------------------------------------------------------------------ damaged files, rotation
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut ``path`` short, as a full disk or an interrupted copy would."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_rotation_keeps_the_newest_numbered_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    for step in range(1, 6):
+        save_training_checkpoint(
+            {"step": step, "w": torch.full((2,), float(step))}, run, best=step == 2, keep=2
+        )
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoint_4.pt", "checkpoint_5.pt", "checkpoint_best.pt", "checkpoint_last.pt"
+    ]  # fmt: skip
+    assert load_checkpoint(folder / "checkpoint_last.pt")["step"] == 5
+    assert load_checkpoint(folder / "checkpoint_best.pt")["step"] == 2
+    assert [s for s, _ in numbered_checkpoints(run)] == [5, 4]
+
+
+def test_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path, tiny_config):
+    res = train(tiny_config(tmp_path / "run", max_updates=1), progress=False)
+    best = res.best_checkpoint
+    truncate(best)
+    for load in (lambda: load_checkpoint(best), lambda: load_model(tmp_path / "run")):
+        with pytest.raises(CheckpointError) as info:
+            load()
+        msg = str(info.value)
+        assert str(best) in msg and "truncated" in msg and "\n" not in msg
+    # the CLI: exit status 2, one line, before any decoding
+    src = tmp_path / "in.txt"
+    src.write_text("a b c\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "latalign.cli", "translate", "--run-dir", str(tmp_path / "run"),
+         "--input", str(src), "--device", "cpu"],
+        capture_output=True, text=True, env=ONE_THREAD_ENV,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "checkpoint_best.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resume_skips_damaged_checkpoints_and_says_which(tmp_path, tiny_config, caplog):
+    """checkpoint_last.pt and checkpoint_5.pt truncated: resume from checkpoint_4.pt, warn,
+    and still end exactly where a straight run ends."""
+    straight = train(tiny_config(tmp_path / "straight", max_updates=7), progress=False)
+    part = train(tiny_config(tmp_path / "part", max_updates=5, validate_every=1), progress=False)
+    folder = tmp_path / "part" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("checkpoint_[0-9]*.pt")) == [
+        "checkpoint_3.pt", "checkpoint_4.pt", "checkpoint_5.pt"
+    ]  # keep_checkpoints = 3 by default  # fmt: skip
+    assert part.step == 5
+    truncate(folder / "checkpoint_last.pt")
+    truncate(folder / "checkpoint_5.pt", keep=0.9)
+    with caplog.at_level(logging.WARNING, logger="latalign.translate.checkpoint"):
+        resumed = train(
+            tiny_config(tmp_path / "part", max_updates=7, validate_every=1), progress=False
+        )
+    assert resumed.resumed_from == folder / "checkpoint_4.pt"
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "checkpoint_last.pt" in warning and "checkpoint_5.pt" in warning
+    assert "checkpoint_4.pt" in warning
+    assert resumed.step == 7
+    assert_same_params(straight.last_checkpoint, resumed.last_checkpoint)
+
+
+def test_resume_refuses_when_every_checkpoint_is_damaged(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_updates=2, validate_every=1), progress=False)
+    for p in (run / "checkpoints").iterdir():
+        truncate(p)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    with pytest.raises(SetupError, match="truncated"):
+        train(tiny_config(run, max_updates=3, validate_every=1), progress=False)
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
+def test_atomic_write_all_or_nothing(tmp_path):
+    path = tmp_path / "sub" / "f.txt"
+    atomic_write(path, "héllo")
+    assert path.read_text(encoding="utf-8") == "héllo"
+    atomic_write(path, b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+
+    def fail(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"\x00\x01"
+    assert [p.name for p in path.parent.iterdir()] == ["f.txt"]  # no temporary file left
+    mask = os.umask(0o022)
+    try:
+        atomic_write(path, lambda f: f.write(b"x"))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

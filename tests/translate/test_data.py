@@ -211,3 +211,12 @@ def test_prepared_data_feeds_the_sampler_and_collate(tmp_path) -> None:
     row = batch.target[0, : batch.target_lengths[0]]
     assert tok.decode(row) == ds.raw_tgt[i]
     assert np.array_equal(ds.tgt_sizes, [len(t) + 1 for t in ds.tgt])
+
+
+def test_read_lines_names_file_and_line_of_bytes_that_are_not_utf8(tmp_path) -> None:
+    data = b"gut\nnoch gut\ncaf\xe9\n"
+    for gz in (False, True):
+        path = tmp_path / ("bad.de.gz" if gz else "bad.de")
+        path.write_bytes(gzip.compress(data) if gz else data)
+        with pytest.raises(ValueError, match=r"expected UTF-8 text in .*bad\.de.* on line 3"):
+            read_lines(path)

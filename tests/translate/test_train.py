@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
 
+import latalign as la
+from latalign.translate.arch import ARCHS, Arch, get_arch, register_arch
+from latalign.translate.batching import collate
+from latalign.translate.checkpoint import load_checkpoint, load_model
+from latalign.translate.config import ModelConfig
+from latalign.translate.decode import translate_sentences
+from latalign.translate.doubled import double_inputs, doubled_greedy_decode
+from latalign.translate.loss import DecoderInputLoss
+from latalign.translate.model import Transformer
 from latalign.translate.optim import inverse_sqrt_lr
 from latalign.translate.runlog import read_log
-from latalign.translate.train import TrainConfig, config_differences, train
+from latalign.translate.train import TrainConfig, config_differences, train, use_bf16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,3 +166,123 @@ def test_shipped_configs_load():
         assert cfg.preset in ("tiny", "small", "paper") and cfg.max_minutes > 0
     cfg = TrainConfig.from_file(configs[0], run_dir="unused", lr=2e-3)  # CLI-style override
     assert cfg.lr == 2e-3 and cfg.model["dropout"] == 0.2
+
+
+# ------------------------------------------------------------------ one validation, plug-ins
+
+
+def test_latent_objective_validated_by_the_library_before_any_work(tmp_path, cache):
+    with pytest.raises(ValueError, match="align"):
+        TrainConfig(criterion="latent", operators="delimiter,clone_target")
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "latalign.cli", "train", "--criterion", "latent",
+         "--operators", "delimiter,clone_target", "--run-dir", str(run),
+         "--cache-dir", str(tmp_path / "fresh-cache")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "align" in proc.stderr and "Traceback" not in proc.stderr
+    assert not run.exists() and not (tmp_path / "fresh-cache").exists()  # before any work
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"arch": "transformer"}, "arch"),
+        ({"regime": "sideways"}, "regime"),
+        ({"regime": "doubled"}, "layout"),  # ce needs position-aligned logits
+        ({"criterion": "doubled_ctc"}, "layout"),
+        ({"upsample": 2}, "upsample"),  # not an option of ar / teacher_forcing
+        ({"keep_checkpoints": 0}, "keep_checkpoints"),
+    ],
+)
+def test_arch_regime_criterion_checked_in_one_place(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**overrides)
+
+
+def test_bf16_auto_is_off_on_the_cpu():
+    assert TrainConfig().bf16 is None
+    cpu = torch.device("cpu")
+    assert not use_bf16(TrainConfig(), cpu)
+    assert use_bf16(TrainConfig(bf16=True), cpu) and not use_bf16(TrainConfig(bf16=False), cpu)
+
+
+def test_one_config_reader(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"model": {"preset": "tiny", "vocab_size": 50}}))
+    assert ModelConfig.from_file(path).vocab_size == 50  # the same reader as TrainConfig
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = = 1\n")
+    for load in (TrainConfig.from_file, ModelConfig.from_file):
+        with pytest.raises(ValueError, match="bad.toml"):
+            load(bad)
+
+
+class _WithAux:
+    """A LossFn around the ar loss that reports one extra stat (0.5 per target token)."""
+
+    def __init__(self, cfg, tokenizer):
+        self.inner = DecoderInputLoss.from_config(cfg, tokenizer)
+
+    def __call__(self, model, batch, *, update):
+        loss, stats = self.inner(model, batch, update=update)
+        return loss, {**stats, "aux": 0.5 * stats["ntokens"]}
+
+
+def test_a_plugged_in_arch_trains_through_the_one_loop(tmp_path, tiny_config):
+    ar = get_arch("ar")
+    if "test_aux" not in ARCHS:
+        register_arch(
+            Arch("test_aux", build=ar.build, load=ar.load, make_loss=_WithAux, help="test")
+        )
+    cfg = tiny_config(tmp_path / "r", arch="test_aux", max_updates=2, log_every=1)
+    result = train(cfg, progress=False)
+    train_recs = [r for r in result.history if r["kind"] == "train"]
+    assert [r["train_aux"] for r in train_recs] == [0.5, 0.5]
+    assert result.final["valid_aux"] == 0.5 and "valid_ce" in result.final
+    assert load_checkpoint(result.last_checkpoint)["arch"] == "test_aux"
+    model, _, _ = load_model(tmp_path / "r")
+    assert isinstance(model, Transformer)
+
+
+def test_doubled_ctc_trains_and_decodes_through_the_stack(tmp_path, tiny_config):
+    cfg = tiny_config(
+        tmp_path / "r", regime="doubled", criterion="doubled_ctc", max_updates=3, log_every=1
+    )
+    result = train(cfg, progress=False)
+    assert result.step == 3 and "valid_ce" not in result.final  # logits are 2T long
+    assert all(math.isfinite(r["train_loss"]) for r in result.history if r["kind"] == "train")
+    # the loss is real CTC with m = 2L over the doubled input
+    model, tok, _ = load_model(tmp_path / "r")
+    batch = collate([(0, torch.tensor([7, 8, 9]), torch.tensor([10, 11]))])
+    with torch.no_grad():
+        logits = model(batch.src_tokens, batch.src_lengths, double_inputs(batch.prev_output_tokens))
+        loss, stats = DecoderInputLoss.from_config(cfg, tok)(model, batch, update=None)
+    assert logits.shape[1] == 2 * batch.target.shape[1]
+    expected = la.ctc_loss(
+        logits.log_softmax(-1), batch.target, 2 * batch.target_lengths, batch.target_lengths,
+        blank=tok.blank_id, reduction="sum",
+    )  # fmt: skip
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert stats["ntokens"] == 3
+    # decoding: the stack's batching with the doubled greedy decoder
+    decode = partial(doubled_greedy_decode, blank_id=tok.blank_id)
+    hyps = translate_sentences(model, tok, ["a b", "c d e", "f"], decode_batch=decode)
+    assert len(hyps) == 3 and all(isinstance(h, str) for h in hyps)
+
+
+def test_reproduce_passes_the_device_to_its_training(tmp_path):
+    from latalign.reproduce.cli import command_line
+    from latalign.reproduce.experiments import train_config
+    from latalign.reproduce.presets import ReproduceOptions
+    from latalign.reproduce.run import _context, validate_options
+
+    options = ReproduceOptions(out=tmp_path, preset="ci", device="cpu")
+    validate_options(options)
+    ctx = _context(options)
+    assert train_config(ctx, tmp_path / "r", "ce", {}, 1).device == "cpu"
+    assert "--device cpu" in command_line(options)
+    with pytest.raises(ValueError, match="device"):
+        validate_options(ReproduceOptions(out=tmp_path, preset="ci", device="gpu"))

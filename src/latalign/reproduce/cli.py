@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a group's runs as group.key=N)",
     )  # fmt: skip
     parser.add_argument(
+        "--device", default=None,
+        help="training device: auto, cpu, cuda or cuda:N (default: the preset's)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="torch threads (default: 1 for quick/ci, torch's default otherwise)",
     )  # fmt: skip
@@ -103,7 +107,7 @@ def options_from_args(args: argparse.Namespace, command: str = "") -> ReproduceO
         experiments=_split(args.experiments), map_objectives=_split(args.map_objectives),
         seed=args.seed, force=args.force, scale=args.scale, progress=not args.quiet,
         cache_dir=args.cache_dir, command=command, threads=args.threads,
-        updates=_parse_updates(args.updates), map_workers=args.map_workers,
+        updates=_parse_updates(args.updates), map_workers=args.map_workers, device=args.device,
         baseline=args.baseline,
     )  # fmt: skip
 
@@ -126,6 +130,8 @@ def command_line(options: ReproduceOptions) -> str:
         parts += ["--threads", str(options.threads)]
     if options.baseline is not None:
         parts += ["--baseline", str(options.baseline)]
+    if options.device:
+        parts += ["--device", options.device]
     if options.force:
         parts.append("--force")
     return " ".join(shlex.quote(p) for p in parts)

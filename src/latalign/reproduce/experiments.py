@@ -16,23 +16,20 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import latalign as la
+from latalign.io import atomic_write
 from latalign.reproduce import analysis as an
-from latalign.reproduce.doubled import (
-    DoubledConfig,
-    double_inputs,
-    train_doubled,
-    translate_doubled,
-)
 from latalign.reproduce.presets import CRITERION_OF, Preset
 from latalign.translate.batching import TokenBatchSampler, collate
 from latalign.translate.data import DataConfig, PreparedData, prepare_data
 from latalign.translate.decode import translate_sentences
+from latalign.translate.doubled import double_inputs, doubled_greedy_decode
 from latalign.translate.metrics import evaluate_translations
 from latalign.translate.runlog import read_log
 from latalign.translate.train import TrainConfig, default_cache_dir, train
@@ -126,10 +123,8 @@ def check_reusable(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | No
 
 
 def write_result(directory: Path, spec: dict[str, Any], result: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps({"spec": spec, "result": result}, indent=1, default=_json_default))
-    tmp.replace(directory / RESULT_FILE)
+    text = json.dumps({"spec": spec, "result": result}, indent=1, default=_json_default)
+    atomic_write(directory / RESULT_FILE, text)
 
 
 def _json_default(o: Any) -> Any:
@@ -439,7 +434,8 @@ def _finish(
 
 
 def run_doubled_experiment(ctx: Context) -> dict[str, Any]:
-    """Doubled CTC (see :mod:`latalign.reproduce.doubled`)."""
+    """Doubled CTC (regime ``doubled`` + criterion ``doubled_ctc`` of the one ``train()``;
+    see :mod:`latalign.translate.doubled`)."""
     name = "doubled_ctc"
     directory = ctx.out / name
     spec = ctx.spec(name)
@@ -449,30 +445,29 @@ def run_doubled_experiment(ctx: Context) -> dict[str, Any]:
         logger.info("%s: finished earlier, reusing %s", name, directory / RESULT_FILE)
         return saved
     p = ctx.preset
-    cfg = DoubledConfig(
-        run_dir=str(directory / "train"), data=ctx.data_config(), preset=p.model_preset,
-        model=dict(p.model), lr=p.lr, warmup_updates=p.warmup_updates, max_tokens=p.max_tokens,
-        max_updates=p.updates[name], validate_every=p.validate_every, log_every=p.log_every,
-        seed=ctx.seed,
-    )  # fmt: skip
+    run_dir = directory / "train"
+    cfg = train_config(ctx, run_dir, "doubled_ctc", {"regime": "doubled"}, p.updates[name])
     t0 = time.monotonic()
     logger.info("%s: training %d updates (%s)", name, cfg.max_updates, cfg.run_dir)
-    res = train_doubled(cfg, ctx.data)
+    res = train(cfg, progress=ctx.progress)
     train_s = time.monotonic() - t0
+    model = _load_last(run_dir)
+    history = full_history(run_dir)
+    decode = partial(doubled_greedy_decode, blank_id=ctx.data.tokenizer.blank_id)
     t1 = time.monotonic()
     test = evaluate_test(
-        res.model, ctx, p.test_sentences, 1, directory,
-        translate=lambda m, tok, src: translate_doubled(m, tok, src),
+        model, ctx, p.test_sentences, 1, directory,
+        translate=lambda m, tok, src: translate_sentences(m, tok, src, decode_batch=decode),
     )  # fmt: skip
-    analysis = analyse_validation(res.model, ctx, causal=False, doubled=True, figures=False)
-    last_train = [r for r in res.history if r.get("kind") == "train"]
+    analysis = analyse_validation(model, ctx, causal=False, doubled=True, figures=False)
+    last_train = [r for r in history if r.get("kind") == "train"]
     result = {
         "name": name,
         "criterion": "ctc (m = 2L, inputs doubled)",
         "updates": res.step,
         "final_valid_loss": res.final.get("valid_loss"),
         "final_train_loss": last_train[-1]["train_loss"] if last_train else None,
-        **_curves(res.history, res.updates_per_epoch, train_target_tokens(ctx)),
+        **_curves(history, updates_per_epoch(ctx), train_target_tokens(ctx)),
         "test": test,
         "analysis": analysis,
         "seconds": {"train": train_s, "eval": time.monotonic() - t1},

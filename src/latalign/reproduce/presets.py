@@ -231,6 +231,8 @@ class ReproduceOptions:
         baseline: a finished run directory of the preset's cross-entropy recipe (checkpoint,
             ``config.json``, ``tokenizer/``, trained on the same data) that the ``baseline``
             experiment evaluates instead of training the recipe.
+        device: training device, ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (None = the
+            preset's ``train_device``).
     """
 
     out: str | Path = "runs/reproduce"
@@ -248,3 +250,4 @@ class ReproduceOptions:
     updates: dict[str, int] | None = None
     map_workers: int | None = None
     baseline: str | Path | None = None
+    device: str | None = None

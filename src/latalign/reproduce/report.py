@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from latalign.align.objective import MOVE_BY_NAME
+from latalign.io import atomic_write
 from latalign.reproduce import analysis as an
 from latalign.reproduce.presets import EXPERIMENTS
 
@@ -123,10 +124,10 @@ def _near_zero_rows(
 
     def when(r: dict[str, Any] | None) -> str:
         if r is None:
-            tok = f", {_tokens(run_tokens)} target tokens" if run_tokens else ""
+            tok = f", ≈{_tokens(run_tokens)} target tokens" if run_tokens else ""
             return f"never in {a['updates']} updates ({_f(run_epochs, 2)} epochs{tok})"
         tok = (
-            f", {_tokens(r['target_tokens'])} target tokens = {_f(r['paper_epochs'], 3)} of the "
+            f", ≈{_tokens(r['target_tokens'])} target tokens = {_f(r['paper_epochs'], 3)} of the "
             "paper's epochs"
             if "target_tokens" in r
             else ""
@@ -137,8 +138,9 @@ def _near_zero_rows(
         f"train < 0.1 {when(ft)}; valid < 0.1 {when(fv)}; final train "
         f"{_f(a['final_train_loss'])}, valid {_f(a['final_valid_loss'])} nats/token; "
         f"epoch = {a['updates_per_epoch']} updates"
-        + (f" ≈ {_tokens(a['epoch_target_tokens'])} target tokens" if per_update else "")
-    )
+        + (f" = {_tokens(a['epoch_target_tokens'])} target tokens (tokens seen ≈ updates × "
+           "the epoch's mean per update)" if per_update else "")
+    )  # fmt: skip
     values = {
         "first_train_below_0.1": ft, "first_valid_below_0.1": fv,
         "final_train_loss": a["final_train_loss"], "final_valid_loss": a["final_valid_loss"],
@@ -953,5 +955,5 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
     """Figures, ``report.md`` and the self-contained ``report.html`` into ``out``."""
     figures = make_figures(out, results)
     blocks = build_blocks(results, figures, group_sections(out, results))
-    (out / "report.md").write_text(render_markdown(blocks))
-    (out / "report.html").write_text(render_html(blocks, out))
+    atomic_write(out / "report.md", render_markdown(blocks))
+    atomic_write(out / "report.html", render_html(blocks, out))

@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latalign.io import atomic_write
 from latalign.reproduce import experiments as ex
 from latalign.reproduce.groups import ExperimentGroup, GroupRun, load_groups
 from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
@@ -42,6 +44,14 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
     if options.preset not in PRESETS:
         raise ValueError(f"expected a preset in {{{', '.join(PRESETS)}}}; found {options.preset!r}")
     preset = PRESETS[options.preset]
+    if options.device is not None:
+        from latalign.translate.distributed import resolve_device
+
+        if options.device != "auto" and not (
+            options.device == "cpu" or options.device.startswith("cuda")
+        ):
+            raise ValueError(f"expected device auto, cpu, cuda or cuda:N; found {options.device!r}")
+        resolve_device(options.device)  # a CUDA device that is not there: refused now
     groups = load_groups()
     known = known_experiments()
     names = list(options.experiments) if options.experiments else default_experiments(preset.name)
@@ -143,6 +153,8 @@ def _context(options: ReproduceOptions) -> ex.Context:
         preset = preset.scaled(options.scale)
     if options.updates:
         preset = preset.with_updates(options.updates)
+    if options.device:
+        preset = replace(preset, train_device=options.device)
     threads = options.threads or preset.threads  # None: torch's default
     return ex.Context(
         out=Path(options.out),
@@ -230,7 +242,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         "threads": threads or old_threads,
     }
     results["claims"] = build_claims(results)
-    (ctx.out / "results.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    atomic_write(ctx.out / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
     write_report(ctx.out, results)
     return results
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,29 +147,9 @@ class ModelConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
-        """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``, needs pyyaml) file.
-
-        The file holds the fields at top level or under a ``[model]`` table.
-        """
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".toml":
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-        elif suffix in (".yaml", ".yml"):
-            if importlib.util.find_spec("yaml") is None:
-                raise ValueError(
-                    f"expected pyyaml to be installed to read {path}, found it missing "
-                    "(pip install pyyaml, or use a .toml file)"
-                )
-            import yaml
-
-            with path.open() as f:
-                data = yaml.safe_load(f) or {}
-        else:
-            raise ValueError(f"expected a .toml, .yaml or .yml file, found {path.name!r}")
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a mapping in {path}, found {type(data).__name__}")
+        """Read a config file (:func:`read_config_file`): the fields at top level or under a
+        ``[model]`` table."""
+        data = read_config_file(path)
         if "model" in data and isinstance(data["model"], dict):
             data = data["model"]
         return cls.from_dict(data)
@@ -181,3 +162,47 @@ class ModelConfig:
     def tie_output(self) -> bool:
         """Whether the output projection is the decoder input embedding."""
         return self.share_decoder_input_output_embed
+
+
+CONFIG_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a TOML, JSON or YAML (needs pyyaml) config file — the one reader of
+    config files (``TrainConfig.from_file``, ``ModelConfig.from_file``, ``latalign train
+    --config``). ``ValueError`` (one line naming the file) on a missing file, another suffix,
+    a syntax error, or a top level that is not a mapping."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"expected a .toml, .json, .yaml or .yml config; found {path.name!r}")
+    if not path.is_file():
+        raise ValueError(
+            f"expected a .toml, .json, .yaml or .yml config file at {path}; found none"
+        )
+    try:
+        if suffix == ".toml":
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        elif suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            if importlib.util.find_spec("yaml") is None:
+                raise ValueError(
+                    f"expected pyyaml to be installed to read {path}, found it missing "
+                    "(pip install pyyaml, or use a .toml file)"
+                )
+            import yaml
+
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"expected a valid {suffix[1:]} file at {path}; found an error: {e}"
+        ) from None
+    except Exception as e:  # yaml.YAMLError without importing yaml up front
+        if type(e).__module__.startswith("yaml"):
+            raise ValueError(f"expected a valid YAML file at {path}; found an error: {e}") from None
+        raise
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping in {path}; found {type(data).__name__}")
+    return data

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -23,11 +24,24 @@ logger = logging.getLogger(__name__)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (``.gz`` is decompressed), without their line ends."""
+    """Lines of a UTF-8 text file (``.gz`` is decompressed), without their line ends.
+
+    ``ValueError`` naming the file and line when it is not UTF-8 (a corpus is not silently
+    altered: fix or re-encode the file).
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        return [line.rstrip("\r\n") for line in f]
+    with opener(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"expected UTF-8 text in {path}; found undecodable bytes ({e.reason}) on line {line}"
+        ) from None
+    # newline="": lines end at \n, \r\n or \r, as reading the file in text mode does
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
 
 
 def find_file(directory: str | os.PathLike, prefix: str, lang: str) -> Path | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latalign.io import atomic_write
 from latalign.translate.batching import Example
 from latalign.translate.corpus import (
     ParallelCorpus,
@@ -186,17 +186,6 @@ def _unpack(flat: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.split(flat.long(), lengths))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def binarize(
     corpus: ParallelCorpus, tokenizer: Tokenizer, cache_dir: str | os.PathLike | None = None
 ) -> TokenizedDataset:
@@ -231,7 +220,7 @@ def binarize(
             "tgt_flat": tgt_flat,
             "tgt_offsets": tgt_off,
         }
-        _atomic_torch_save(blob, path)
+        atomic_write(path, lambda f: torch.save(blob, f))
     return TokenizedDataset(
         _unpack(src_flat, src_off), _unpack(tgt_flat, tgt_off), list(corpus.src),
         list(corpus.tgt), corpus.name,

@@ -124,7 +124,12 @@ def model_device(model: Any, fallback: torch.device | str = "cpu") -> torch.devi
 
 
 @contextlib.contextmanager
-def _decoding_context(model: Any, autocast_bf16: bool, device: torch.device) -> Iterator[None]:
+def _decoding_context(
+    model: Any, autocast_bf16: bool, device: torch.device | None = None
+) -> Iterator[None]:
+    """Eval mode, inference mode and (``autocast_bf16``) bf16 autocast on ``device``'s type
+    (default: the model's device)."""
+    device = model_device(model) if device is None else device
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -466,6 +471,7 @@ def translate_sentences(
     remove_blank: bool = True,
     progress: Callable[[int], None] | bool | None = None,
     device: torch.device | str | None = None,
+    decode_batch: Callable[..., list[list[int]]] | None = None,
 ) -> list[str]:
     """Translate raw strings; returns detokenised strings in input order.
 
@@ -479,6 +485,8 @@ def translate_sentences(
     ``progress``: a callable given the number of sentences just finished, or True for tqdm.
     ``device``: where the sources are built (default and normally: the model's device; the
     decoders move them there in any case).
+    ``decode_batch``: another batch decoder, called like :func:`greedy_decode` (``(model,
+    src_tokens, src_lengths, **options) -> token id lists``) in place of greedy/beam search.
     """
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
@@ -516,7 +524,9 @@ def translate_sentences(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             src, lengths = _collate_sources([encoded[i] for i in idx], pad_id, device)
-            if beam == 1:
+            if decode_batch is not None:
+                hyps = decode_batch(model, src, lengths, **kwargs)
+            elif beam == 1:
                 hyps = greedy_decode(model, src, lengths, **kwargs)
             else:
                 hyps = beam_search(model, src, lengths, beam=beam, lenpen=lenpen, **kwargs)

@@ -174,13 +174,10 @@ def teacher_forcing(model: torch.nn.Module, batch: Any, *, update: int | None) -
     return batch.prev_output_tokens
 
 
-def double_inputs(prev_output_tokens: Tensor) -> Tensor:
-    """(B, T) ``bos y_1 … y_n`` (+pad) -> (B, 2T) ``bos bos y_1 y_1 … y_n y_n`` (+pad)."""
-    return prev_output_tokens.repeat_interleave(2, dim=1)
-
-
 def doubled(model: torch.nn.Module, batch: Any, *, update: int | None) -> Tensor:
     """Every decoder input token twice (layout ``"doubled"``; see :mod:`.doubled`)."""
+    from latalign.translate.doubled import double_inputs
+
     return double_inputs(batch.prev_output_tokens)
 
 

@@ -56,6 +56,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from latalign.io import atomic_write
 from latalign.translate.corpus import ParallelCorpus
 
 SOURCE_LANG = "syn"
@@ -430,7 +431,5 @@ def write_synthetic(
             if compress:
                 path = path.with_name(path.name + ".gz")
                 text = gzip.compress(text, mtime=0)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(text)
-            os.replace(tmp, path)
+            atomic_write(path, text)
     return directory

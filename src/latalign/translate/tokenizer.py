@@ -42,6 +42,8 @@ from typing import Any
 
 import sentencepiece as spm
 
+from latalign.io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 PAD_ID = 0
@@ -128,12 +130,12 @@ class Tokenizer:
         """Write ``spm.model`` and ``tokenizer.json`` into ``directory`` (created); return it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(directory / MODEL_FILE, self._proto)
+        atomic_write(directory / MODEL_FILE, self._proto)
         meta = {
             "vocab_size": self.vocab_size,
             "special_ids": dict(zip(_SPECIAL_NAMES, SPECIAL_IDS)),
         }
-        _atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=1).encode())
+        atomic_write(directory / META_FILE, json.dumps(meta, indent=1).encode())
         return directory
 
     @classmethod
@@ -149,17 +151,6 @@ class Tokenizer:
 
 
 _SPECIAL_NAMES = ("pad", "bos", "eos", "unk", "blank")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_vocab_size(vocab_size: int) -> None:

@@ -6,13 +6,19 @@ A run lives in one directory::
     run_dir/
       config.json          the TrainConfig (written once; a resume must match it)
       tokenizer/           the joint BPE model (spm.model, tokenizer.json)
-      checkpoints/         checkpoint_last.pt, checkpoint_best.pt (see checkpoint.py)
+      checkpoints/         checkpoint_last.pt, checkpoint_best.pt, checkpoint_<update>.pt
+                           (the newest ``keep_checkpoints``; see checkpoint.py)
       log.jsonl            one record per log interval / validation
       tensorboard/         only with ``tensorboard=True``
 
-Losses are normalised like fairseq: the criterion returns a sum over target tokens
-(nats), gradients are summed over ranks and divided by the total number of target tokens of
-the update. Logged losses are nats per target token.
+What is trained is plugged in, not written here: the run's arch
+(:mod:`latalign.translate.arch`) builds the model and its per-step loss
+(:class:`latalign.translate.loss.LossFn`: decoder-input regime + criterion for ``"ar"``).
+
+Losses are normalised like fairseq: the loss is a sum over target tokens (nats), and the
+gradient is the sum over ranks divided by the total number of target tokens of the update
+(DistributedDataParallel under ``torchrun``; see distributed.py). Logged losses are nats per
+target token.
 """
 
 from __future__ import annotations
@@ -33,24 +39,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from latalign.io import atomic_write
 from latalign.translate.checkpoint import (
+    CONFIG_FILE,
     FORMAT_VERSION,
     TOKENIZER_DIR,
     checkpoint_paths,
-    load_checkpoint,
+    find_resume_checkpoint,
+    has_checkpoints,
+    restore_training_state,
     rng_state,
-    save_checkpoint,
-    set_rng_state,
+    save_training_checkpoint,
 )
+from latalign.translate.config import read_config_file
 from latalign.translate.criteria import CRITERIA, check_options, get_criterion
 from latalign.translate.data import DataConfig
+from latalign.translate.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_distributed,
+    loss_scale,
+    wrap_ddp,
+)
 from latalign.translate.optim import InverseSqrtSchedule, build_optimizer
 from latalign.translate.runlog import RunLog
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from latalign.translate.loss import LossFn
-
-CONFIG_FILE = "config.json"
 
 # Fields that may change between a run and its resumption (budgets, logging, hardware).
 # Every other field must match the saved config, or the resume is refused.
@@ -63,6 +80,7 @@ RESUMABLE_CHANGES = frozenset(
         "patience",
         "log_every",
         "tensorboard",
+        "keep_checkpoints",
         "num_workers",
         "device",
         "cache_dir",
@@ -147,13 +165,15 @@ class TrainConfig:
     )
     validate_every: int = _f(1000, "validate (and checkpoint) every N updates, and at epoch ends")
     patience: int = _f(0, "stop after N validations without improvement (0 = off)")
-    bf16: bool = _f(
-        False,
-        "bfloat16 autocast for forward/backward; off by default: on the 2-core dev CPU it was "
-        "~37x slower than fp32 (benchmarks/bench_train.py)",
+    bf16: bool | None = _f(
+        None,
+        "bfloat16 autocast for forward/backward; default (None) auto: on for CUDA devices that "
+        "support bf16, off on the CPU (on the 2-core dev CPU it was ~37x slower than fp32, "
+        "benchmarks/bench_train.py)",
     )
     seed: int = _f(1, "random seed (model init, dropout, batch order)")
     log_every: int = _f(100, "log training metrics every N updates")
+    keep_checkpoints: int = _f(3, "numbered checkpoints kept besides last and best (>= 1)")
     tensorboard: bool = _f(False, "also write TensorBoard events (needs tensorboard)")
     num_workers: int = _f(
         0, "data loading worker processes (only 0: collate in the training process)"
@@ -184,18 +204,16 @@ class TrainConfig:
             raise ValueError(f"expected ModelConfig fields in model overrides; found {e}") from None
         get_criterion(self.criterion)  # ValueError listing the known names
         check_options(self.criterion, self.criterion_options())
+        if self.criterion == "latent":  # the library's own validation of an objective
+            from latalign.align.objective import Objective
+            from latalign.translate.criteria import criterion_options
+
+            defaults = criterion_options("latent")
+            opts = {**defaults, **self.criterion_options()}
+            Objective.make(opts["operators"], opts["aggregate"], opts["weights"], opts["causal"])
         from latalign.translate.loss import check_combination
 
         check_combination(self)  # arch x regime x criterion x their options
-        if self.aggregate is not None and self.aggregate not in ("sum", "max"):
-            raise ValueError(f"expected aggregate 'sum' or 'max'; found {self.aggregate!r}")
-        if self.operators is not None:
-            known = {"align", "clone_target", "clone_prediction", "delimiter"}
-            bad = [o for o in self.operators if o not in known]
-            if bad or not self.operators:
-                raise ValueError(
-                    f"expected operators among {sorted(known)}; found {list(self.operators)}"
-                )
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"expected two betas in [0, 1); found {self.betas}")
         for name in ("lr", "warmup_init_lr", "weight_decay", "clip_norm", "max_minutes"):
@@ -211,7 +229,7 @@ class TrainConfig:
                 "expected num_workers 0 (batches are collated in the training process so the "
                 f"sampler position stays exact for resuming); found {self.num_workers}"
             )
-        for name in ("max_tokens", "validate_every", "log_every"):
+        for name in ("max_tokens", "validate_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"expected {name} >= 1; found {getattr(self, name)}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -240,34 +258,6 @@ class TrainConfig:
         DataConfig field names go into ``data``)."""
         data = read_config_file(path)
         return cls.from_dict(merge_overrides(data, overrides))
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A config mapping from a TOML, JSON or YAML (needs pyyaml) file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"expected a config file at {path}; found none")
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        import tomllib
-
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    elif suffix == ".json":
-        data = json.loads(path.read_text())
-    elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ValueError(
-                f"expected pyyaml to read {path}; found it missing (use .toml)"
-            ) from None
-        data = yaml.safe_load(path.read_text()) or {}
-    else:
-        raise ValueError(f"expected a .toml, .json, .yaml or .yml config; found {path.name!r}")
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a mapping in {path}; found {type(data).__name__}")
-    return data
 
 
 def data_field_names() -> list[str]:
@@ -321,78 +311,6 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return diffs
 
 
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class DistInfo:
-    """Process-group facts: ``rank``/``world_size`` (1 when not distributed), ``device``."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Read ``torchrun``'s ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; init the process group
-    (NCCL on CUDA, gloo on CPU) when ``WORLD_SIZE > 1``."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world_size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return DistInfo(rank, world_size, local_rank, dev)
-
-
-def _all_reduce_sum(values: list[float], dist: DistInfo) -> list[float]:
-    """Element-wise sum of ``values`` over ranks (float64)."""
-    if not dist.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=dist.device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def _sync_and_scale_grads(model: torch.nn.Module, scale_by: float, dist: DistInfo) -> None:
-    """Sum gradients over ranks (one flat all-reduce) and multiply by ``1 / scale_by``."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
-    if dist.distributed:
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset : offset + n].view_as(g))
-            offset += n
-    for g in grads:
-        g.div_(scale_by)
-
-
-def _broadcast_parameters(model: torch.nn.Module, dist: DistInfo) -> None:
-    if dist.distributed:
-        for t in list(model.parameters()) + list(model.buffers()):
-            torch.distributed.broadcast(t.data, src=0)
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -413,44 +331,104 @@ class TrainResult:
     final: dict[str, Any]  # the last validation record (valid_loss, valid_ce, …)
     history: list[dict[str, Any]]  # every record written to log.jsonl by this invocation
     stop_reason: str
+    model: torch.nn.Module | None = None  # the trained model (eval mode, on the run's device)
+    resumed_from: Path | None = None  # the checkpoint this invocation resumed from
+
+
+@dataclass
+class RunState:
+    """The loop's counters (checkpointed): updates done, early stopping, training time."""
+
+    step: int = 0
+    best_valid: float = math.inf
+    bad_validations: int = 0
+    train_seconds: float = 0.0  # training time of earlier invocations (resumes)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> RunState:
+        return cls(
+            step=int(state["step"]),
+            best_valid=float(state["best_valid_loss"]),
+            bad_validations=int(state.get("bad_validations", 0)),
+            train_seconds=float(state.get("train_seconds", 0.0)),
+        )
+
+    def elapsed(self, clock: float) -> float:
+        """Training seconds, resumes included (``clock``: this invocation's start)."""
+        return self.train_seconds + (time.monotonic() - clock)
+
+    def observe(self, valid_loss: float) -> bool:
+        """Record a validation loss; True if it is a new best."""
+        if valid_loss < self.best_valid:
+            self.best_valid, self.bad_validations = valid_loss, 0
+            return True
+        self.bad_validations += 1
+        return False
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LATALIGN_CACHE", Path.home() / ".cache" / "latalign"))
 
 
-def check_run_dir(cfg: TrainConfig, resume: bool | None = None) -> dict[str, Any] | None:
+def _field_defaults() -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+    return json.loads(json.dumps(out))
+
+
+def check_run_dir(
+    cfg: TrainConfig, resume: bool | None = None
+) -> tuple[Path, dict[str, Any]] | None:
     """Decide whether ``cfg.run_dir`` is a fresh run or a resumption; writes nothing.
 
-    Returns the last checkpoint (dict) to resume from, or None for a fresh start.
-    ``resume=None``: resume automatically when ``checkpoint_last.pt`` exists;
-    ``True``: require it; ``False``: refuse a run dir that already has checkpoints.
-    Raises ``ValueError`` when the saved config differs in fields that matter.
+    Returns ``(checkpoint path, state)`` of the newest intact checkpoint to resume from
+    (:func:`~latalign.translate.checkpoint.find_resume_checkpoint`, which warns when it skips
+    a damaged one), or None for a fresh start. ``resume=None``: resume automatically when the
+    run has checkpoints; ``True``: require one; ``False``: refuse a run dir that has some.
+    Raises ``ValueError`` when the saved config differs in fields that matter (fields a saved
+    config lacks take their defaults), :class:`CheckpointError` when every checkpoint is
+    damaged.
     """
     run_dir = Path(cfg.run_dir)
     last, _ = checkpoint_paths(run_dir)
     saved_cfg = None
     if (run_dir / CONFIG_FILE).is_file():
         saved_cfg = json.loads((run_dir / CONFIG_FILE).read_text())
-    state = None
-    if last.is_file():
+    found = None
+    if has_checkpoints(run_dir):
         if resume is False:
             raise ValueError(
                 f"expected an empty run directory (resume disabled); found checkpoints in "
                 f"{last.parent} — use a new --run-dir or --resume"
             )
-        state = load_checkpoint(last)
-        saved_cfg = state.get("train_config", saved_cfg)
+        found = find_resume_checkpoint(run_dir)
+        saved_cfg = found[1].get("train_config", saved_cfg) if found else saved_cfg
     elif resume:
         raise ValueError(f"expected {last} to resume from; found none")
     if saved_cfg is not None:
-        diffs = config_differences(saved_cfg, cfg.to_dict())
+        diffs = config_differences({**_field_defaults(), **saved_cfg}, cfg.to_dict())
         if diffs:
             raise ValueError(
                 f"expected the config of the run in {run_dir} (refusing to overwrite another "
                 f"run); found differences: {'; '.join(diffs)}"
             )
-    return state
+    return found
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """``cfg.bf16``, or when it is None (auto): True on a CUDA device that supports bf16."""
+    if cfg.bf16 is not None:
+        return bool(cfg.bf16)
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _batches(sampler: Any, dataset: Any, device: torch.device) -> Iterator[Any]:
@@ -458,16 +436,41 @@ def _batches(sampler: Any, dataset: Any, device: torch.device) -> Iterator[Any]:
     from latalign.translate.batching import collate
 
     for indices in sampler:
-        yield collate([dataset[i] for i in indices]).to(device)
+        yield collate([dataset[i] for i in indices]).to(device, non_blocking=True)
 
 
 def _autocast(enabled: bool, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _sum_stats(total: dict[str, float], stats: dict[str, float]) -> None:
-    for k, v in stats.items():
-        total[k] = total.get(k, 0.0) + float(v)
+class Meter:
+    """Sums of loss stats over an interval (log records) or a validation pass."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.t0 = time.monotonic()
+
+    def add(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+    def reduced(self, dist: DistInfo | None) -> dict[str, float]:
+        """The sums over ranks (every rank must have the same keys)."""
+        keys = sorted(self.sums)
+        if dist is None:
+            return dict(self.sums)
+        return dict(zip(keys, all_reduce_sum([self.sums[k] for k in keys], dist)))
+
+
+def per_token(sums: dict[str, float], prefix: str) -> dict[str, float]:
+    """``{prefix_key: sum / ntokens}`` for every stat but the counts (``loss`` -> ``prefix_loss``,
+    ``nll_loss`` -> ``prefix_nll_loss``, ``ce`` -> ``prefix_ce``, …)."""
+    denom = max(sums.get("ntokens", 0.0), 1.0)
+    return {
+        f"{prefix}_{k}": v / denom
+        for k, v in sorted(sums.items(), key=lambda kv: kv[0] != "loss")
+        if k not in ("ntokens", "nsentences")
+    }
 
 
 @torch.no_grad()
@@ -483,30 +486,23 @@ def validate(
 
     Returns ``valid_loss`` and ``valid_<key>`` for every other stat (``valid_ce`` when the loss
     gives ``ce``) in nats per target token, ``valid_ntokens``, ``valid_nsentences``; sums are
-    reduced over ranks when ``dist`` is distributed.
+    reduced over ranks when ``dist`` is distributed. Pass the unwrapped model (no DDP).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total: dict[str, float] = {}
+    meter = Meter()
     for batch in batches:
         with _autocast(bf16, device):
             _, stats = loss_fn(model, batch, update=None)
-        _sum_stats(total, stats)
-    if dist is not None:
-        keys = sorted(total)
-        total = dict(zip(keys, _all_reduce_sum([total[k] for k in keys], dist)))
+        meter.add(stats)
     model.train(was_training)
-    denom = max(total.get("ntokens", 0.0), 1.0)
-    out = {"valid_loss": total.get("loss", 0.0) / denom}
-    if "ce" in total:
-        out["valid_ce"] = total["ce"] / denom
-    for k in sorted(total):
-        if k not in ("loss", "ce", "ntokens", "nsentences"):
-            out[f"valid_{k}"] = total[k] / denom
-    out["valid_ntokens"] = int(total.get("ntokens", 0))
-    out["valid_nsentences"] = int(total.get("nsentences", 0))
-    return out
+    sums = meter.reduced(dist)
+    return {
+        **per_token(sums, "valid"),
+        "valid_ntokens": int(sums.get("ntokens", 0)),
+        "valid_nsentences": int(sums.get("nsentences", 0)),
+    }
 
 
 def train_step(
@@ -521,29 +517,21 @@ def train_step(
     dist: DistInfo | None = None,
 ) -> dict[str, float]:
     """One update: ``loss_fn(model, batch, update=update)`` under autocast (bf16 if asked),
-    backward, gradients summed over ranks and divided by the update's target tokens (fairseq),
-    optional clipping, optimizer step. The caller sets the lr. Returns the loss's stats."""
+    backward of the loss scaled so that the gradient is the sum over ranks divided by the
+    update's target tokens over ranks (fairseq; ``model`` is the DDP wrapper when distributed,
+    which averages over ranks), optional clipping, optimizer step. The caller sets the lr.
+    Returns the loss's stats."""
     dist = dist or DistInfo(0, 1, 0, batch.target.device)
     model.train()
     with _autocast(bf16, batch.target.device):
         loss_sum, stats = loss_fn(model, batch, update=update)
+    scale, _ = loss_scale(stats["ntokens"], dist)
     optimizer.zero_grad(set_to_none=True)
-    loss_sum.backward()
-    ntokens = _all_reduce_sum([float(stats["ntokens"])], dist)[0]
-    _sync_and_scale_grads(model, max(ntokens, 1.0), dist)
+    (loss_sum * scale).backward()
     if clip_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
     optimizer.step()
     return stats
-
-
-def _dump_params_for_tests(model: torch.nn.Module, dist: DistInfo) -> None:
-    """With ``LATALIGN_DUMP_PARAMS=<dir>``, every rank saves its parameters (tests only)."""
-    out = os.environ.get("LATALIGN_DUMP_PARAMS")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save(state, Path(out) / f"params_rank{dist.rank}.pt")
 
 
 def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -> TrainResult:
@@ -552,265 +540,184 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
     False = refuse an existing run. Returns a :class:`TrainResult`."""
     from latalign.translate.arch import get_arch
     from latalign.translate.batching import TokenBatchSampler
-    from latalign.translate.data import prepare_data
 
-    dist = init_distributed(cfg.device)
-    run_dir = Path(cfg.run_dir)
+    # -- setup: everything that can fail on bad input fails here, before a file is written
     try:
-        state = check_run_dir(cfg, resume)  # raises before anything is written
-    except (ValueError, FileNotFoundError) as e:
+        dist = init_distributed(cfg.device)
+        found = check_run_dir(cfg, resume)
+        data = _prepare_data(cfg, dist)
+    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         raise SetupError(str(e)) from e
-
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    try:
-        if dist.is_main:
-            data = prepare_data(cfg.data, cache_dir)
-        if dist.distributed:
-            torch.distributed.barrier()
-        if not dist.is_main:
-            data = prepare_data(cfg.data, cache_dir)  # cache hit: rank 0 built it
-    except (ValueError, FileNotFoundError) as e:
-        raise SetupError(f"data: {e}") from e
+    resumed_from, state = found if found is not None else (None, None)
     tokenizer = data.tokenizer
     if state is not None and state.get("tokenizer") not in (None, tokenizer.fingerprint):
         raise SetupError(
             f"expected the tokenizer of the run being resumed ({state['tokenizer'][:12]}); "
             f"found {tokenizer.fingerprint[:12]} (did the data or cache change?)"
         )
-
+    run_dir = Path(cfg.run_dir)
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
         tokenizer.save(run_dir / TOKENIZER_DIR)
+    bf16 = use_bf16(cfg, dist.device)
+    if dist.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32)
+        torch.backends.cudnn.allow_tf32 = True
 
+    # -- model, loss, optimizer, data order
+    seed_everything(cfg.seed)
     arch = get_arch(cfg.arch)
     model = arch.build(cfg, tokenizer.vocab_size).to(dist.device)
-    model_cfg = model.cfg
-    _broadcast_parameters(model, dist)
+    loss_fn = arch.make_loss(cfg, tokenizer)
     optimizer = build_optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = InverseSqrtSchedule(optimizer, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
     sampler = TokenBatchSampler(
-        data.train.src_sizes,
-        data.train.tgt_sizes,
-        max_tokens=cfg.max_tokens,
-        seed=cfg.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-    )
+        data.train.src_sizes, data.train.tgt_sizes, max_tokens=cfg.max_tokens, seed=cfg.seed,
+        rank=dist.rank, world_size=dist.world_size,
+    )  # fmt: skip
     valid_sampler = TokenBatchSampler(
-        data.valid.src_sizes,
-        data.valid.tgt_sizes,
-        max_tokens=cfg.max_tokens,
-        shuffle=False,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        even=False,
-    )
-    loss_fn = arch.make_loss(cfg, tokenizer)
-
-    step, best_valid, bad_validations, train_seconds = 0, math.inf, 0, 0.0
-    last_path, best_path = checkpoint_paths(run_dir)
+        data.valid.src_sizes, data.valid.tgt_sizes, max_tokens=cfg.max_tokens, shuffle=False,
+        rank=dist.rank, world_size=dist.world_size, even=False,
+    )  # fmt: skip
+    run = RunState()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        step = int(state["step"])
-        best_valid = float(state["best_valid_loss"])
-        bad_validations = int(state.get("bad_validations", 0))
-        train_seconds = float(state.get("train_seconds", 0.0))
-        set_rng_state(state["rng"])  # last: model building above consumed random numbers
+        restore_training_state(state, model, optimizer, scheduler, sampler)
+        run = RunState.from_checkpoint(state)
     del state
+    ddp_model = wrap_ddp(model, dist)  # broadcasts rank 0's parameters
 
-    start_time = time.monotonic()  # training time only: data preparation is not budgeted
+    # -- the loop
     runlog = RunLog(run_dir, tensorboard=cfg.tensorboard, enabled=dist.is_main)
     history: list[dict[str, Any]] = []
+    bar = _progress_bar(cfg, run.step, enabled=progress and dist.is_main)
+    valid_batches = list(_batches(valid_sampler, data.valid, dist.device))  # small: collate once
+    clock = time.monotonic()  # training time only: data preparation is not budgeted
+    meter, final, stop_reason = Meter(), {}, ""
+    last_validated = run.step if run.step > 0 else -1
 
-    def log(record: dict[str, Any]) -> None:
+    def checkpoint(reason: str) -> dict[str, Any]:
+        """Validate, update early stopping, save the checkpoints, log; the valid record."""
+        metrics = validate(model, valid_batches, loss_fn, bf16=bf16, dist=dist)
+        improved = run.observe(metrics["valid_loss"])
+        record = {
+            "kind": "valid", "step": run.step, "epoch": sampler.epoch, **metrics,
+            "best_valid_loss": run.best_valid, "lr": scheduler.get_lr(),
+            "elapsed": round(run.elapsed(clock), 3), "reason": reason,
+        }  # fmt: skip
+        if dist.is_main:
+            ckpt = {
+                "format": FORMAT_VERSION, "arch": cfg.arch, "model": model.state_dict(),
+                "model_config": model.cfg.to_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": run.step, "epoch": sampler.epoch,
+                "sampler": sampler.state_dict(), "rng": rng_state(),
+                "best_valid_loss": run.best_valid, "bad_validations": run.bad_validations,
+                "train_seconds": run.elapsed(clock),
+                "train_config": cfg.to_dict(), "tokenizer": tokenizer.fingerprint,
+            }  # fmt: skip
+            save_training_checkpoint(ckpt, run_dir, best=improved, keep=cfg.keep_checkpoints)
         history.append(record)
         runlog.log(record)
-
-    def make_state() -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "model": model.state_dict(),
-            "arch": cfg.arch,
-            "model_config": model_cfg.to_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "epoch": sampler_epoch(sampler),
-            "sampler": sampler.state_dict(),
-            "rng": rng_state(),
-            "best_valid_loss": best_valid,
-            "bad_validations": bad_validations,
-            "train_seconds": elapsed(),
-            "train_config": cfg.to_dict(),
-            "tokenizer": tokenizer.fingerprint,
-        }
-
-    def elapsed() -> float:
-        return train_seconds + (time.monotonic() - start_time)
-
-    valid_batches = None
-
-    def run_validation(reason: str) -> dict[str, Any]:
-        nonlocal best_valid, bad_validations, valid_batches
-        if valid_batches is None:  # valid set is small: collate once, reuse
-            valid_batches = list(_batches(valid_sampler, data.valid, dist.device))
-        metrics = validate(
-            model, valid_batches, loss_fn, bf16=cfg.bf16, dist=dist,
-        )  # fmt: skip
-        improved = metrics["valid_loss"] < best_valid
-        if improved:
-            best_valid = metrics["valid_loss"]
-            bad_validations = 0
-        else:
-            bad_validations += 1
-        record = {
-            "kind": "valid",
-            "step": step,
-            "epoch": sampler_epoch(sampler),
-            **metrics,
-            "best_valid_loss": best_valid,
-            "lr": scheduler.get_lr(),
-            "elapsed": round(elapsed(), 3),
-            "reason": reason,
-        }
-        if dist.is_main:
-            ckpt = make_state()
-            save_checkpoint(ckpt, last_path)
-            if improved:
-                save_checkpoint(ckpt, best_path)
-        log(record)
         return record
 
-    bar = _progress_bar(cfg, step, enabled=progress and dist.is_main)
-    model.train()
-    stop_reason = ""
-    final: dict[str, Any] = {}
-    interval = {
-        "loss": 0.0,
-        "nll_loss": 0.0,
-        "ntokens": 0.0,
-        "nsentences": 0.0,
-        "t0": time.monotonic(),
-    }
-    last_validated_step = step if step > 0 else -1
-
-    def budget_reason() -> str:
-        if cfg.max_updates and step >= cfg.max_updates:
-            return "max_updates"
-        if cfg.max_minutes and elapsed() >= cfg.max_minutes * 60:
-            return "max_minutes"
-        if cfg.patience and bad_validations >= cfg.patience:
-            return "patience"
-        return ""
-
-    def agreed(reason: str) -> str:
-        """All ranks stop together (the wall clock differs between processes)."""
-        if not dist.distributed:
-            return reason
-        flag = _all_reduce_sum([1.0 if reason else 0.0], dist)[0]
-        return (reason or "max_minutes") if flag > 0 else ""
-
-    stop_reason = agreed(budget_reason())
+    stop_reason = _stop_reason(cfg, run, clock, dist)
     while not stop_reason:
-        if cfg.max_epochs and sampler_epoch(sampler) >= cfg.max_epochs:
+        if cfg.max_epochs and sampler.epoch >= cfg.max_epochs:
             stop_reason = "max_epochs"
             break
         for batch in _batches(sampler, data.train, dist.device):
             stats = train_step(
-                model, optimizer, batch, loss_fn, update=step, bf16=cfg.bf16,
-                clip_norm=cfg.clip_norm,
-                dist=dist,
+                ddp_model, optimizer, batch, loss_fn, update=run.step, bf16=bf16,
+                clip_norm=cfg.clip_norm, dist=dist,
             )  # fmt: skip
-            step += 1
-            scheduler.step_update(step)
-            interval["loss"] += stats["loss"]
-            interval["nll_loss"] += stats.get("nll_loss", math.nan)
-            interval["ntokens"] += stats["ntokens"]
-            interval["nsentences"] += stats["nsentences"]
+            run.step += 1
+            scheduler.step_update(run.step)
+            meter.add(stats)
             if bar is not None:
                 bar.update(1)
-            if step % cfg.log_every == 0:
-                log(
-                    _train_record(
-                        interval, step, sampler_epoch(sampler), scheduler.get_lr(), elapsed(), dist
-                    )
-                )
+            if run.step % cfg.log_every == 0:
+                record = _train_record(meter, run, sampler.epoch, scheduler.get_lr(), clock, dist)
+                history.append(record)
+                runlog.log(record)
                 if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{history[-1]['train_loss']:.3f}", lr=f"{scheduler.get_lr():.2e}"
-                    )
-                interval = {
-                    "loss": 0.0,
-                    "nll_loss": 0.0,
-                    "ntokens": 0.0,
-                    "nsentences": 0.0,
-                    "t0": time.monotonic(),
-                }
-            if step % cfg.validate_every == 0:
-                final = run_validation("interval")
-                last_validated_step = step
-            stop_reason = agreed(budget_reason())
+                    bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{record['lr']:.2e}")
+                meter = Meter()
+            if run.step % cfg.validate_every == 0:
+                final, last_validated = checkpoint("interval"), run.step
+            stop_reason = _stop_reason(cfg, run, clock, dist)
             if stop_reason:
                 break
-        else:  # epoch finished
-            if last_validated_step != step:
-                final = run_validation("epoch_end")
-                last_validated_step = step
-            stop_reason = agreed(budget_reason())
-    if last_validated_step != step or not final:
-        final = run_validation(f"stop:{stop_reason}")
+        else:  # the epoch ended
+            if last_validated != run.step:
+                final, last_validated = checkpoint("epoch_end"), run.step
+            stop_reason = _stop_reason(cfg, run, clock, dist)
+    if last_validated != run.step or not final:
+        final = checkpoint(f"stop:{stop_reason}")
     if bar is not None:
         bar.close()
     runlog.close()
-    _dump_params_for_tests(model, dist)
-    if dist.distributed:
-        torch.distributed.barrier()
+    barrier(dist)
+    last_path, best_path = checkpoint_paths(run_dir)
     return TrainResult(
         run_dir=run_dir,
         best_checkpoint=best_path if best_path.is_file() else None,
         last_checkpoint=last_path,
-        step=step,
-        epoch=sampler_epoch(sampler),
-        best_valid_loss=best_valid,
+        step=run.step,
+        epoch=sampler.epoch,
+        best_valid_loss=run.best_valid,
         final=final,
         history=history,
         stop_reason=stop_reason,
+        model=model.eval(),
+        resumed_from=resumed_from,
     )
 
 
-def sampler_epoch(sampler: Any) -> int:
-    """Completed epochs of the training sampler."""
-    return int(sampler.epoch)
+def _prepare_data(cfg: TrainConfig, dist: DistInfo) -> Any:
+    """``prepare_data`` on rank 0 first (it fills the cache), then on the other ranks."""
+    from latalign.translate.data import prepare_data
+
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    try:
+        data = prepare_data(cfg.data, cache_dir) if dist.is_main else None
+        barrier(dist)
+        return data if dist.is_main else prepare_data(cfg.data, cache_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"data: {e}") from e
+
+
+def _stop_reason(cfg: TrainConfig, run: RunState, clock: float, dist: DistInfo) -> str:
+    """Why training stops now ("" = it goes on); every rank gets the same answer (the wall
+    clock differs between processes)."""
+    reason = ""
+    if cfg.max_updates and run.step >= cfg.max_updates:
+        reason = "max_updates"
+    elif cfg.max_minutes and run.elapsed(clock) >= cfg.max_minutes * 60:
+        reason = "max_minutes"
+    elif cfg.patience and run.bad_validations >= cfg.patience:
+        reason = "patience"
+    if any_rank(bool(reason), dist):
+        return reason or "max_minutes"
+    return ""
 
 
 def _train_record(
-    interval: dict[str, float], step: int, epoch: int, lr: float, elapsed: float, dist: DistInfo
+    meter: Meter, run: RunState, epoch: int, lr: float, clock: float, dist: DistInfo
 ) -> dict[str, Any]:
-    loss, nll, ntok, nsent = _all_reduce_sum(
-        [interval["loss"], interval["nll_loss"], interval["ntokens"], interval["nsentences"]], dist
-    )
-    seconds = max(time.monotonic() - interval["t0"], 1e-9)
-    record = {
+    """The ``train`` log record of an interval: losses per target token (over ranks)."""
+    sums = meter.reduced(dist)
+    seconds = max(time.monotonic() - meter.t0, 1e-9)
+    losses = per_token(sums, "train")
+    return {
         "kind": "train",
-        "step": step,
+        "step": run.step,
         "epoch": epoch,
-        "train_loss": loss / max(ntok, 1.0),
+        "train_loss": losses.pop("train_loss", math.nan),
         "lr": lr,
-        "tokens_per_s": ntok / seconds,
-        "sentences": int(nsent),
-        "elapsed": round(elapsed, 3),
+        "tokens_per_s": sums.get("ntokens", 0.0) / seconds,
+        "sentences": int(sums.get("nsentences", 0)),
+        "elapsed": round(run.elapsed(clock), 3),
+        **losses,
     }
-    if math.isfinite(nll):
-        record["train_nll_loss"] = nll / max(ntok, 1.0)
-    return record
 
 
 def _progress_bar(cfg: TrainConfig, initial: int, enabled: bool):
