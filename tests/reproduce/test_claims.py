@@ -136,7 +136,7 @@ def test_near_zero_two_verdicts():
     c = _by_id(r)
     assert c["axe_near_zero"]["passed"] is False
     assert c["axe_near_zero_paper_epoch"]["passed"] is True
-    assert "at update 190 (epoch 1.23, 190k target tokens" in c["axe_near_zero"]["measured"]
+    assert "at update 190 (epoch 1.23, ≈190k target tokens" in c["axe_near_zero"]["measured"]
     # 4,000 tokens per update: update 1,000 = 4M tokens > 3.9M, within this corpus's epoch
     c = _by_id(_results(axe=_experiment(updates=1500, per_epoch=1200, per_update=4000.0,
                                         cross=1000)))  # fmt: skip

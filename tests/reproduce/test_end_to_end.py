@@ -356,6 +356,18 @@ def test_baseline_refused_before_work(run, tmp_path):
         with pytest.raises(ValueError, match=match):
             run_reproduction(_options(tmp_path / "r", cache, baseline=path))
         assert not (tmp_path / "r").exists()
+    # a run on another corpus (another tokenizer, same settings): refused after data
+    # preparation, before any training, nothing written
+    from latalign.translate.tokenizer import train_tokenizer
+
+    other = tmp_path / "other_corpus"
+    shutil.copytree(out / "ce" / "train", other)
+    shutil.rmtree(other / "tokenizer")
+    texts = [f"zebra {i} quokka {i * 7} wombat" for i in range(300)]
+    train_tokenizer(texts, 200, num_threads=1).save(other / "tokenizer")
+    with pytest.raises(ValueError, match="expected the baseline run to be trained on this data"):
+        run_reproduction(_options(tmp_path / "r", cache, baseline=other))
+    assert not (tmp_path / "r").exists()
     # without --baseline, a preset without a recipe cannot train one
     with pytest.raises(ValueError, match="expected --baseline RUN_DIR"):
         run_reproduction(_options(tmp_path / "r", cache, experiments=["baseline"]))

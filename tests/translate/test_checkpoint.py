@@ -188,8 +188,9 @@ def test_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path, tiny_c
 
 
 def test_resume_skips_damaged_checkpoints_and_says_which(tmp_path, tiny_config, caplog):
-    """checkpoint_last.pt and checkpoint_5.pt truncated: resume from checkpoint_4.pt, warn,
-    and still end exactly where a straight run ends."""
+    """A truncated checkpoint_last.pt: resume from checkpoint_5.pt (the same update) and say
+    so; then checkpoint_last.pt and checkpoint_6.pt truncated: resume from checkpoint_5.pt,
+    one update back. The run still ends exactly where a straight run ends."""
     straight = train(tiny_config(tmp_path / "straight", max_updates=7), progress=False)
     part = train(tiny_config(tmp_path / "part", max_updates=5, validate_every=1), progress=False)
     folder = tmp_path / "part" / "checkpoints"
@@ -198,15 +199,24 @@ def test_resume_skips_damaged_checkpoints_and_says_which(tmp_path, tiny_config, 
     ]  # keep_checkpoints = 3 by default  # fmt: skip
     assert part.step == 5
     truncate(folder / "checkpoint_last.pt")
-    truncate(folder / "checkpoint_5.pt", keep=0.9)
+    with caplog.at_level(logging.WARNING, logger="latalign.translate.checkpoint"):
+        resumed = train(
+            tiny_config(tmp_path / "part", max_updates=6, validate_every=1), progress=False
+        )
+    assert resumed.resumed_from == folder / "checkpoint_5.pt" and resumed.step == 6
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "checkpoint_last.pt" in warning and "checkpoint_5.pt" in warning
+    caplog.clear()
+    truncate(folder / "checkpoint_last.pt")
+    truncate(folder / "checkpoint_6.pt", keep=0.9)
     with caplog.at_level(logging.WARNING, logger="latalign.translate.checkpoint"):
         resumed = train(
             tiny_config(tmp_path / "part", max_updates=7, validate_every=1), progress=False
         )
-    assert resumed.resumed_from == folder / "checkpoint_4.pt"
+    assert resumed.resumed_from == folder / "checkpoint_5.pt"
     warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "checkpoint_last.pt" in warning and "checkpoint_5.pt" in warning
-    assert "checkpoint_4.pt" in warning
+    for name in ("checkpoint_last.pt", "checkpoint_6.pt", "checkpoint_5.pt"):
+        assert name in warning
     assert resumed.step == 7
     assert_same_params(straight.last_checkpoint, resumed.last_checkpoint)
 

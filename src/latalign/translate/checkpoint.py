@@ -179,11 +179,15 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest intact training checkpoint of ``run_dir`` and its state, or None if it has
-    none. Tries ``checkpoint_last.pt``, then the numbered ones, newest first; a damaged file is
-    skipped with a warning naming it and the checkpoint used instead.
-    :class:`CheckpointError` if every checkpoint is damaged."""
+    none.
+
+    Order: the newest numbered checkpoint (``checkpoint_last.pt`` is a copy of it, written
+    after it, so it is never newer), then ``checkpoint_last.pt`` (runs from before numbered
+    checkpoints), then the older numbered ones. Damaged files are skipped; a warning names them
+    and the checkpoint used. :class:`CheckpointError` if every checkpoint is damaged."""
     last, _ = checkpoint_paths(run_dir)
-    candidates = ([last] if last.is_file() else []) + [p for _, p in numbered_checkpoints(run_dir)]
+    numbered = [p for _, p in numbered_checkpoints(run_dir)]
+    candidates = numbered[:1] + ([last] if last.is_file() else []) + numbered[1:]
     damaged: list[str] = []
     for path in candidates:
         try:
@@ -191,11 +195,18 @@ def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] |
         except CheckpointError as e:
             damaged.append(str(e))
             continue
+        if path != last and last.is_file() and last not in candidates[: candidates.index(path)]:
+            try:  # not needed for resuming, but a damaged last checkpoint deserves a word
+                check_checkpoint_file(last)
+            except CheckpointError as e:
+                damaged.append(str(e))
         if damaged:
             logger.warning(
-                "resume: %s; resuming from %s (update %s) instead",
+                "resume: %s; resuming from %s (update %s)",
                 "; ".join(damaged), path, state.get("step"),
             )  # fmt: skip
+        else:
+            logger.info("resume: from %s (update %s)", path, state.get("step"))
         return path, state
     if damaged:
         raise CheckpointError(f"expected an intact checkpoint to resume from; {damaged[0]}")

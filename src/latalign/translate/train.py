@@ -90,7 +90,6 @@ RESUMABLE_CHANGES = frozenset(
 
 # Criterion options exposed as TrainConfig fields (None = the criterion's default).
 OPTION_FIELDS = ("delta", "operators", "aggregate", "causal", "epsilon")
-CRITERION_OPTION_FIELDS = OPTION_FIELDS
 # Arch and regime options (None = the plugin's default). An arch/regime lists the ones it reads
 # in its ``options``; setting one the run's arch and regime do not read is a config error.
 PLUGIN_OPTION_FIELDS = (
