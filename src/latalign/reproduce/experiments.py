@@ -358,7 +358,7 @@ def evaluate_test(
         hyps = translate_sentences(model, ctx.data.tokenizer, src, beam=beam, batch_size=50)
     else:
         hyps = translate(model, ctx.data.tokenizer, src)
-    (directory / "hyps.test.txt").write_text("".join(h + "\n" for h in hyps))
+    atomic_write(directory / "hyps.test.txt", "".join(h + "\n" for h in hyps))
     scores = evaluate_translations(hyps, refs)
     keep = ("bleu", "chrf", "empty_share", "length_ratio", "n_sentences", "bleu_signature")
     return {k: scores[k] for k in keep} | {
