@@ -114,6 +114,13 @@ def test_distill_refusals(setup: dict[str, Path], tmp_path: Path, capsys: Any) -
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     assert (other / "notes.txt").read_text() == "keep me\n"
 
+    # an AR run directory refuses a NAT training run (the reverse is in test_nat.py)
+    ckpts = sorted(p.name for p in (setup["ar"] / "checkpoints").iterdir())
+    code = cli_main(["train", "--run-dir", str(setup["ar"]), "--arch", "nat", "--criterion",
+                     "ctc", "--preset", "tiny", "--max-updates", "1", "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "arch" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (setup["ar"] / "checkpoints").iterdir()) == ckpts
     # a NAT run is not a teacher
     code = cli_main(["distill", "--run-dir", str(setup["nat"]), "--data", str(setup["data"]),
                      "--out", str(tmp_path / "n")])  # fmt: skip
