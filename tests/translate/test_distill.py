@@ -133,6 +133,9 @@ def test_distill_refusals(setup: dict[str, Path], tmp_path: Path, capsys: Any) -
     assert "data directory" in capsys.readouterr().err
     assert cli_main([*base, "--out", str(tmp_path / "b"), "--beam", "0"]) == 2
     assert "beam >= 1" in capsys.readouterr().err
+    assert cli_main([*base, "--out", str(tmp_path / "b"), "--chunk-size", "0"]) == 2
+    assert "chunk_size >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
     # an interrupted distillation of another setting is not resumed into
     out = tmp_path / "kd"
     assert cli_main([*base, "--out", str(out), "--beam", "2", "--chunk-size", "16"]) == 0

@@ -30,6 +30,10 @@ def test_nat_group_ci(tmp_path: Path) -> None:
     kd = tmp_path / "run" / "nat" / "distilled"
     assert json.loads((kd / "distill.json").read_text())["lines"] == 40
     assert len((kd / "train.en").read_text().splitlines()) == 40
+    data = tmp_path / "run" / "nat" / "data"
+    assert (kd / "train.syn").read_text().splitlines() == (
+        (data / "train.syn").read_text().splitlines()[:40]
+    )  # --limit: the first 40 pairs of the 300, both sides
     ids = {c["id"] for c in res["claims"]}
     assert {"nat_ctc_over_ce", "nat_axe_over_ce", "nat_distilled_ctc_near_ar",
             "nat_decoding_speed"} <= ids  # fmt: skip
