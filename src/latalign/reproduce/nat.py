@@ -32,7 +32,7 @@ from latalign.reproduce.report import claim_row
 logger = logging.getLogger(__name__)
 
 #: training pairs distilled and used by the students (None = the whole training split)
-DISTILL_PAIRS: dict[str, int | None] = {"quick": 2000, "multi30k": None, "paper": None, "ci": 40}
+DISTILL_PAIRS: dict[str, int | None] = {"quick": None, "multi30k": None, "paper": None, "ci": 40}
 CRITERIA = ("ce", "axe", "ctc")
 ROWS = ("ar", *(f"nat_{c}_{v}" for v in ("raw", "distilled") for c in CRITERIA))
 BATCH_SIZE = 50
@@ -230,7 +230,7 @@ GROUP = ExperimentGroup(
     claims=claims,
     report=report,
     updates={
-        "quick": {"student": 300},
+        "quick": {"student": 1200},
         "multi30k": {"student": 1000},
         "paper": {"student": 100000},
         "ci": {"student": 6},
