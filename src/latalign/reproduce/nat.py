@@ -8,7 +8,7 @@ on the teacher's beam-5 translations of the same source sentences, :mod:`.distil
 BLEU, chrF, empty share, repeated-token share (share of output words equal to the word before
 them, NAT's repetition symptom), length ratio, decoding sentences/s (the same test sentences,
 the same batch size, one process; AR with beam 5, NAT in one pass with its length beam or CTC
-collapse).
+collapse; the fastest of ``TIMING_REPEATS`` decodings).
 
 Students train on the first ``DISTILL_PAIRS[preset]`` training pairs (all when None), raw
 and distilled alike, so the two differ only in their targets; ``updates["student"]`` updates
@@ -36,6 +36,7 @@ DISTILL_PAIRS: dict[str, int | None] = {"quick": None, "multi30k": None, "paper"
 CRITERIA = ("ce", "axe", "ctc")
 ROWS = ("ar", *(f"nat_{c}_{v}" for v in ("raw", "distilled") for c in CRITERIA))
 BATCH_SIZE = 50
+TIMING_REPEATS = 3  # decoding sentences/s: the fastest of this many decodings of the test set
 
 
 def repeated_share(hyps: list[str]) -> float:
@@ -53,12 +54,14 @@ def _score(model: Any, tokenizer: Any, src: list[str], refs: list[str], nat: boo
     from latalign.translate.metrics import evaluate_translations
     from latalign.translate.nat import nat_translate_sentences
 
-    t0 = time.perf_counter()
-    if nat:
-        hyps = nat_translate_sentences(model, tokenizer, src, batch_size=BATCH_SIZE)
-    else:
-        hyps = translate_sentences(model, tokenizer, src, beam=5, batch_size=BATCH_SIZE)
-    seconds = time.perf_counter() - t0
+    seconds = float("inf")
+    for _ in range(TIMING_REPEATS):  # the fastest of a few: the machine may be shared
+        t0 = time.perf_counter()
+        if nat:
+            hyps = nat_translate_sentences(model, tokenizer, src, batch_size=BATCH_SIZE)
+        else:
+            hyps = translate_sentences(model, tokenizer, src, beam=5, batch_size=BATCH_SIZE)
+        seconds = min(seconds, time.perf_counter() - t0)
     scores = evaluate_translations(hyps, refs)
     return {
         "bleu": scores["bleu"],
@@ -181,7 +184,7 @@ def claims(results: dict[str, Any], result: dict[str, Any]) -> list[dict[str, An
                   sample, {"gap": gap_kd}, gap_kd <= 4),
         claim_row("nat_decoding_speed", "NAT decodes ≥ 10× faster than AR beam 5", "nat",
                   "behaviour", "sentences/s(NAT-CTC) / sentences/s(AR beam 5) ≥ 10",
-                  f"{speed:.1f}×", sample + f", batch {BATCH_SIZE}, one process",
+                  f"{speed:.1f}×", sample + f", batch {BATCH_SIZE}, one process, best of {TIMING_REPEATS}",
                   {"ratio": speed}, speed >= 10),
     ]  # fmt: skip
 
