@@ -529,5 +529,14 @@ COMMANDS["reproduce"] = Command(
     _reproduce_cli.main,
 )
 
+# `latalign distill` (src/latalign/translate/distill.py: sequence-level distillation)
+from latalign.translate import distill as _distill  # noqa: E402
+
+COMMANDS["distill"] = Command(
+    "write an AR run's beam translations of a training set as a new data directory",
+    _distill.add_arguments,
+    _distill.main,
+)
+
 if __name__ == "__main__":
     sys.exit(main())

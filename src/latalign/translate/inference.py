@@ -207,6 +207,12 @@ def _translate(
 ) -> list[str]:  # fmt: skip
     from latalign.translate.decode import translate_sentences
 
+    if getattr(model, "arch", "ar") == "nat":  # one pass, its own length rule (docs/nat.md)
+        from latalign.translate.nat import nat_translate_sentences
+
+        return nat_translate_sentences(
+            model, tokenizer, list(lines), batch_size=opts.batch_size, progress=progress
+        )
     return translate_sentences(
         model, tokenizer, list(lines), progress=progress, **opts.translate_kwargs()
     )

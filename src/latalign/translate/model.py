@@ -270,11 +270,18 @@ class DecoderLayer(nn.Module):
         cross_v: Tensor,
         cross_mask: Tensor | None,
         past: tuple[Tensor, Tensor] | None = None,
+        *,
+        causal: bool = True,
+        self_attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, C) -> (x (B, T, C), self-attn k, v (B, H, t+T, D))."""
+        """x (B, T, C) -> (x (B, T, C), self-attn k, v (B, H, t+T, D)).
+
+        ``causal=False`` with ``self_attn_mask`` (B, 1, 1, T) bool (True = attend) is the
+        non-autoregressive decoder of :mod:`latalign.translate.nat`.
+        """
         pre = self.normalize_before
         h = self.self_attn_norm(x) if pre else x
-        h, k, v = self.self_attn(h, causal=True, past=past)
+        h, k, v = self.self_attn(h, attn_mask=self_attn_mask, causal=causal, past=past)
         x = x + self.dropout(h)
         if not pre:
             x = self.self_attn_norm(x)

@@ -1,0 +1,205 @@
+"""Decoding a :class:`~latalign.translate.nat.model.NATransformer`: one decoder pass.
+
+- Length-predicting models (``ce``, ``axe``): :func:`length_beam_decode`. The ``length_beam``
+  most likely lengths of every sentence are decoded together in one batch (B * k rows), each
+  position takes its argmax token, and the candidate with the best **mean token
+  log-probability** (sum of the chosen tokens' log-probs divided by the length) wins; the
+  mean, not the sum, so that longer candidates are not penalised for having more tokens
+  (Mask-Predict's rule). ε is removed afterwards (AXE may emit it).
+- Upsampling models (``ctc``, ``latent``): :func:`ctc_decode`: argmax per position, then the
+  CTC collapse: merge repeated tokens, drop ε.
+
+pad, bos and eos are never produced (NAT targets carry no eos). Results are token id lists
+without specials; :func:`nat_translate_sentences` adds tokenisation, batching and BPE undoing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from latalign.translate.nat.model import NATransformer
+
+__all__ = [
+    "ctc_collapse",
+    "ctc_decode",
+    "decode_batch",
+    "length_beam_decode",
+    "nat_translate_sentences",
+]
+
+
+def ctc_collapse(ids: Sequence[int], blank_id: int) -> list[int]:
+    """Merge runs of equal ids, then drop ``blank_id``: ``a a ε a b b -> a a b``."""
+    out: list[int] = []
+    prev = None
+    for i in ids:
+        if i != prev and i != blank_id:
+            out.append(int(i))
+        prev = i
+    return out
+
+
+def _pad_sources(ids: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
+    """Right-pad token id lists into (B, S) on ``device``."""
+    out = torch.full((len(ids), max(len(x) for x in ids)), pad_id, dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+    return out.to(device)
+
+
+def _token_lprobs(logits: Tensor, banned: Sequence[int]) -> Tensor:
+    """(B, T, V) logits -> log-probs with the ``banned`` ids at -inf."""
+    lprobs = torch.log_softmax(logits.float(), dim=-1)
+    lprobs[..., list(banned)] = -math.inf
+    return lprobs
+
+
+def _special_ids(tokenizer_or_ids: Any) -> tuple[int, int, int, int]:
+    return (
+        int(getattr(tokenizer_or_ids, "pad_id", 0)),
+        int(getattr(tokenizer_or_ids, "bos_id", 1)),
+        int(getattr(tokenizer_or_ids, "eos_id", 2)),
+        int(getattr(tokenizer_or_ids, "blank_id", 4)),
+    )
+
+
+def length_beam_decode(
+    model: NATransformer,
+    src_tokens: Tensor,
+    *,
+    length_beam: int = 3,
+    pad_id: int = 0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    blank_id: int = 4,
+    return_lengths: bool = False,
+) -> list[list[int]] | tuple[list[list[int]], Tensor]:
+    """src_tokens (B, S) right-padded -> B token-id lists (ε removed).
+
+    With ``return_lengths`` also the (B,) chosen output lengths (before ε removal).
+    """
+    if length_beam < 1:
+        raise ValueError(f"expected length_beam >= 1, found {length_beam}")
+    b = src_tokens.size(0)
+    enc = model.encode(src_tokens)
+    length_logits = model.length_logits(enc)  # (B, L)
+    k = min(length_beam, length_logits.size(1))
+    classes = length_logits.topk(k, dim=1).indices  # (B, k)
+    lengths = model.lengths_of_classes(classes, src_tokens).reshape(-1)  # (B*k,)
+    rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k)  # (B*k,)
+    logits = model.decode_all(enc.index_select(rows), src_tokens[rows], lengths)  # (B*k, T, V)
+    lprobs = _token_lprobs(logits, (pad_id, bos_id, eos_id))
+    best, tokens = lprobs.max(dim=-1)  # (B*k, T)
+    valid = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
+    score = (best * valid).sum(dim=1) / lengths  # (B*k,) mean token log-prob
+    pick = score.view(b, k).argmax(dim=1)  # (B,)
+    chosen = torch.arange(b, device=pick.device) * k + pick
+    out = []
+    for row in chosen.tolist():
+        ids = tokens[row, : int(lengths[row])].tolist()
+        out.append([i for i in ids if i != blank_id])
+    if return_lengths:
+        return out, lengths[chosen]
+    return out
+
+
+def ctc_decode(
+    model: NATransformer,
+    src_tokens: Tensor,
+    *,
+    pad_id: int = 0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    blank_id: int = 4,
+) -> list[list[int]]:
+    """src_tokens (B, S) -> B token-id lists: argmax at ``upsample * S`` positions, collapsed."""
+    enc = model.encode(src_tokens)
+    lengths = model.upsampled_lengths(src_tokens)  # (B,)
+    logits = model.decode_all(enc, src_tokens, lengths)  # (B, T, V)
+    tokens = _token_lprobs(logits, (pad_id, bos_id, eos_id)).argmax(dim=-1)  # (B, T)
+    return [
+        ctc_collapse(tokens[i, : int(n)].tolist(), blank_id) for i, n in enumerate(lengths.tolist())
+    ]
+
+
+def decode_batch(
+    model: NATransformer,
+    src_tokens: Tensor,
+    *,
+    length_beam: int = 3,
+    pad_id: int = 0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    blank_id: int = 4,
+) -> list[list[int]]:
+    """Decode a batch with the model's own rule (length beam or CTC collapse), in eval mode
+    under ``torch.inference_mode()``; token ids without specials or ε."""
+    ids = dict(pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, blank_id=blank_id)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if model.cfg.length == "upsample":
+                return ctc_decode(model, src_tokens, **ids)
+            out = length_beam_decode(model, src_tokens, length_beam=length_beam, **ids)
+            return out  # type: ignore[return-value]
+    finally:
+        model.train(was_training)
+
+
+def nat_translate_sentences(
+    model: NATransformer,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    *,
+    length_beam: int | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | bool | None = None,
+) -> list[str]:
+    """Translate raw strings with a NAT model (eos appended to each source, as in training);
+    detokenised strings in input order. ``progress``: a callable given the number of sentences
+    just finished, or True for tqdm. ``length_beam``: None = the model's
+    ``cfg.length_beam``. Decodes on the model's device."""
+    if batch_size < 1:
+        raise ValueError(f"expected batch_size >= 1, found {batch_size}")
+    pad_id, bos_id, eos_id, blank_id = _special_ids(tokenizer)
+    device = next(model.parameters()).device
+    k = model.cfg.length_beam if length_beam is None else length_beam
+    limit = model.cfg.max_positions  # longer sources are cut (eos kept), as the AR decoder does
+    encoded = []
+    for s in sentences:
+        ids = list(tokenizer.encode(s))
+        if not ids or ids[-1] != eos_id:
+            ids.append(eos_id)
+        encoded.append(ids[: limit - 1] + [eos_id] if len(ids) > limit else ids)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs = [""] * len(encoded)
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(encoded), unit="sent")
+        callback: Callable[[int], None] | None = bar.update
+    else:
+        callback = progress or None
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            src = _pad_sources([encoded[i] for i in idx], pad_id, device)
+            hyps = decode_batch(
+                model, src, length_beam=k, pad_id=pad_id, bos_id=bos_id,
+                eos_id=eos_id, blank_id=blank_id,
+            )  # fmt: skip
+            for i, h in zip(idx, hyps):
+                outputs[i] = tokenizer.decode(h)
+            if callback is not None:
+                callback(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+    return outputs

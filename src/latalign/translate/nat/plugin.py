@@ -1,0 +1,121 @@
+"""``--arch nat`` in the one training loop: build/load the model, the per-step loss, checks.
+
+Registered in :data:`latalign.translate.arch.ARCHS` when :mod:`latalign.translate.nat` is
+imported (the registry imports it on its first lookup). TrainConfig fields read:
+``nat_input`` (copy / mask), ``upsample`` (ctc / latent), ``length_loss_weight`` and
+``length_beam`` (ce / label_smoothed_ce / axe); model overrides (``--model``) go to the
+:class:`~latalign.translate.config.ModelConfig` part.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from latalign.translate.arch import Arch, register_arch
+from latalign.translate.nat.criteria import NAT_CRITERIA, check_nat_criterion, nat_loss, nat_targets
+from latalign.translate.nat.model import NATConfig, NATransformer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from latalign.translate.train import TrainConfig
+
+__all__ = ["NAT", "NATLoss", "build_nat", "check_nat", "load_nat", "nat_config_of"]
+
+_PREDICT_ONLY = ("length_loss_weight", "length_beam")
+
+
+def check_nat(cfg: TrainConfig) -> None:
+    """``ValueError`` (one line, before any work) for a config ``--arch nat`` cannot train."""
+    check_nat_criterion(cfg.criterion, cfg.criterion_options())
+    mode = NAT_CRITERIA[cfg.criterion]
+    if mode == "upsample":
+        bad = [f"--{n.replace('_', '-')}" for n in _PREDICT_ONLY if getattr(cfg, n) is not None]
+        if bad:
+            raise ValueError(
+                f"expected no {', '.join(bad)} with criterion {cfg.criterion!r} (it has no "
+                "length predictor; it decodes at upsample x source length), found it set"
+            )
+    elif cfg.upsample is not None:
+        raise ValueError(
+            f"expected --upsample only with criterion ctc or latent, found it with "
+            f"{cfg.criterion!r} (which decodes at a predicted length)"
+        )
+    if cfg.upsample is not None and (
+        not isinstance(cfg.upsample, int) or isinstance(cfg.upsample, bool) or cfg.upsample < 1
+    ):
+        raise ValueError(f"expected upsample >= 1, found {cfg.upsample!r}")
+    if cfg.length_beam is not None and cfg.length_beam < 1:
+        raise ValueError(f"expected length_beam >= 1, found {cfg.length_beam}")
+    if cfg.length_loss_weight is not None and cfg.length_loss_weight < 0:
+        raise ValueError(f"expected length_loss_weight >= 0, found {cfg.length_loss_weight}")
+    if cfg.nat_input is not None and cfg.nat_input not in ("copy", "mask"):
+        raise ValueError(f"expected nat_input copy or mask, found {cfg.nat_input!r}")
+
+
+def nat_config_of(cfg: TrainConfig, vocab_size: int) -> NATConfig:
+    """The model config of a NAT run: the preset with ``cfg.model`` overrides, plus the NAT
+    fields the run sets (the others keep :class:`NATConfig`'s defaults)."""
+    from latalign.translate.config import ModelConfig
+
+    base = ModelConfig.preset(cfg.preset, vocab_size, **cfg.model)
+    nat: dict[str, Any] = {"length": NAT_CRITERIA[cfg.criterion]}
+    if cfg.nat_input is not None:
+        nat["decoder_input"] = cfg.nat_input
+    if cfg.upsample is not None:
+        nat["upsample"] = cfg.upsample
+    if cfg.length_beam is not None:
+        nat["length_beam"] = cfg.length_beam
+    return NATConfig.from_model_config(base, **nat)
+
+
+def build_nat(cfg: TrainConfig, vocab_size: int) -> NATransformer:
+    return NATransformer(nat_config_of(cfg, vocab_size))
+
+
+def load_nat(model_config: dict[str, Any]) -> NATransformer:
+    return NATransformer(NATConfig(**model_config))
+
+
+class NATLoss:
+    """The LossFn of ``--arch nat``: one forward ``model(src, src_len, n)`` (n = gold lengths
+    without eos), then :func:`~latalign.translate.nat.criteria.nat_loss`. ``ntokens`` is the
+    number of target tokens without eos (what NAT predicts)."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer: Any) -> None:
+        self.criterion = cfg.criterion
+        self.options = cfg.criterion_options()
+        self.length_loss_weight = (
+            0.1 if cfg.length_loss_weight is None else float(cfg.length_loss_weight)
+        )
+        self.blank_id = tokenizer.blank_id
+        self.pad_id = tokenizer.pad_id
+
+    def __call__(
+        self, model: torch.nn.Module, batch: Any, *, update: int | None
+    ) -> tuple[Tensor, dict[str, float]]:
+        from latalign.translate.loss import unwrap
+
+        target, lengths = nat_targets(batch.target, batch.target_lengths, self.pad_id)
+        output = model(batch.src_tokens, batch.src_lengths, lengths)
+        return nat_loss(
+            output, target, lengths, batch.src_tokens, unwrap(model), self.criterion,
+            blank_id=self.blank_id, pad_id=self.pad_id,
+            length_loss_weight=self.length_loss_weight, **self.options,
+        )  # fmt: skip
+
+
+NAT = register_arch(
+    Arch(
+        name="nat",
+        build=build_nat,
+        load=load_nat,
+        make_loss=NATLoss,
+        options=frozenset({"upsample", "length_loss_weight", "length_beam", "nat_input"}),
+        criteria=frozenset(NAT_CRITERIA),
+        regimes=frozenset({"teacher_forcing"}),
+        check=check_nat,
+        help="non-autoregressive transformer (one decoder pass; docs/nat.md)",
+    )
+)
