@@ -66,3 +66,42 @@ def test_bf16_defaults_off_on_the_cpu():
     assert default_bf16(torch.device("cpu")) is False
     if torch.cuda.is_available():
         assert default_bf16(torch.device("cuda")) == torch.cuda.is_bf16_supported()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"regime": "doubled", "criterion": "doubled_ctc"},
+        {"regime": "delayed", "delay": 2},
+    ],
+    ids=["doubled", "delayed"],
+)
+def test_translate_lines_decodes_as_the_run_was_trained(
+    tmp_path, tiny_config, one_thread, overrides
+):
+    """A doubled-CTC run decodes with the doubled greedy decoder, a delayed-teacher-forcing run
+    with its delayed inputs: the CLI path gives what the regime's own decoder gives, and
+    differs from plain beam search over the raw model when the regimes matter."""
+    from functools import partial
+
+    from latalign.translate.checkpoint import load_model
+    from latalign.translate.decode import translate_sentences
+    from latalign.translate.doubled import doubled_greedy_decode
+    from latalign.translate.inference import translate_lines
+    from latalign.translate.regimes import decoding_model
+    from latalign.translate.train import train
+
+    cfg = tiny_config(tmp_path / "run", max_updates=6, **overrides)
+    train(cfg, progress=False)
+    lines = ["a b c", "d e", "f g h i"]
+    got = translate_lines(lines, run_dir=cfg.run_dir, device="cpu", beam=1)
+    model, tokenizer, state = load_model(cfg.run_dir)
+    model.eval()
+    if overrides["regime"] == "doubled":
+        decode = partial(doubled_greedy_decode, blank_id=tokenizer.blank_id)
+        want = translate_sentences(model, tokenizer, lines, decode_batch=decode)
+    else:
+        want = translate_sentences(
+            decoding_model(model, state["train_config"]), tokenizer, lines, beam=1
+        )
+    assert got == want

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import latalign as la
+from latalign.align.backends import set_numba_threads
 from latalign.io import atomic_write
 from latalign.reproduce import analysis as an
 from latalign.reproduce.presets import CRITERION_OF, Preset
@@ -663,19 +664,6 @@ def _map_worker_init(threads: int) -> None:
     torch.set_flush_denormal(True)
     logging.basicConfig(level=logging.WARNING)
     set_numba_threads(threads)
-
-
-def set_numba_threads(n: int | None) -> int | None:
-    """Set numba's thread count (the CPU loss kernels run in parallel over the batch) to
-    ``n`` when given; returns the previous count (None if numba is unavailable)."""
-    try:
-        import numba
-    except ImportError:
-        return None
-    old = numba.get_num_threads()
-    if n:
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    return old
 
 
 def run_map(ctx: Context, keys: list[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from latalign.align.backends import set_numba_threads
 from latalign.io import atomic_write
 from latalign.reproduce import experiments as ex
 from latalign.reproduce.groups import ExperimentGroup, GroupRun, load_groups
@@ -203,7 +204,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
     ctx.out.mkdir(parents=True, exist_ok=True)
     threads = ctx.threads
     old_threads = torch.get_num_threads()
-    old_numba = ex.set_numba_threads(threads)
+    old_numba = set_numba_threads(threads)
     if threads:
         torch.set_num_threads(threads)
     flush = torch.set_flush_denormal(True)  # denormals made CE training ~10x slower on CPU
@@ -227,7 +228,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
         if flush:
             torch.set_flush_denormal(False)
         torch.set_num_threads(old_threads)
-        ex.set_numba_threads(old_numba)
+        set_numba_threads(old_numba)
     results["meta"] = {
         "command": options.command or "run_reproduction(...)",
         "preset": ctx.preset.to_dict(),

@@ -203,9 +203,13 @@ def load_translator(
 
 def _translate(
     model: torch.nn.Module, tokenizer: Any, lines: Sequence[str], opts: DecodingOptions,
-    progress: bool,
+    progress: bool, train_config: dict[str, Any] | None = None,
 ) -> list[str]:  # fmt: skip
+    """Decode as the run was trained: NAT runs in one pass, doubled-CTC runs with the doubled
+    greedy decoder (CTC collapse of the doubled stream; beam options do not apply), delayed
+    teacher forcing with its delayed inputs, every other run with the stack's beam search."""
     from latalign.translate.decode import translate_sentences
+    from latalign.translate.regimes import decoding_model
 
     if getattr(model, "arch", "ar") == "nat":  # one pass, its own length rule (docs/nat.md)
         from latalign.translate.nat import nat_translate_sentences
@@ -213,6 +217,17 @@ def _translate(
         return nat_translate_sentences(
             model, tokenizer, list(lines), batch_size=opts.batch_size, progress=progress
         )
+    if (train_config or {}).get("regime") == "doubled":
+        from functools import partial
+
+        from latalign.translate.doubled import doubled_greedy_decode
+
+        decode = partial(doubled_greedy_decode, blank_id=tokenizer.blank_id)
+        return translate_sentences(
+            model, tokenizer, list(lines), progress=progress, batch_size=opts.batch_size,
+            decode_batch=decode,
+        )  # fmt: skip
+    model = decoding_model(model, train_config)
     return translate_sentences(
         model, tokenizer, list(lines), progress=progress, **opts.translate_kwargs()
     )
@@ -242,8 +257,8 @@ def translate_lines(
     decode with :func:`latalign.translate.quantize.quantize_int8` (CPU only).
     """
     opts = DecodingOptions(beam, lenpen, max_len_a, max_len_b, batch_size, bf16, int8, device)
-    model, tokenizer, _ = load_translator(run_dir, checkpoint, device=device, int8=int8)
-    return _translate(model, tokenizer, lines, opts, progress)
+    model, tokenizer, state = load_translator(run_dir, checkpoint, device=device, int8=int8)
+    return _translate(model, tokenizer, lines, opts, progress, state.get("train_config"))
 
 
 def evaluate_split(
@@ -308,7 +323,7 @@ def evaluate_split(
         name = split
     if limit is not None:
         sources, refs = sources[:limit], refs[:limit]
-    hyps = _translate(model, tokenizer, sources, opts, progress)
+    hyps = _translate(model, tokenizer, sources, opts, progress, state.get("train_config"))
     scores = dict(evaluate_translations(hyps, refs))
     scores.update({"split": name, "sentences": len(hyps), "beam": beam, "int8": int8})
     return scores

@@ -71,3 +71,18 @@ def resolve(backend: str | None, device: torch.device) -> str:
             f"set before latalign's Triton kernels are first imported), found device {device}"
         )
     return backend
+
+
+def set_numba_threads(n: int | None) -> int | None:
+    """Set numba's thread count (the CPU kernels run in parallel over the batch) to ``n``
+    when given (clipped to ``1..NUMBA_NUM_THREADS``); returns the previous count, or None
+    when numba is unavailable. Match it to torch's threads: idle numba workers spinning
+    beside a one-thread torch made training several times slower on 2 cores."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    old = numba.get_num_threads()
+    if n:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    return old
