@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ def run(g: GroupRun) -> dict[str, Any]:
     tgt_lang = raw_cfg.tgt if ctx.data_dir is not None else "en"
     kd_dir = d / "distilled"
     distill(None, data_dir, kd_dir, checkpoint=teacher_ckpt, src=src_lang, tgt=tgt_lang,
-            beam=5, batch_size=BATCH_SIZE, limit=pairs, progress=ctx.progress)  # fmt: skip
+            beam=5, batch_size=BATCH_SIZE, limit=pairs, progress=ctx.progress and sys.stderr.isatty())  # fmt: skip
     seconds["distill"] = time.monotonic() - t0
     kd_cfg = dataclasses.replace(
         raw_cfg, data=str(kd_dir), src=src_lang, tgt=tgt_lang, train_limit=None

@@ -26,14 +26,14 @@ import argparse
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from latalign.io import atomic_write
 
 __all__ = ["DistillResult", "add_arguments", "distill", "main"]
 
@@ -51,17 +51,6 @@ class DistillResult:
     lines: int
     chunks_reused: int
     reused: bool
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _languages(state: dict[str, Any], src: str | None, tgt: str | None) -> tuple[str, str]:
@@ -141,7 +130,7 @@ def distill(
     batch_size: int = 64,
     chunk_size: int = 1000,
     limit: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     progress: bool | Callable[[int], None] = False,
 ) -> DistillResult:
     """Write the AR run's beam translations of ``data``'s training split as data dir ``out``.
@@ -161,6 +150,9 @@ def distill(
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"expected limit >= 1 or None, found {limit}")
+    from latalign.translate.inference import resolve_device
+
+    dev = resolve_device(device)  # a bad or missing device is refused before any work
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(ckpt)
     arch = state.get("arch") or (state.get("train_config") or {}).get("arch") or "ar"
@@ -205,11 +197,11 @@ def distill(
 
     def write_progress() -> None:
         record = {"spec": spec, "chunks": n_chunks, "done": sum(have)}
-        _atomic_write(work / PROGRESS_FILE, (json.dumps(record, indent=2) + "\n").encode())
+        atomic_write(work / PROGRESS_FILE, (json.dumps(record, indent=2) + "\n").encode())
 
     write_progress()
     reused = sum(have)
-    model, tokenizer, _ = load_model(None, ckpt, device=device)
+    model, tokenizer, _ = load_model(None, ckpt, device=dev)
     bar = None
     callback: Callable[[int], None] | None = progress if callable(progress) else None
     if progress is True:
@@ -227,10 +219,10 @@ def distill(
             lines = sources[i * chunk_size : (i + 1) * chunk_size]
             hyps = translate_sentences(
                 model, tokenizer, lines, beam=beam, batch_size=batch_size, progress=callback,
-                device=device,
+                device=dev,
             )  # fmt: skip
             text = "".join(" ".join(h.split()) + "\n" for h in hyps)
-            _atomic_write(chunk_path[i], text.encode("utf-8"))
+            atomic_write(chunk_path[i], text.encode("utf-8"))
             have[i] = True
             write_progress()
     finally:
@@ -242,7 +234,7 @@ def distill(
     target_name = files["train"][tgt]
     if target_name.endswith(".gz"):
         text = gzip.compress(text, mtime=0)
-    _atomic_write(out / target_name, text)
+    atomic_write(out / target_name, text)
     for split, names in files.items():
         for lang, name in names.items():
             if split == "train" and lang == tgt:
@@ -252,9 +244,9 @@ def distill(
                 data = gzip.compress(data, mtime=0) if name.endswith(".gz") else data
             else:
                 data = (data_dir / name).read_bytes()
-            _atomic_write(out / name, data)
+            atomic_write(out / name, data)
     record = {"spec": spec, "source_lang": src, "target_lang": tgt, "lines": len(sources)}
-    _atomic_write(out / DONE_FILE, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write(out / DONE_FILE, (json.dumps(record, indent=2) + "\n").encode())
     shutil.rmtree(work)
     return DistillResult(out, len(sources), reused, False)
 
@@ -289,7 +281,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None,
         help="distill only the first N training pairs (default: all)",
     )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--device", default="auto",
+        help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default: auto)",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
