@@ -240,5 +240,5 @@ GROUP = ExperimentGroup(
         "ci": {"student": 6},
     },
     requires=("ce",),
-    default_presets=("multi30k", "paper"),
+    default_presets=("quick", "multi30k", "paper"),
 )
