@@ -11,17 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from latalign.cli import COMMANDS, build_parser, main, train_config_from_args
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY = [

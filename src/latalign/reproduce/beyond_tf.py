@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -410,10 +410,6 @@ def _teacher_forcing_row(results: dict[str, Any], criterion: str) -> dict[str, A
 # --------------------------------------------------------------------------- the group
 
 
-def _worker_init(threads: int) -> None:
-    ex._map_worker_init(threads)
-
-
 def regimes_of(preset: str) -> tuple[str, ...]:
     """The regimes the group runs in ``preset``."""
     return PRESET_REGIMES.get(preset, tuple(REGIME_RUNS))
@@ -450,17 +446,7 @@ def run(g: GroupRun) -> dict[str, Any]:
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     workers = min(ctx.map_workers, len(jobs))
     if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx.data  # noqa: B018 - prepare data once; workers hit the cache
-        light = replace(ctx, _data=None)
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(ctx.threads or 1,),
-        ) as pool:
+        with ex.spawn_pool(ctx, workers) as (pool, light):
             futures = {}
             for j in jobs:
                 phase, k, c, n, d, i = args[j]

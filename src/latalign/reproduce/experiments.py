@@ -14,11 +14,12 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +35,9 @@ from latalign.translate.doubled import double_inputs, doubled_greedy_decode
 from latalign.translate.metrics import evaluate_translations
 from latalign.translate.runlog import read_log
 from latalign.translate.train import TrainConfig, default_cache_dir, train
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 logger = logging.getLogger("latalign.reproduce")
 
@@ -666,6 +670,25 @@ def _map_worker_init(threads: int) -> None:
     set_numba_threads(threads)
 
 
+@contextmanager
+def spawn_pool(ctx: Context, workers: int) -> Iterator[tuple[ProcessPoolExecutor, Context]]:
+    """``workers`` spawned processes, each set up by :func:`_map_worker_init`, and a copy of
+    ``ctx`` to send them: the tokenizer and data are prepared here once (the workers then hit
+    the cache) and the copy carries none of it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx.data  # noqa: B018 - prepare the tokenizer and data once; workers hit the cache
+    light = replace(ctx, _data=None)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_map_worker_init,
+        initargs=(ctx.threads or 1,),
+    ) as pool:
+        yield pool, light
+
+
 def run_map(ctx: Context, keys: list[str]) -> dict[str, Any]:
     """All objectives of ``keys`` (the reference ``align/sum/noncausal`` is always run) and
     their classification against the reference."""
@@ -693,17 +716,9 @@ def run_map(ctx: Context, keys: list[str]) -> dict[str, Any]:
                 done(saved)
     workers = min(ctx.map_workers, len(todo))
     if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        ctx.data  # noqa: B018 - prepare the tokenizer and data once; workers hit the cache
-        light = replace(ctx, _data=None)
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_map_worker_init,
-            initargs=(ctx.threads or 1,),
-        ) as pool:
+        with spawn_pool(ctx, workers) as (pool, light):
             futures = [pool.submit(run_map_objective, key, light) for key in todo]
             for fut in as_completed(futures):
                 done(fut.result())
