@@ -288,8 +288,8 @@ def bench_cuda_table(repeats: int) -> None:
                 lp, targets, lengths, lengths, reduction="sum", zero_infinity=True
             ).backward()
 
-        def axe(backend, logits=logits, targets=targets, lengths=lengths):
-            la.axe_loss(
+        def ours(loss_fn, backend, logits=logits, targets=targets, lengths=lengths, **kw):
+            loss_fn(
                 logits,
                 targets,
                 lengths,
@@ -297,18 +297,7 @@ def bench_cuda_table(repeats: int) -> None:
                 from_logits=True,
                 reduction="sum",
                 backend=backend,
-            ).backward()
-
-        def ctc(logits=logits, targets=targets, lengths=lengths):
-            la.ctc_loss(
-                logits,
-                targets,
-                lengths,
-                lengths,
-                from_logits=True,
-                reduction="sum",
-                zero_infinity=True,
-                backend="triton",
+                **kw,
             ).backward()
 
         def clear(logits=logits):
@@ -317,9 +306,9 @@ def bench_cuda_table(repeats: int) -> None:
         fns = {
             "ce": ce,
             "tctc": torch_ctc,
-            "axe": partial(axe, "triton"),
-            "ctc": ctc,
-            "axe_torch": partial(axe, "torch"),
+            "axe": partial(ours, la.axe_loss, "triton"),
+            "ctc": partial(ours, la.ctc_loss, "triton", zero_infinity=True),
+            "axe_torch": partial(ours, la.axe_loss, "torch"),
         }
         for fn in fns.values():  # warm up: Triton compiles, the allocator settles
             fn()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -22,6 +23,11 @@ BACKENDS = ["numba", "torch", *(["triton"] if HAS_TRITON else [])]
 
 from latalign.align import bruteforce  # noqa: E402
 from latalign.align.objective import MOVE_BY_NAME, OPERATORS, Objective  # noqa: E402
+
+
+def torch_ctc(logits: torch.Tensor, targets: torch.Tensor, in_len, tg_len, **kw) -> torch.Tensor:
+    """The reference: torch's ``F.ctc_loss`` on batch-first logits ``(N, T, V)``."""
+    return F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), targets, in_len, tg_len, **kw)
 
 
 def oracle_loss(

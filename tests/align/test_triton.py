@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import HAS_TRITON, oracle_loss
+from conftest import HAS_TRITON, oracle_loss, torch_ctc
 
 import latalign as la
 from latalign.align import bruteforce
@@ -76,6 +75,19 @@ def _loss(lp, targets, in_len, tg_len, case, backend, **kw):
     )
 
 
+def _numba_and_triton(inputs, targets, in_len, tg_len, case, grad_rtol, **kw):
+    """Loss and gradient w.r.t. ``inputs`` from both backends, checked equal; triton's pair."""
+    out = {}
+    for backend in ("numba", "triton"):
+        x = inputs.clone().requires_grad_()
+        loss = _loss(x, targets, in_len, tg_len, case, backend, **kw)
+        (g,) = torch.autograd.grad(loss.sum(), x)
+        out[backend] = (loss.detach(), g)
+    torch.testing.assert_close(out["triton"][0], out["numba"][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out["triton"][1], out["numba"][1], rtol=grad_rtol, atol=1e-12)
+    return out["triton"]
+
+
 def _unique_best(lp_b, target, obj) -> bool:
     scores = sorted((s for _, s in bruteforce.enumerate_paths(lp_b, target, obj)), reverse=True)
     return len(scores) < 2 or scores[0] - scores[1] > 1e-9
@@ -84,27 +96,20 @@ def _unique_best(lp_b, target, obj) -> bool:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{'+'.join(c[0])}-{c[1]}-{c[3]}")
 def test_values_and_gradients_match_numba_and_enumeration(case):
     lp, targets, in_len, tg_len = _problem(seed=len(case[0]) + 7 * case[3])
-    out = {}
-    for backend in ("numba", "triton"):
-        x = lp.clone().requires_grad_()
-        loss = _loss(x, targets, in_len, tg_len, case, backend, zero_infinity=True)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        out[backend] = (loss.detach(), g)
-    torch.testing.assert_close(out["triton"][0], out["numba"][0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(out["triton"][1], out["numba"][1], rtol=1e-10, atol=1e-12)
+    loss, grad = _numba_and_triton(lp, targets, in_len, tg_len, case, 1e-10, zero_infinity=True)
     ops, agg, weights, causal = case
     obj = Objective.make(ops, agg, weights, causal)
     for b in range(lp.shape[0]):
         target = targets[b, : tg_len[b]].tolist()
         rows = lp[b, : in_len[b]]
         ref = bruteforce.algebra_loss(rows.tolist(), target, obj)
-        got = out["triton"][0][b].item()
+        got = loss[b].item()
         assert (got == 0.0) if math.isinf(ref) else math.isclose(got, ref, rel_tol=1e-10)
         if math.isinf(ref) or (agg == "max" and not _unique_best(rows.tolist(), target, obj)):
             continue
         x = rows.clone().requires_grad_()
         (g_ref,) = torch.autograd.grad(oracle_loss(x, target, obj), x)
-        torch.testing.assert_close(out["triton"][1][b, : in_len[b]], g_ref, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(grad[b, : in_len[b]], g_ref, rtol=1e-9, atol=1e-12)
 
 
 def test_infeasible_is_inf_with_nan_gradient_unless_zero_infinity():
@@ -131,20 +136,13 @@ def test_tiles_longer_than_one_block(monkeypatch):
     targets = torch.randint(1, ncls, (nb, smax), generator=gen)
     in_len, tg_len = torch.tensor([18, 17]), torch.tensor([17, 12])
     for case in (CASES[3], CASES[4]):
-        out = {}
-        for backend in ("numba", "triton"):
-            x = logits.clone().requires_grad_()
-            loss = _loss(x, targets, in_len, tg_len, case, backend, from_logits=True)
-            (g,) = torch.autograd.grad(loss.sum(), x)
-            out[backend] = (loss.detach(), g)
-        torch.testing.assert_close(out["triton"][0], out["numba"][0], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(out["triton"][1], out["numba"][1], rtol=1e-9, atol=1e-12)
+        _numba_and_triton(logits, targets, in_len, tg_len, case, 1e-9, from_logits=True)
     tg_ctc = torch.arange(1, smax + 1).repeat(nb, 1)  # no equal neighbours: feasible
     x = logits.clone().requires_grad_()
     got = la.ctc_loss(x, tg_ctc, in_len, tg_len, from_logits=True, backend="triton")
     (g,) = torch.autograd.grad(got, x)
     y = logits.clone().requires_grad_()
-    ref = F.ctc_loss(y.log_softmax(-1).transpose(0, 1), tg_ctc, in_len, tg_len)
+    ref = torch_ctc(y, tg_ctc, in_len, tg_len)
     (g_ref,) = torch.autograd.grad(ref, y)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)
@@ -168,26 +166,9 @@ def test_best_paths_and_ties_match_numba():
     lp = (lp * 2).round() / 2  # coarse values: many exact ties between moves
     for case in CASES[1:5]:
         ops, _, weights, causal = case
-        got = la.best_alignment(
-            lp,
-            targets,
-            in_len,
-            tg_len,
-            operators=ops,
-            weights=weights,
-            causal=causal,
-            backend="triton",
-        )
-        ref = la.best_alignment(
-            lp,
-            targets,
-            in_len,
-            tg_len,
-            operators=ops,
-            weights=weights,
-            causal=causal,
-            backend="numba",
-        )
+        kw = dict(operators=ops, weights=weights, causal=causal)
+        got = la.best_alignment(lp, targets, in_len, tg_len, backend="triton", **kw)
+        ref = la.best_alignment(lp, targets, in_len, tg_len, backend="numba", **kw)
         assert got == ref
 
 
@@ -212,14 +193,7 @@ def test_ctc_matches_torch(zero_infinity, reduction):
         backend="triton",
     )
     y = logits.clone().requires_grad_()
-    ref = F.ctc_loss(
-        y.log_softmax(-1).transpose(0, 1),
-        targets,
-        in_len,
-        tg_len,
-        reduction=reduction,
-        zero_infinity=zero_infinity,
-    )
+    ref = torch_ctc(y, targets, in_len, tg_len, reduction=reduction, zero_infinity=zero_infinity)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     if zero_infinity:
         (g,) = torch.autograd.grad(got.sum(), x)

@@ -19,123 +19,68 @@ assert not tk.interpreted(), "TRITON_INTERPRET must be unset before the kernels 
 target = GPUTarget("cuda", int(sys.argv[1]) if len(sys.argv) > 1 else 90, 32)
 p64, p32, i64, i8 = "*fp64", "*fp32", "*i64", "*i8"
 flags = dict(FA=True, FCT=True, FCP=True, FD=True)
+causal = (False, True)
+
+
+def sig(ptrs: str, ints: str = "T S1", default: str = p64, **typed: str) -> dict[str, str]:
+    """A signature: each name in ``ptrs`` -> ``name_ptr`` of type ``typed[name]`` (else
+    ``default``), then the names in ``ints`` as i32, in the kernel's order."""
+    out = {f"{p}_ptr": typed.get(p, default) for p in ptrs.split()}
+    return out | {k: "i32" for k in ints.split()}
+
+
+lens = dict(in_len=i64, tg_len=i64)
+
+
+def row_logsumexp(x: str, acc: str, acc_ty) -> tuple:
+    return sig("x lse", ints="V", x=x, lse=acc), [dict(ACC=acc_ty, BLOCK_V=1024)]
+
+
+def softmax_grad(x: str, acc: str, acc_ty) -> tuple:
+    # the gradient has the logits' type
+    s = sig("x lse gsum in_len grad", ints="T V", default=acc, x=x, in_len=i64, grad=x)
+    return s, [dict(ACC=acc_ty, BLOCK_V=1024)]
+
+
 cases = {
     "_algebra_forward_kernel": (
-        dict(
-            em_ptr=p64,
-            in_len_ptr=i64,
-            tg_len_ptr=i64,
-            alpha_ptr=p64,
-            codes_ptr=i8,
-            loss_ptr=p64,
-            w_ptr=p64,
-            T="i32",
-            S1="i32",
-        ),
+        sig("em in_len tg_len alpha codes loss w", codes=i8, **lens),
         [
             dict(
                 CAUSAL=c, USE_MAX=mx, C_ALIGN=1, C_CT=2, C_CP=3, C_D=4, C_NONE=0, BLOCK=128, **flags
             )
-            for c in (False, True)
+            for c in causal
             for mx in (False, True)
         ],
     ),
     "_algebra_beta_kernel": (
-        dict(
-            em_ptr=p64, in_len_ptr=i64, tg_len_ptr=i64, beta_ptr=p64, w_ptr=p64, T="i32", S1="i32"
-        ),
-        [dict(CAUSAL=c, BLOCK=128, **flags) for c in (False, True)],
+        sig("em in_len tg_len beta w", **lens),
+        [dict(CAUSAL=c, BLOCK=128, **flags) for c in causal],
     ),
     "_algebra_posterior_kernel": (
-        dict(
-            em_ptr=p64,
-            in_len_ptr=i64,
-            tg_len_ptr=i64,
-            alpha_ptr=p64,
-            beta_ptr=p64,
-            gscale_ptr=p64,
-            grad_ptr=p64,
-            w_ptr=p64,
-            T="i32",
-            S1="i32",
-        ),
-        [dict(CAUSAL=c, BLOCK_T=128, **flags) for c in (False, True)]
+        sig("em in_len tg_len alpha beta gscale grad w", **lens),
+        [dict(CAUSAL=c, BLOCK_T=128, **flags) for c in causal]
         + [dict(CAUSAL=False, BLOCK_T=64, FA=True, FCT=False, FCP=True, FD=True)],
     ),
     "_backtrack_kernel": (
-        dict(
-            codes_ptr=i8,
-            in_len_ptr=i64,
-            tg_len_ptr=i64,
-            di_ptr=i64,
-            dj_ptr=i64,
-            steps_ptr=i64,
-            si_ptr=i64,
-            sj_ptr=i64,
-            length_ptr=i64,
-            S1="i32",
-            T="i32",
-            L="i32",
-        ),
+        sig("codes in_len tg_len di dj steps si sj length", ints="S1 T L", default=i64, codes=i8),
         [dict(C_NONE=0)],
     ),
     "_ctc_forward_kernel": (
-        dict(
-            em_ptr=p64,
-            tg_ptr=i64,
-            in_len_ptr=i64,
-            tg_len_ptr=i64,
-            alpha_ptr=p64,
-            logz_ptr=p64,
-            T="i32",
-            S1="i32",
-            S="i32",
-            NS="i32",
-        ),
+        sig("em tg in_len tg_len alpha logz", ints="T S1 S NS", tg=i64, **lens),
         [dict(BLOCK=256)],
     ),
     "_ctc_backward_kernel": (
-        dict(
-            em_ptr=p64,
-            tg_ptr=i64,
-            in_len_ptr=i64,
-            tg_len_ptr=i64,
-            alpha_ptr=p64,
-            logz_ptr=p64,
-            gscale_ptr=p64,
-            beta_ptr=p64,
-            grad_ptr=p64,
-            T="i32",
-            S1="i32",
-            S="i32",
-            NS="i32",
-        ),
+        sig("em tg in_len tg_len alpha logz gscale beta grad", ints="T S1 S NS", tg=i64, **lens),
         [dict(BLOCK=256)],
     ),
-    "_row_logsumexp_kernel": (
-        dict(x_ptr=p32, lse_ptr=p32, V="i32"),
-        [dict(ACC=triton.language.float32, BLOCK_V=1024)],
-    ),
-    "_softmax_grad_kernel": (
-        dict(x_ptr=p32, lse_ptr=p32, gsum_ptr=p32, in_len_ptr=i64, grad_ptr=p32, T="i32", V="i32"),
-        [dict(ACC=triton.language.float32, BLOCK_V=1024)],
-    ),
+    "_row_logsumexp_kernel": row_logsumexp(p32, p32, triton.language.float32),
+    "_softmax_grad_kernel": softmax_grad(p32, p32, triton.language.float32),
+    # half-precision and float64 logits
+    "_row_logsumexp_kernel/bf16": row_logsumexp("*bf16", p32, triton.language.float32),
+    "_softmax_grad_kernel/fp64": softmax_grad(p64, p64, triton.language.float64),
+    "_softmax_grad_kernel/fp16": softmax_grad("*fp16", p32, triton.language.float32),
 }
-# half-precision and float64 logits
-cases["_row_logsumexp_kernel/bf16"] = (
-    dict(x_ptr="*bf16", lse_ptr=p32, V="i32"),
-    [dict(ACC=triton.language.float32, BLOCK_V=1024)],
-)
-cases["_softmax_grad_kernel/fp64"] = (
-    dict(x_ptr=p64, lse_ptr=p64, gsum_ptr=p64, in_len_ptr=i64, grad_ptr=p64, T="i32", V="i32"),
-    [dict(ACC=triton.language.float64, BLOCK_V=1024)],
-)
-cases["_softmax_grad_kernel/fp16"] = (
-    dict(
-        x_ptr="*fp16", lse_ptr=p32, gsum_ptr=p32, in_len_ptr=i64, grad_ptr="*fp16", T="i32", V="i32"
-    ),
-    [dict(ACC=triton.language.float32, BLOCK_V=1024)],
-)
 bad = 0
 for name, (sig, consts_list) in cases.items():
     fn = getattr(tk, name.split("/")[0])

@@ -79,6 +79,35 @@ def _lse4(a, b, c, d):
     return safe + tl.log(s)
 
 
+@triton.jit
+def _lengths(in_len_ptr, tg_len_ptr):
+    # this program's sequence b (int64 offsets) and its lengths: m frames, n targets
+    b = tl.program_id(0).to(tl.int64)
+    return b, tl.load(in_len_ptr + b), tl.load(tg_len_ptr + b)
+
+
+@triton.jit
+def _load_weights(w_ptr):
+    # the four move weights, canonical order
+    return tl.load(w_ptr + 0), tl.load(w_ptr + 1), tl.load(w_ptr + 2), tl.load(w_ptr + 3)
+
+
+@triton.jit
+def _diagonal_tile(d, i0, hi, BLOCK: tl.constexpr):
+    # the cells (i, j = d - i) of diagonal d from row i0 on, and which are on the grid (i <= hi)
+    i = i0 + tl.arange(0, BLOCK)
+    return i, d - i, i <= hi
+
+
+@triton.jit
+def _move(ON: tl.constexpr, ok, src, w, e, off):
+    # a move's value ``src + w·e`` where ``ok`` holds, else -inf; ``off`` if the move is unused
+    v = off
+    if ON:
+        v = tl.where(ok, src + _scaled(w, e), float("-inf"))
+    return v
+
+
 # --------------------------------------------------------------------------------------
 # operator algebra
 # --------------------------------------------------------------------------------------
@@ -108,14 +137,9 @@ def _algebra_forward_kernel(
     C_NONE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    m = tl.load(in_len_ptr + b)
-    n = tl.load(tg_len_ptr + b)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
     t1 = T + 1
-    wa = tl.load(w_ptr + 0)
-    wct = tl.load(w_ptr + 1)
-    wcp = tl.load(w_ptr + 2)
-    wd = tl.load(w_ptr + 3)
+    wa, wct, wcp, wd = _load_weights(w_ptr)
     em_b = em_ptr + b * T * S1
     al_b = alpha_ptr + b * S1 * t1
     cd_b = codes_ptr + b * S1 * t1
@@ -128,9 +152,7 @@ def _algebra_forward_kernel(
         lo = tl.maximum(d - m, 0)
         hi = tl.minimum(d, n)
         for i0 in range(lo, hi + 1, BLOCK):
-            i = i0 + tl.arange(0, BLOCK)
-            j = d - i
-            cell = i <= hi
+            i, j, cell = _diagonal_tile(d, i0, hi, BLOCK)
             ipos = cell & (i >= 1)
             jpos = cell & (j >= 1)
             cok = cell
@@ -144,18 +166,10 @@ def _algebra_forward_kernel(
             a_left = tl.load(al_b + i * t1 + (j - 1), mask=jpos, other=neg)
             a_up = tl.load(al_b + (i - 1) * t1 + j, mask=ipos, other=neg)
             off = tl.full((BLOCK,), neg, em_ptr.dtype.element_ty)
-            va = off
-            vct = off
-            vcp = off
-            vd = off
-            if FA:
-                va = tl.where(ipos & jpos & cok, a_diag + _scaled(wa, e), neg)
-            if FCT:
-                vct = tl.where(ipos & jpos & cok, a_left + _scaled(wct, e), neg)
-            if FCP:
-                vcp = tl.where(ipos & cok, a_up + _scaled(wcp, e), neg)
-            if FD:
-                vd = tl.where(jpos, a_left + _scaled(wd, eb), neg)
+            va = _move(FA, ipos & jpos & cok, a_diag, wa, e, off)
+            vct = _move(FCT, ipos & jpos & cok, a_left, wct, e, off)
+            vcp = _move(FCP, ipos & cok, a_up, wcp, e, off)
+            vd = _move(FD, jpos, a_left, wd, eb, off)
             if USE_MAX:
                 # canonical order, strict ">": the earlier move keeps an exact tie
                 best = va
@@ -191,14 +205,9 @@ def _algebra_beta_kernel(
     CAUSAL: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    m = tl.load(in_len_ptr + b)
-    n = tl.load(tg_len_ptr + b)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
     t1 = T + 1
-    wa = tl.load(w_ptr + 0)
-    wct = tl.load(w_ptr + 1)
-    wcp = tl.load(w_ptr + 2)
-    wd = tl.load(w_ptr + 3)
+    wa, wct, wcp, wd = _load_weights(w_ptr)
     em_b = em_ptr + b * T * S1
     be_b = beta_ptr + b * S1 * t1
     neg = float("-inf")
@@ -209,9 +218,7 @@ def _algebra_beta_kernel(
         lo = tl.maximum(d - m, 0)
         hi = tl.minimum(d, n)
         for i0 in range(lo, hi + 1, BLOCK):
-            i = i0 + tl.arange(0, BLOCK)
-            j = d - i
-            cell = i <= hi
+            i, j, cell = _diagonal_tile(d, i0, hi, BLOCK)
             down = cell & (i < n)  # (i+1, ·) exists
             right = cell & (j < m)  # (·, j+1) exists
             # successors: align (i+1, j+1), clone_target / delimiter (i, j+1),
@@ -231,18 +238,10 @@ def _algebra_beta_kernel(
                 ok_ct = cell & (j + 1 <= i)
                 ok_cp = cell & (j <= i + 1)
             off = tl.full((BLOCK,), neg, em_ptr.dtype.element_ty)
-            va = off
-            vct = off
-            vcp = off
-            vd = off
-            if FA:
-                va = tl.where(down & right & ok_a, b_diag + _scaled(wa, e_next), neg)
-            if FCT:
-                vct = tl.where(right & (i >= 1) & ok_ct, b_right + _scaled(wct, e_here), neg)
-            if FCP:
-                vcp = tl.where(down & ok_cp, b_down + _scaled(wcp, e_cp), neg)
-            if FD:
-                vd = tl.where(right, b_right + _scaled(wd, eb), neg)
+            va = _move(FA, down & right & ok_a, b_diag, wa, e_next, off)
+            vct = _move(FCT, right & (i >= 1) & ok_ct, b_right, wct, e_here, off)
+            vcp = _move(FCP, down & ok_cp, b_down, wcp, e_cp, off)
+            vd = _move(FD, right, b_right, wd, eb, off)
             tl.store(be_b + i * t1 + j, _lse4(va, vct, vcp, vd), mask=cell)
         tl.debug_barrier()
 
@@ -266,15 +265,10 @@ def _algebra_posterior_kernel(
     CAUSAL: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1) * BLOCK_T + 1 + tl.arange(0, BLOCK_T)  # columns 1..m
-    m = tl.load(in_len_ptr + b)
-    n = tl.load(tg_len_ptr + b)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
     t1 = T + 1
-    wa = tl.load(w_ptr + 0)
-    wct = tl.load(w_ptr + 1)
-    wcp = tl.load(w_ptr + 2)
-    wd = tl.load(w_ptr + 3)
+    wa, wct, wcp, wd = _load_weights(w_ptr)
     em_b = em_ptr + b * T * S1
     al_b = alpha_ptr + b * S1 * t1
     be_b = beta_ptr + b * S1 * t1
@@ -336,9 +330,7 @@ def _backtrack_kernel(
     L,
     C_NONE: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    m = tl.load(in_len_ptr + b)
-    n = tl.load(tg_len_ptr + b)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
     t1 = T + 1
     cd_b = codes_ptr + b * S1 * t1
     end = tl.load(cd_b + n * t1 + m).to(tl.int64)
@@ -499,9 +491,7 @@ def _ctc_forward_kernel(
     NS,
     BLOCK: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    m = tl.load(in_len_ptr + b)
-    n = tl.load(tg_len_ptr + b)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
     ns = 2 * n + 1
     em_b = em_ptr + b * T * S1
     al_b = alpha_ptr + b * T * NS
@@ -551,9 +541,7 @@ def _ctc_backward_kernel(
     NS,
     BLOCK: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    m = tl.load(in_len_ptr + b)
-    n = tl.load(tg_len_ptr + b)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
     ns = 2 * n + 1
     z = tl.load(logz_ptr + b)
     g = tl.load(gscale_ptr + b)
