@@ -154,24 +154,17 @@ class RegimeConfig:
             )
         for field_name in ("sample_prob", "corrupt_prob"):
             value = getattr(self, field_name)
-            if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"expected {field_name} in [0, 1]; found {value!r}")
-        if not _is_int(self.ramp_updates) or self.ramp_updates < 1:
-            raise ValueError(f"expected ramp_updates >= 1; found {self.ramp_updates!r}")
-        if not _is_number(self.temperature) or not (
-            math.isfinite(self.temperature) and self.temperature >= 0
-        ):
-            raise ValueError(f"expected temperature >= 0 (0 = greedy); found {self.temperature!r}")
-        if not _is_int(self.mask_id) or self.mask_id < 0:
-            raise ValueError(f"expected mask_id >= 0; found {self.mask_id!r}")
-        if not _is_int(self.delay) or self.delay < 1:
-            raise ValueError(f"expected delay k >= 1 (1 = teacher forcing); found {self.delay!r}")
-        if not _is_number(self.ctc_weight) or not (
-            math.isfinite(self.ctc_weight) and self.ctc_weight >= 0
-        ):
-            raise ValueError(f"expected ctc_weight >= 0; found {self.ctc_weight!r}")
-        if not _is_int(self.ctc_upsample) or self.ctc_upsample < 1:
-            raise ValueError(f"expected ctc_upsample >= 1; found {self.ctc_upsample!r}")
+            _expect(
+                _is_number(value) and 0.0 <= float(value) <= 1.0, f"{field_name} in [0, 1]", value
+            )
+        r, m, d, u = self.ramp_updates, self.mask_id, self.delay, self.ctc_upsample
+        t, w = self.temperature, self.ctc_weight
+        _expect(_is_int(r) and r >= 1, "ramp_updates >= 1", r)
+        _expect(_is_number(t) and math.isfinite(t) and t >= 0, "temperature >= 0 (0 = greedy)", t)
+        _expect(_is_int(m) and m >= 0, "mask_id >= 0", m)
+        _expect(_is_int(d) and d >= 1, "delay k >= 1 (1 = teacher forcing)", d)
+        _expect(_is_number(w) and math.isfinite(w) and w >= 0, "ctc_weight >= 0", w)
+        _expect(_is_int(u) and u >= 1, "ctc_upsample >= 1", u)
 
     def check_arch(self, arch: str) -> None:
         """``ValueError`` when architecture ``arch`` cannot use this regime (a
@@ -212,6 +205,12 @@ def _is_number(x: Any) -> bool:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _expect(ok: bool, expected: str, found: Any) -> None:
+    """``ValueError("expected <expected>; found <found!r>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"expected {expected}; found {found!r}")
 
 
 # --------------------------------------------------------------------------- schedules

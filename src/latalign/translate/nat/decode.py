@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latalign.translate.decode import translate_sentences
 from latalign.translate.nat.model import NATransformer
 
 __all__ = [
@@ -42,14 +43,6 @@ def ctc_collapse(ids: Sequence[int], blank_id: int) -> list[int]:
             out.append(int(i))
         prev = i
     return out
-
-
-def _pad_sources(ids: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
-    """Right-pad token id lists into (B, S) on ``device``."""
-    out = torch.full((len(ids), max(len(x) for x in ids)), pad_id, dtype=torch.long)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-    return out.to(device)
 
 
 def _token_lprobs(logits: Tensor, banned: Sequence[int]) -> Tensor:
@@ -164,42 +157,18 @@ def nat_translate_sentences(
     """Translate raw strings with a NAT model (eos appended to each source, as in training);
     detokenised strings in input order. ``progress``: a callable given the number of sentences
     just finished, or True for tqdm. ``length_beam``: None = the model's
-    ``cfg.length_beam``. Decodes on the model's device."""
-    if batch_size < 1:
-        raise ValueError(f"expected batch_size >= 1, found {batch_size}")
-    pad_id, bos_id, eos_id, blank_id = _special_ids(tokenizer)
-    device = next(model.parameters()).device
+    ``cfg.length_beam``. Decodes on the model's device. Sorting, batching, truncation to
+    ``cfg.max_positions`` (with a :class:`~latalign.translate.decode.SourceTruncatedWarning`)
+    and restoring input order are :func:`~latalign.translate.decode.translate_sentences`'s,
+    with :func:`decode_batch` as its ``decode_batch``."""
     k = model.cfg.length_beam if length_beam is None else length_beam
-    limit = model.cfg.max_positions  # longer sources are cut (eos kept), as the AR decoder does
-    encoded = []
-    for s in sentences:
-        ids = list(tokenizer.encode(s))
-        if not ids or ids[-1] != eos_id:
-            ids.append(eos_id)
-        encoded.append(ids[: limit - 1] + [eos_id] if len(ids) > limit else ids)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    outputs = [""] * len(encoded)
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
+    pad_id, bos_id, eos_id, blank_id = _special_ids(tokenizer)
 
-        bar = tqdm(total=len(encoded), unit="sent")
-        callback: Callable[[int], None] | None = bar.update
-    else:
-        callback = progress or None
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            src = _pad_sources([encoded[i] for i in idx], pad_id, device)
-            hyps = decode_batch(
-                model, src, length_beam=k, pad_id=pad_id, bos_id=bos_id,
-                eos_id=eos_id, blank_id=blank_id,
-            )  # fmt: skip
-            for i, h in zip(idx, hyps):
-                outputs[i] = tokenizer.decode(h)
-            if callback is not None:
-                callback(len(idx))
-    finally:
-        if bar is not None:
-            bar.close()
-    return outputs
+    def decode(m: NATransformer, src: Tensor, _lengths: Tensor, **_: Any) -> list[list[int]]:
+        return decode_batch(
+            m, src, length_beam=k, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, blank_id=blank_id
+        )
+
+    return translate_sentences(
+        model, tokenizer, sentences, batch_size=batch_size, progress=progress, decode_batch=decode
+    )
