@@ -187,7 +187,6 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from latalign.align.backends import set_numba_threads
     from latalign.translate.train import SetupError, train
 
     try:
@@ -201,7 +200,6 @@ def run_train(args: argparse.Namespace) -> int:
     # Denormal floats made small-model training ~10x slower on this CPU (measured in
     # `latalign reproduce`); flushing them changes no result that matters at fp32.
     torch.set_flush_denormal(True)
-    set_numba_threads(torch.get_num_threads())  # idle numba workers spin beside torch's
     try:
         result = train(cfg, progress=args.progress, resume=args.resume)
     except SetupError as e:
