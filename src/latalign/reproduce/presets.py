@@ -119,8 +119,9 @@ PRESETS: dict[str, Preset] = {
         description="Multi30k de-en (--data DIR), the small model (3+3 layers, d=256) on CPU: "
         "every claim in about 60 minutes on 2 CPU cores plus the cross-entropy recipe "
         "(configs/multi30k_small_40min.toml: 40 more minutes, or --baseline RUN_DIR to reuse a "
-        "finished run of it) and beam decoding of the whole test set (the map only when asked: "
-        "--experiments ...,map, about 32 x 80 s more)",
+        "finished run of it) and beam decoding of the whole test set; the groups nat (estimated "
+        "1.5-2 h) and beyond_tf (estimated ~90 min) run too unless --experiments leaves them out "
+        "(the map only when asked: --experiments ...,map, about 32 x 80 s more)",
         model_preset="small",
         model={},
         data={"vocab_size": 8000, "src": "de", "tgt": "en"},
