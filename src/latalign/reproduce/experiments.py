@@ -105,7 +105,8 @@ class Context:
         """What a finished result depends on (compared on reuse)."""
         return {
             "experiment": experiment,
-            "preset": self.preset.to_dict(),
+            # the description is documentation: editing it must not invalidate finished runs
+            "preset": {k: v for k, v in self.preset.to_dict().items() if k != "description"},
             "seed": self.seed,
             "data": self.data_dir,
         }
