@@ -155,8 +155,8 @@ def test_top_k_table():
 def test_doubled_layout_and_collapse():
     prev = torch.tensor([[1, 5, 6, 0]])
     assert double_inputs(prev).tolist() == [[1, 1, 5, 5, 6, 6, 0, 0]]
-    assert ctc_collapse([4, 5, 5, 4, 5, 6, 2, 7], blank=4, eos=2) == [5, 5, 6]
-    assert ctc_collapse([4, 4, 4], blank=4, eos=2) == []
+    assert ctc_collapse([4, 5, 5, 4, 5, 6, 2, 7], blank_id=4, eos_id=2) == [5, 5, 6]
+    assert ctc_collapse([4, 4, 4], blank_id=4, eos_id=2) == []
 
 
 def test_doubled_ctc_admits_the_copy_path():

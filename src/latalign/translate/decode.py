@@ -89,6 +89,20 @@ def strip_blank(ids: Sequence[int], blank_id: int) -> list[int]:
     return [i for i in ids if i != blank_id]
 
 
+def ctc_collapse(ids: Sequence[int], blank_id: int, eos_id: int | None = None) -> list[int]:
+    """CTC's rule on a stream of argmax ids: merge runs of equal ids, drop ``blank_id`` (ε);
+    with ``eos_id``, stop at the first eos that survives: ``a a ε a b b -> a a b``."""
+    out: list[int] = []
+    prev = None
+    for i in ids:
+        if i != prev and i != blank_id:
+            if i == eos_id:
+                break
+            out.append(int(i))
+        prev = i
+    return out
+
+
 def max_lengths(
     src_tokens: Tensor,
     *,

@@ -19,25 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import _decoding_context, max_lengths
+from latalign.translate.decode import _decoding_context, ctc_collapse, max_lengths
 
 
 def double_inputs(prev_output_tokens: Tensor) -> Tensor:
     """(B, T) ``bos y_1 … y_n`` (+pad) -> (B, 2T) ``bos bos y_1 y_1 … y_n y_n`` (+pad)."""
     return prev_output_tokens.repeat_interleave(2, dim=1)
-
-
-def ctc_collapse(stream: list[int], blank: int, eos: int) -> list[int]:
-    """CTC's rule on a prediction stream: merge repeats, drop ε; stop at the first eos."""
-    out: list[int] = []
-    prev = None
-    for tok in stream:
-        if tok != prev and tok != blank:
-            if tok == eos:
-                break
-            out.append(tok)
-        prev = tok
-    return out
 
 
 def doubled_greedy_decode(

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import translate_sentences
+from latalign.translate.decode import ctc_collapse, translate_sentences
 from latalign.translate.nat.model import NATransformer
 
 __all__ = [
@@ -32,17 +32,6 @@ __all__ = [
     "length_beam_decode",
     "nat_translate_sentences",
 ]
-
-
-def ctc_collapse(ids: Sequence[int], blank_id: int) -> list[int]:
-    """Merge runs of equal ids, then drop ``blank_id``: ``a a ε a b b -> a a b``."""
-    out: list[int] = []
-    prev = None
-    for i in ids:
-        if i != prev and i != blank_id:
-            out.append(int(i))
-        prev = i
-    return out
 
 
 def _token_lprobs(logits: Tensor, banned: Sequence[int]) -> Tensor:
