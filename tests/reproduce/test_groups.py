@@ -82,6 +82,16 @@ def test_group_requires_and_bad_input(probe, tmp_path):
         assert names == ["ce", "probe2"]
     finally:
         unregister("probe2")
+    register(
+        ExperimentGroup(name="probe3", description="needs axe in ci", run=_run,
+                        updates={"ci": {"steps": 1}}, requires=("ce",),
+                        requires_for={"ci": ("axe",)})
+    )  # fmt: skip
+    try:  # a per-preset requirement replaces the default one
+        names, _ = validate_options(_opts(tmp_path, experiments=["probe3"]))
+        assert names == ["axe", "probe3"]
+    finally:
+        unregister("probe3")
     for kw, match in [
         ({"updates": {"probe.nope": 3}}, "expected updates keys"),
         ({"updates": {"nope.steps": 3}}, "expected updates as"),
@@ -94,3 +104,26 @@ def test_group_requires_and_bad_input(probe, tmp_path):
         register(ExperimentGroup(name="ce", description="x", run=_run, updates={}))
     with pytest.raises(ValueError, match="group name"):
         ExperimentGroup(name="a-b", description="x", run=_run, updates={})
+
+
+def test_nat_teacher_is_the_recipe_where_a_preset_has_one():
+    from latalign.reproduce.groups import load_groups
+    from latalign.reproduce.presets import PRESETS
+
+    nat = load_groups()["nat"]
+    assert nat.required("quick") == ("ce",) and nat.required("ci") == ("ce",)
+    assert PRESETS["multi30k"].baseline_recipe is not None
+    assert nat.required("multi30k") == ("baseline",)
+
+
+def test_reuse_ignores_a_saved_description_but_not_a_setting(tmp_path):
+    """Results saved while the preset's description was part of the spec stay reusable;
+    any real setting that differs is still refused."""
+    from latalign.reproduce.experiments import check_reusable, write_result
+
+    spec = {"experiment": "ce", "preset": {"name": "p", "lr": 0.1}, "seed": 1, "data": None}
+    old = {**spec, "preset": {**spec["preset"], "description": "older words"}}
+    write_result(tmp_path, old, {"bleu": 1.0})
+    assert check_reusable(tmp_path, spec) == {"bleu": 1.0}
+    with pytest.raises(ValueError, match="--force"):
+        check_reusable(tmp_path, {**spec, "preset": {"name": "p", "lr": 0.2}})

@@ -119,8 +119,14 @@ def check_reusable(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | No
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    # compare as JSON (tuples in the preset come back as lists)
-    if saved.get("spec") != json.loads(json.dumps(spec, default=_json_default)):
+    # compare as JSON (tuples in the preset come back as lists); results written before the
+    # preset's description left the spec still carry it: it is documentation, not a setting
+    theirs = saved.get("spec")
+    if isinstance(theirs, dict) and isinstance(theirs.get("preset"), dict):
+        theirs = theirs | {
+            "preset": {k: v for k, v in theirs["preset"].items() if k != "description"}
+        }
+    if theirs != json.loads(json.dumps(spec, default=_json_default)):
         raise ValueError(
             f"expected {directory} to hold this experiment with the same preset, seed and data; "
             "found a different one (use --force to redo it, or another --out)"

@@ -9,7 +9,8 @@ What the runner does for a group ``g`` (``run.py``):
 
 1. ``--experiments`` accepts ``g.name``; it runs by default in the presets of
    ``g.default_presets`` that also appear in ``g.updates``. Experiments named in
-   ``g.requires`` (e.g. ``"ce"``, a teacher) are added to the run and run first.
+   ``g.required(preset)`` (``g.requires``, or ``g.requires_for[preset]``; e.g. ``"ce"``, a
+   teacher) are added to the run and run first.
 2. The directory ``{out}/{g.name}/`` holds the group's files. A finished group (its
    ``result.json``, same preset, seed, data and updates) is reused; ``--force`` deletes the
    directory first. The runner writes ``result.json`` (atomically, last) and records the
@@ -48,7 +49,7 @@ class GroupRun:
         updates: the group's updates for this preset after ``--scale`` and ``--updates
             name.key=N`` (keys as in ``ExperimentGroup.updates[preset]``).
         results: the results so far (``results["experiments"]["ce"]`` etc.; everything in
-            ``ExperimentGroup.requires`` is there).
+            ``ExperimentGroup.required(preset)`` is there).
     """
 
     ctx: Any
@@ -71,6 +72,8 @@ class ExperimentGroup:
         report: ``report(results, result, out: Path) -> list[block]`` or None; blocks as in
             :func:`latalign.reproduce.report.build_blocks`.
         requires: experiments that must have run first (added to the run automatically).
+        requires_for: ``{preset name: experiments}`` replacing ``requires`` in that preset
+            (e.g. a teacher that is the preset's baseline recipe rather than ``ce``).
         default_presets: presets where the group runs when ``--experiments`` is not given.
     """
 
@@ -82,10 +85,15 @@ class ExperimentGroup:
     report: Callable[[dict[str, Any], dict[str, Any], Path], list[tuple]] | None = None
     requires: tuple[str, ...] = ()
     default_presets: tuple[str, ...] = field(default=("quick", "multi30k", "paper"))
+    requires_for: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c == "_" for c in self.name):
             raise ValueError(f"expected a group name of [a-z0-9_]; found {self.name!r}")
+
+    def required(self, preset: str) -> tuple[str, ...]:
+        """The experiments that must run before this group in ``preset``."""
+        return tuple(self.requires_for.get(preset, self.requires))
 
     def scaled_updates(
         self, preset: str, scale: float = 1.0, overrides: Mapping[str, int] | None = None

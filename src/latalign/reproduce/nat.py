@@ -10,6 +10,14 @@ them, NAT's repetition symptom), length ratio, decoding sentences/s (the same te
 the same batch size, one process; AR with beam 5, NAT in one pass with its length beam or CTC
 collapse; the fastest of ``TIMING_REPEATS`` decodings).
 
+The teacher is the ``ce`` experiment, or in presets with a cross-entropy recipe
+(:data:`TEACHER`: ``multi30k``) the ``baseline`` experiment: the stack's real CE model, which
+translates (the ``ce`` experiment is sized for the paper's claims, not for BLEU).
+
+The six students train side by side in ``ctx.map_workers`` processes (as the map and
+``beyond_tf`` do); every row is decoded and timed afterwards in this process, one after
+another, so the speed ratio compares decodings that had the machine to themselves.
+
 Students train on the first ``DISTILL_PAIRS[preset]`` training pairs (all when None), raw
 and distilled alike, so the two differ only in their targets; ``updates["student"]`` updates
 each, with the preset's optimiser and batch size.
@@ -38,6 +46,13 @@ CRITERIA = ("ce", "axe", "ctc")
 ROWS = ("ar", *(f"nat_{c}_{v}" for v in ("raw", "distilled") for c in CRITERIA))
 BATCH_SIZE = 50
 TIMING_REPEATS = 3  # decoding sentences/s: the fastest of this many decodings of the test set
+#: the experiment whose model is the AR row and the distillation teacher (default ``ce``)
+TEACHER: dict[str, str] = {"multi30k": "baseline"}
+
+
+def teacher_of(preset: str) -> str:
+    """The experiment that teaches the students in ``preset``."""
+    return TEACHER.get(preset, "ce")
 
 
 def repeated_share(hyps: list[str]) -> float:
@@ -92,14 +107,25 @@ def _data_dir(g: GroupRun) -> Path:
     return path
 
 
-def _student(g: GroupRun, crit: str, data: Any, run_dir: Path) -> Path:
+def train_student(ctx: Any, crit: str, data: Any, run_dir: Path, updates: int) -> float:
+    """Train one NAT student (module level: spawned workers run it); its wall seconds."""
     from latalign.translate.train import train
 
-    base = ex.train_config(g.ctx, run_dir, crit, {}, g.updates["student"])
+    base = ex.train_config(ctx, run_dir, crit, {}, updates)
     cfg = dataclasses.replace(base, arch="nat", data=data)
     logger.info("nat: training NAT-%s %d updates (%s)", crit, cfg.max_updates, run_dir)
-    train(cfg, progress=g.ctx.progress)
-    return run_dir
+    t0 = time.monotonic()
+    train(cfg, progress=ctx.progress)
+    return time.monotonic() - t0
+
+
+def teacher_checkpoint(g: GroupRun) -> Path:
+    """The teacher's checkpoint: the baseline run's best (else last), or the ``ce`` run's last."""
+    from latalign.translate.checkpoint import checkpoint_paths, resolve_checkpoint
+
+    if teacher_of(g.ctx.preset.name) == "baseline":
+        return resolve_checkpoint(run_dir=g.results["experiments"]["baseline"]["run_dir"])
+    return checkpoint_paths(g.ctx.out / "ce" / "train")[0]
 
 
 def run(g: GroupRun) -> dict[str, Any]:
@@ -111,8 +137,7 @@ def run(g: GroupRun) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     pairs = DISTILL_PAIRS.get(ctx.preset.name)
     raw_cfg = dataclasses.replace(ctx.data_config(), train_limit=pairs)
-    teacher_run = ctx.out / "ce" / "train"
-    teacher_ckpt, _ = checkpoint_paths(teacher_run)
+    teacher_ckpt = teacher_checkpoint(g)
 
     t0 = time.monotonic()
     data_dir = _data_dir(g)
@@ -126,6 +151,26 @@ def run(g: GroupRun) -> dict[str, Any]:
         raw_cfg, data=str(kd_dir), src=src_lang, tgt=tgt_lang, train_limit=None
     )
 
+    n = g.updates["student"]
+    jobs = {
+        f"nat_{crit}_{variant}": (crit, data)
+        for variant, data in (("raw", raw_cfg), ("distilled", kd_cfg))
+        for crit in CRITERIA
+    }
+    workers = min(ctx.map_workers, len(jobs))
+    if workers > 1:
+        with ex.spawn_pool(ctx, workers) as (pool, light):
+            light = dataclasses.replace(light, progress=False)
+            futures = {
+                name: pool.submit(train_student, light, crit, data, d / name, n)
+                for name, (crit, data) in jobs.items()
+            }
+            for name, fut in futures.items():
+                seconds[f"train_{name}"] = fut.result()
+    else:
+        for name, (crit, data) in jobs.items():
+            seconds[f"train_{name}"] = train_student(ctx, crit, data, d / name, n)
+
     test = ctx.data.test
     idx = ex._subset(len(test), ctx.preset.test_sentences)
     src = [test.raw_src[i] for i in idx]
@@ -133,22 +178,19 @@ def run(g: GroupRun) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     model, tok, _ = load_model(checkpoint=teacher_ckpt)
     rows["ar"] = _score(model, tok, src, refs, nat=False)
-    for variant, data in (("raw", raw_cfg), ("distilled", kd_cfg)):
-        for crit in CRITERIA:
-            name = f"nat_{crit}_{variant}"
-            t0 = time.monotonic()
-            run_dir = _student(g, crit, data, d / name)
-            seconds[f"train_{name}"] = time.monotonic() - t0
-            model, tok, state = load_model(checkpoint=checkpoint_paths(run_dir)[0])
-            rows[name] = _score(model, tok, src, refs, nat=True)
-            rows[name]["updates"] = int(state["step"])
+    for name in jobs:
+        model, tok, state = load_model(checkpoint=checkpoint_paths(d / name)[0])
+        rows[name] = _score(model, tok, src, refs, nat=True)
+        rows[name]["updates"] = int(state["step"])
     seconds["total"] = time.monotonic() - t_start
     return {
         "rows": rows,
         "train_pairs": pairs,
         "n_test": len(test),
         "n_decoded": len(src),
-        "updates": g.updates["student"],
+        "updates": n,
+        "teacher": teacher_of(ctx.preset.name),
+        "workers": workers,
         "threads": torch.get_num_threads(),
         "seconds": seconds,
     }
@@ -160,6 +202,16 @@ LABELS = {
     "ar": "AR, beam 5 (CE; the teacher)",
     **{f"nat_{c}_{v}": f"NAT-{c.upper()} ({v})" for c in CRITERIA for v in ("raw", "distilled")},
 }
+
+
+TEACHER_LABELS = {"ce": "CE", "baseline": "the CE recipe"}
+
+
+def _label(row: str, result: dict[str, Any]) -> str:
+    if row == "ar":
+        teacher = result.get("teacher", "ce")
+        return f"AR, beam 5 ({TEACHER_LABELS.get(teacher, teacher)}; the teacher)"
+    return LABELS[row]
 
 
 def claims(results: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -194,7 +246,7 @@ def report(results: dict[str, Any], result: dict[str, Any], out: Path) -> list[t
     r = result["rows"]
     headers = ["model", "BLEU", "chrF", "empty", "repeated", "length ratio", "sent/s"]
     table = [
-        [LABELS[k], f"{v['bleu']:.2f}", f"{v['chrf']:.1f}", f"{100 * v['empty_share']:.1f}%",
+        [_label(k, result), f"{v['bleu']:.2f}", f"{v['chrf']:.1f}", f"{100 * v['empty_share']:.1f}%",
          f"{100 * v['repeated_share']:.1f}%", f"{v['length_ratio']:.2f}",
          f"{v['sentences_per_s']:.0f}"]
         for k, v in r.items()
@@ -240,5 +292,6 @@ GROUP = ExperimentGroup(
         "ci": {"student": 6},
     },
     requires=("ce",),
+    requires_for={p: (e,) for p, e in TEACHER.items()},
     default_presets=("quick", "multi30k", "paper"),
 )

@@ -63,7 +63,7 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
         raise ValueError(f"expected experiments among {known}; found {unknown or names}")
     for n in list(names):
         if n in groups:
-            names += [r for r in groups[n].requires if r not in names]
+            names += [r for r in groups[n].required(preset.name) if r not in names]
             groups[n].scaled_updates(preset.name)  # ValueError: no sizes for this preset
     names = [n for n in known if n in names]  # canonical order, no duplicates
     if "baseline" in names:
