@@ -258,6 +258,12 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
         help="auto (CUDA when available, else the CPU; the CPU for --int8), cpu, cuda or cuda:N "
         "(default: auto)",
     )  # fmt: skip
+    parser.add_argument(
+        "--length-beam", type=int, default=None, metavar="K",
+        help="NAT runs with a length predictor (criterion ce or axe): decode the K most likely "
+        "lengths in one batch and keep the best by mean log-probability (default: the run's "
+        "own, 3); refused for other runs",
+    )  # fmt: skip
 
 
 def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -288,7 +294,7 @@ def _decoding_options(args: argparse.Namespace) -> Any:
             beam=1 if args.greedy else args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
             max_len_b=args.max_len_b, batch_size=args.batch_size,
             bf16=default_bf16(device) if args.bf16 is None else args.bf16,
-            int8=args.int8, device=args.device,
+            int8=args.int8, device=args.device, length_beam=args.length_beam,
         )  # fmt: skip
         if opts.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"expected a CUDA device with bfloat16 for --bf16; found {device}")
@@ -299,7 +305,7 @@ def _decoding_options(args: argparse.Namespace) -> Any:
 
 def _flag_names(message: str) -> str:
     """Library field names -> the flags a user typed (``max_len_a`` -> ``--max-len-a``)."""
-    for field in ("beam", "batch_size", "lenpen", "max_len_a", "max_len_b", "limit"):
+    for field in ("length_beam", "beam", "batch_size", "lenpen", "max_len_a", "max_len_b", "limit"):
         message = message.replace(f" {field} ", f" --{field.replace('_', '-')} ")
         message = message.replace(f" {field};", f" --{field.replace('_', '-')};")
     return message
@@ -368,7 +374,7 @@ def run_translate(args: argparse.Namespace) -> int:
                 progress=sys.stderr.isatty(), **dataclasses.asdict(opts),
             )  # fmt: skip
         except (ValueError, FileNotFoundError) as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(_flag_names(str(e))) from None
     # warnings after the work, so that a refusal stays the only line on stderr
     if bad:
         _warn("translate", f"{_plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")

@@ -361,3 +361,48 @@ def test_train_translate_and_refusals(tmp_path: Path, one_thread: None, capsys: 
                      "ctc", "--upsample", "0"])  # fmt: skip
     assert code == 2 and "upsample >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_length_beam_option_of_translate_and_evaluate(
+    tmp_path: Path, one_thread: None, capsys: Any
+) -> None:
+    """``--length-beam K`` reaches the NAT decoder of a length-predicting run (the CLI and
+    ``translate_lines`` agree with ``nat_translate_sentences(length_beam=K)``); CTC and AR runs, and K < 1, are refused
+    with exit status 2 and one line before any decoding."""
+    from latalign.translate.inference import translate_lines
+    from latalign.translate.nat import nat_translate_sentences
+
+    cache = tmp_path / "cache"
+    run = tmp_path / "axe"
+    train(_nat_config(run, cache, criterion="axe", max_updates=3), progress=False)
+    model, tok, _ = load_model(run)
+    src = tmp_path / "src.txt"
+    lines = ["a b c", "d e f g h", "i j"]
+    src.write_text("\n".join(lines) + "\n")
+    for k in (1, 4):
+        want = nat_translate_sentences(model, tok, lines, length_beam=k)
+        assert translate_lines(lines, run_dir=run, device="cpu", length_beam=k) == want
+        out = tmp_path / f"out{k}.txt"
+        code = cli_main(["translate", "--run-dir", str(run), "--input", str(src), "--output",
+                         str(out), "--device", "cpu", "--length-beam", str(k)])  # fmt: skip
+        assert code == 0 and out.read_text().splitlines() == want
+    code = cli_main(["evaluate", "--run-dir", str(run), "--split", "test", "--device", "cpu",
+                     "--length-beam", "2", "--json"])  # fmt: skip
+    scores = json.loads(capsys.readouterr().out)
+    assert code == 0 and scores["length_beam"] == 2 and scores["sentences"] == 8
+
+    ctc = tmp_path / "ctc"
+    train(_nat_config(ctc, cache, max_updates=1), progress=False)
+    ar = tmp_path / "ar"
+    train(_nat_config(ar, cache, arch="ar", criterion="ce", max_updates=1), progress=False)
+    for run_dir, flag, message in [
+        (ctc, "2", "with a length predictor"),
+        (ar, "2", "non-autoregressive run"),
+        (run, "0", "--length-beam >= 1"),
+    ]:
+        for command in (["translate", "--input", str(src)], ["evaluate", "--json"]):
+            code = cli_main([*command, "--run-dir", str(run_dir), "--device", "cpu",
+                             "--length-beam", flag])  # fmt: skip
+            captured = capsys.readouterr()
+            assert code == 2 and message in captured.err and captured.err.count("\n") == 1
+            assert captured.out == ""

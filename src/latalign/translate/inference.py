@@ -93,7 +93,9 @@ class DecodingOptions:
     ``int(max_len_a * source tokens + max_len_b)`` and at least 1. ``lenpen``: beam search's
     length penalty exponent. ``bf16``: bfloat16 autocast on the decoding device. ``int8``: int8
     matrix products (CPU only, :mod:`latalign.translate.quantize`). ``device``: see
-    :func:`resolve_device`.
+    :func:`resolve_device`. ``length_beam``: NAT runs with a length predictor (``ce``,
+    ``axe``) decode this many predicted lengths and keep the best (None: the run's own,
+    default 3); any other run refuses it (:func:`check_length_beam`).
     """
 
     beam: int = 5
@@ -104,10 +106,13 @@ class DecodingOptions:
     bf16: bool = False
     int8: bool = False
     device: str = "auto"
+    length_beam: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("beam", "batch_size"):
+        for name in ("beam", "batch_size", "length_beam"):
             value = getattr(self, name)
+            if name == "length_beam" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"expected {name} >= 1; found {value!r}")
         if isinstance(self.max_len_b, bool) or not isinstance(self.max_len_b, int):
@@ -201,6 +206,24 @@ def load_translator(
     return model, tokenizer, state
 
 
+def check_length_beam(model: torch.nn.Module, opts: DecodingOptions) -> None:
+    """``ValueError`` when ``opts.length_beam`` is set for a run that has no length beam: an
+    autoregressive run, or a NAT run that decodes at upsampled lengths (CTC, latent)."""
+    if opts.length_beam is None:
+        return
+    if getattr(model, "arch", "ar") != "nat":
+        raise ValueError(
+            "expected a non-autoregressive run (--arch nat) for length_beam; found an "
+            "autoregressive run, whose beam search sets the length"
+        )
+    if model.cfg.length != "predict":
+        raise ValueError(
+            "expected a NAT run with a length predictor (criterion ce or axe) for length_beam; "
+            f"found one that decodes at {model.cfg.upsample} x the source length (criterion "
+            "ctc or latent: no length to search)"
+        )
+
+
 def _translate(
     model: torch.nn.Module, tokenizer: Any, lines: Sequence[str], opts: DecodingOptions,
     progress: bool, train_config: dict[str, Any] | None = None,
@@ -215,8 +238,9 @@ def _translate(
         from latalign.translate.nat import nat_translate_sentences
 
         return nat_translate_sentences(
-            model, tokenizer, list(lines), batch_size=opts.batch_size, progress=progress
-        )
+            model, tokenizer, list(lines), batch_size=opts.batch_size, progress=progress,
+            length_beam=opts.length_beam,
+        )  # fmt: skip
     if (train_config or {}).get("regime") == "doubled":
         from functools import partial
 
@@ -246,6 +270,7 @@ def translate_lines(
     bf16: bool = False,
     int8: bool = False,
     device: str = "auto",
+    length_beam: int | None = None,
     progress: bool = False,
 ) -> list[str]:
     """Translate ``lines`` (raw source sentences) with a trained run; returns one detokenised
@@ -256,8 +281,11 @@ def translate_lines(
     :class:`~latalign.translate.decode.SourceTruncatedWarning` naming its index. ``int8``:
     decode with :func:`latalign.translate.quantize.quantize_int8` (CPU only).
     """
-    opts = DecodingOptions(beam, lenpen, max_len_a, max_len_b, batch_size, bf16, int8, device)
+    opts = DecodingOptions(
+        beam, lenpen, max_len_a, max_len_b, batch_size, bf16, int8, device, length_beam
+    )
     model, tokenizer, state = load_translator(run_dir, checkpoint, device=device, int8=int8)
+    check_length_beam(model, opts)
     return _translate(model, tokenizer, lines, opts, progress, state.get("train_config"))
 
 
@@ -277,6 +305,7 @@ def evaluate_split(
     bf16: bool = False,
     int8: bool = False,
     device: str = "auto",
+    length_beam: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Translate a split of the run's data (``valid``, ``test`` or ``train``) or a
@@ -289,7 +318,9 @@ def evaluate_split(
     """
     from latalign.translate.metrics import evaluate_translations
 
-    opts = DecodingOptions(beam, lenpen, max_len_a, max_len_b, batch_size, bf16, int8, device)
+    opts = DecodingOptions(
+        beam, lenpen, max_len_a, max_len_b, batch_size, bf16, int8, device, length_beam
+    )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"expected limit >= 1 or None; found {limit!r}")
     if (source_file is None) != (reference_file is None):
@@ -308,6 +339,7 @@ def evaluate_split(
             raise ValueError(f"expected at least one sentence in {source_file}; found none")
         name = str(source_file)
     model, tokenizer, state = load_translator(run_dir, checkpoint, device=device, int8=int8)
+    check_length_beam(model, opts)
     if source_file is None:
         from latalign.translate.data import load_corpora
         from latalign.translate.train import TrainConfig
@@ -326,4 +358,6 @@ def evaluate_split(
     hyps = _translate(model, tokenizer, sources, opts, progress, state.get("train_config"))
     scores = dict(evaluate_translations(hyps, refs))
     scores.update({"split": name, "sentences": len(hyps), "beam": beam, "int8": int8})
+    if length_beam is not None:
+        scores["length_beam"] = length_beam
     return scores
