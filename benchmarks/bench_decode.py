@@ -30,6 +30,16 @@ With a trained model and the English references beside ``--data``, each row gets
 sacreBLEU. int8 (``--skip-int8`` to leave it out): ``latalign.translate.quantize``, see
 ``docs/decoding.md``.
 
+NAT rows (``docs/nat.md``): the same sentences decoded in one pass by non-autoregressive
+models, timed in the same interleaved rounds, with a ``vs beam`` column (speed over the
+AR beam row of this run; issue 10's goal is >= 10x). With a random-init AR model two random-init
+``small`` NAT models are added (CTC collapse at 2 x the source length; length beam 3 of a
+length predictor); with trained models give ``--nat-run-dir`` (repeatable), each decoded with
+its own tokenizer and scored with BLEU like the AR rows. ``--skip-nat`` leaves them out:
+
+    python benchmarks/bench_decode.py --run-dir runs/m30k-ce \
+        --nat-run-dir runs/nat_ctc --nat-run-dir runs/nat_axe --skip-bf16 --skip-int8
+
 Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
 before and after. ``python benchmarks/profile_step.py`` (torch.profiler) shows where beam
 search spends its time (matrix products, topk, log_softmax).
@@ -55,6 +65,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -159,6 +170,58 @@ def run_once(fn: Callable[..., list[list[int]]], model, batches, **kwargs):
     return time.perf_counter() - start, outputs
 
 
+def nat_decoders(
+    args: argparse.Namespace, trained: bool, vocab: int, encode: Callable[[str], list[int]]
+) -> list[tuple[str, torch.nn.Module, Callable[[str], list[int]], Decoder | None, dict]]:
+    """``(row name, NAT model, source encoder, detokeniser or None, decode_batch kwargs)``:
+    the runs of ``--nat-run-dir``, or two random-init ``small`` NAT models beside a random AR
+    model (none beside a trained AR model without ``--nat-run-dir``, or with ``--skip-nat``)."""
+    from latalign.translate.nat import NATConfig, NATransformer
+
+    if args.skip_nat:
+        return []
+    out = []
+    if args.nat_run_dir:
+        from latalign.translate.checkpoint import load_model
+
+        for run_dir in args.nat_run_dir:
+            model, tok, _ = load_model(run_dir=run_dir)
+            if getattr(model, "arch", "ar") != "nat":
+                raise SystemExit(f"bench_decode: expected a NAT run in {run_dir}; found an AR run")
+            cfg = model.cfg
+            how = (
+                f"ctc x{cfg.upsample}"
+                if cfg.length == "upsample"
+                else f"len-beam {cfg.length_beam}"
+            )
+            ids = dict(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id,
+                       blank_id=tok.blank_id, length_beam=cfg.length_beam)  # fmt: skip
+
+            def detok(x: list[int], tok: Any = tok) -> str:
+                return tok.decode([i for i in x if i != tok.blank_id])
+
+            out.append(
+                (f"nat {how} {Path(run_dir).name}"[:28], model.eval(), tok.encode, detok, ids)
+            )
+        return out
+    if trained:
+        return []
+    base = ModelConfig.preset("small", vocab).to_dict()
+    ids = dict(pad_id=PAD_ID, bos_id=1, eos_id=EOS_ID, blank_id=4)
+    for name, nat in (("nat ctc x2 fp32", {"length": "upsample", "upsample": 2}),
+                      ("nat len-beam 3 fp32", {"length": "predict", "length_beam": 3})):  # fmt: skip
+        torch.manual_seed(0)
+        model = NATransformer(NATConfig(**base, **nat)).eval()
+        out.append((name, model, encode, None, {**ids, "length_beam": model.cfg.length_beam}))
+    return out
+
+
+def nat_decode(model: torch.nn.Module, src: torch.Tensor, _lengths: torch.Tensor, **ids: Any):
+    from latalign.translate.nat import decode_batch
+
+    return decode_batch(model, src, **ids)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -179,6 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-bf16", action="store_true")
     p.add_argument("--skip-int8", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--nat-run-dir", type=Path, action="append", default=[],
+        help="a trained NAT run to time beside the AR rows (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--skip-nat", action="store_true", help="no NAT rows")
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -188,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     ids = [encode(s) + [EOS_ID] for s in sentences]
     batches, inverse = make_batches(ids, args.batch_size)
     n = len(ids)
+    nat = nat_decoders(args, decode is not None, model.cfg.vocab_size, encode)
     trained = decode is not None  # a trained model comes with its tokenizer
     if args.fixed_len is None and not trained:
         args.fixed_len = 16
@@ -245,30 +314,44 @@ def main(argv: list[str] | None = None) -> None:
         m = int8_model if precision == "int8" else model
         name = f"{kind}{'-' + str(args.beam) if kind == 'beam' else ''} {cache} {precision}"
         fn(m, *batches[0], **kwargs)  # warm-up
-        runs.append((name, fn, m, kwargs))
+        runs.append((name, fn, m, kwargs, batches, inverse, decode))
+    for name, m, nat_encode, nat_detok, kwargs in nat:
+        nat_batches, nat_inverse = make_batches(
+            [nat_encode(x) + [kwargs["eos_id"]] for x in sentences], args.batch_size
+        )
+        nat_decode(m, *nat_batches[0], **kwargs)  # warm-up
+        runs.append((name, nat_decode, m, kwargs, nat_batches, nat_inverse, nat_detok))
     # interleaved repeats (config order reversed every other round), median per config:
     # on a shared machine the load drifts, and interleaving spreads it over every config
     times: dict[str, list[float]] = {name: [] for name, *_ in runs}
     for r in range(args.repeats):
-        for name, fn, m, kwargs in runs if r % 2 == 0 else runs[::-1]:
-            seconds, results[name] = run_once(fn, m, batches, **kwargs)
+        for name, fn, m, kwargs, bs, _, _ in runs if r % 2 == 0 else runs[::-1]:
+            seconds, results[name] = run_once(fn, m, bs, **kwargs)
             times[name].append(seconds)
-    refs = references(args.data, args.sentences) if decode is not None else None
-    for name, *_ in runs:
+    refs = references(args.data, args.sentences) if trained else None
+    b = f"beam-{args.beam}"
+    beam_time = statistics.median(times[f"{b} cached fp32"])
+    for name, _, _, _, _, inv, detok in runs:
         seconds = statistics.median(times[name])
         base = f"{name.split(' ', 1)[0]} cached fp32"  # the same search, cached fp32, this run
         vs = statistics.median(times[base]) / seconds if base in times else float("nan")
-        out = [results[name][i] for i in inverse]  # back to corpus order
-        bleu = corpus_bleu(out, refs, decode) if refs is not None else float("nan")
-        rows.append((name, n / seconds, vs, sum(map(len, out)) / n, bleu))
+        out = [results[name][i] for i in inv]  # back to corpus order
+        ok = refs is not None and detok is not None
+        bleu = corpus_bleu(out, refs, detok) if ok else float("nan")
+        rows.append((name, n / seconds, vs, beam_time / seconds, sum(map(len, out)) / n, bleu))
 
     # out len: output tokens per sentence, eos excluded; vs fp32: speed over the cached fp32 row
-    # of the same search (beam or greedy) in this run
-    print(f"{'decoder':28s} {'sent/s':>8s} {'out len':>8s} {'BLEU':>6s} {'vs fp32':>8s}")
-    for name, speed, vs, out_len, bleu in rows:
-        print(f"{name:28s} {speed:8.1f} {out_len:8.1f} {bleu:6.2f} {vs:7.2f}x")
+    # of the same search (beam or greedy) in this run; vs beam: over the cached fp32 beam row
+    print(
+        f"{'decoder':28s} {'sent/s':>8s} {'out len':>8s} {'BLEU':>6s} {'vs fp32':>8s} "
+        f"{'vs ' + b:>10s}"
+    )
+    for name, speed, vs, vs_beam, out_len, bleu in rows:
+        print(f"{name:28s} {speed:8.1f} {out_len:8.1f} {bleu:6.2f} {vs:7.2f}x {vs_beam:9.2f}x")
     print(f"# median of {args.repeats} interleaved repeats; load average now {os.getloadavg()}")
-    b = f"beam-{args.beam}"
+    for name, *_ in nat:
+        ratio = statistics.median(times[f"{b} cached fp32"]) / statistics.median(times[name])
+        print(f"# {name}: {ratio:.1f}x the sentences/s of AR {b} (cached fp32), goal >= 10x")
     if f"{b} uncached fp32" in results:
         same = results[f"{b} cached fp32"] == results[f"{b} uncached fp32"]
         print(f"# cached == uncached outputs (beam {args.beam}, fp32): {same}")

@@ -406,3 +406,40 @@ def test_length_beam_option_of_translate_and_evaluate(
             captured = capsys.readouterr()
             assert code == 2 and message in captured.err and captured.err.count("\n") == 1
             assert captured.out == ""
+
+
+def test_decoding_equals_a_log_softmax_reference() -> None:
+    """The decoders take argmaxes of logits and score with one logsumexp per position;
+    a direct (B, T, V) log-softmax reference picks the same tokens and lengths."""
+    torch.manual_seed(3)
+    src = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD], [11, EOS, PAD, PAD, PAD]])
+    banned = [PAD, BOS, EOS]
+    model = micro_model(length="predict", max_length_offset=4).eval()
+    with torch.inference_mode():
+        hyps, lengths = length_beam_decode(model, src, length_beam=4, return_lengths=True)
+        enc = model.encode(src)
+        classes = model.length_logits(enc).topk(4, dim=1).indices
+        cand = model.lengths_of_classes(classes, src)  # (B, 4)
+        for b in range(src.size(0)):
+            scored = []
+            for n in cand[b].tolist():
+                lp = torch.log_softmax(
+                    model.decode_all(model.encode(src[b : b + 1]), src[b : b + 1],
+                                     torch.tensor([n]))[0],
+                    dim=-1,
+                )  # fmt: skip
+                lp[:, banned] = -math.inf
+                best, tok = lp.max(dim=-1)
+                scored.append((float(best.mean()), n, [t for t in tok.tolist() if t != BLANK]))
+            score, n, tokens = max(scored, key=lambda x: x[0])
+            assert int(lengths[b]) == n and hyps[b] == tokens
+        ctc_model = micro_model(length="upsample", upsample=2).eval()
+        out = decode_batch(ctc_model, src, blank_id=BLANK)
+        for b in range(src.size(0)):
+            s = src[b : b + 1, : int((src[b] != PAD).sum())]
+            logits = ctc_model.decode_all(
+                ctc_model.encode(s), s, ctc_model.upsampled_lengths(s)
+            )[0]  # fmt: skip
+            lp = torch.log_softmax(logits, dim=-1)
+            lp[:, banned] = -math.inf
+            assert out[b] == ctc_collapse(lp.argmax(dim=-1).tolist(), BLANK)

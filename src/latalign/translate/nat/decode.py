@@ -34,11 +34,16 @@ __all__ = [
 ]
 
 
-def _token_lprobs(logits: Tensor, banned: Sequence[int]) -> Tensor:
-    """(B, T, V) logits -> log-probs with the ``banned`` ids at -inf."""
-    lprobs = torch.log_softmax(logits.float(), dim=-1)
-    lprobs[..., list(banned)] = -math.inf
-    return lprobs
+def _best_tokens(logits: Tensor, banned: Sequence[int], scores: bool) -> tuple[Tensor, Tensor]:
+    """(B, T, V) logits -> (B, T) argmax tokens among the ids not ``banned`` and, when
+    ``scores``, their log-probabilities under the softmax over the whole vocabulary (else an
+    empty tensor). The argmax of the logits is the argmax of the log-probs, so the (B, T, V)
+    log-softmax is never written: one logsumexp per position gives the chosen log-probs."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1) if scores else logits.new_empty(0)
+    logits[..., list(banned)] = -math.inf  # in place: the caller's logits are not used again
+    best, tokens = logits.max(dim=-1)
+    return tokens, (best - lse) if scores else lse
 
 
 def _special_ids(tokenizer_or_ids: Any) -> tuple[int, int, int, int]:
@@ -75,8 +80,7 @@ def length_beam_decode(
     lengths = model.lengths_of_classes(classes, src_tokens).reshape(-1)  # (B*k,)
     rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k)  # (B*k,)
     logits = model.decode_all(enc.index_select(rows), src_tokens[rows], lengths)  # (B*k, T, V)
-    lprobs = _token_lprobs(logits, (pad_id, bos_id, eos_id))
-    best, tokens = lprobs.max(dim=-1)  # (B*k, T)
+    tokens, best = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=True)  # (B*k, T)
     valid = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
     score = (best * valid).sum(dim=1) / lengths  # (B*k,) mean token log-prob
     pick = score.view(b, k).argmax(dim=1)  # (B,)
@@ -103,7 +107,7 @@ def ctc_decode(
     enc = model.encode(src_tokens)
     lengths = model.upsampled_lengths(src_tokens)  # (B,)
     logits = model.decode_all(enc, src_tokens, lengths)  # (B, T, V)
-    tokens = _token_lprobs(logits, (pad_id, bos_id, eos_id)).argmax(dim=-1)  # (B, T)
+    tokens, _ = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=False)  # (B, T)
     return [
         ctc_collapse(tokens[i, : int(n)].tolist(), blank_id) for i, n in enumerate(lengths.tolist())
     ]
