@@ -24,7 +24,7 @@ def test_nat_group_ci(tmp_path: Path) -> None:
     assert sorted(nat["rows"]) == sorted(ROWS)
     for row in nat["rows"].values():
         for key in ("bleu", "chrf", "empty_share", "repeated_share", "length_ratio",
-                    "sentences_per_s"):  # fmt: skip
+                    "sentences_per_s", "batch1_sentences_per_s"):  # fmt: skip
             assert math.isfinite(row[key]) and row[key] >= 0
     assert all(nat["rows"][r]["updates"] == 6 for r in ROWS if r != "ar")
     kd = tmp_path / "run" / "nat" / "distilled"
@@ -36,6 +36,6 @@ def test_nat_group_ci(tmp_path: Path) -> None:
     )  # --limit: the first 40 pairs of the 300, both sides
     ids = {c["id"] for c in res["claims"]}
     assert {"nat_ctc_over_ce", "nat_axe_over_ce", "nat_distilled_ctc_near_ar",
-            "nat_decoding_speed"} <= ids  # fmt: skip
+            "nat_decoding_speed", "nat_decoding_latency"} <= ids  # fmt: skip
     md = (tmp_path / "run" / "report.md").read_text()
     assert "Where latent alignments help" in md and "NAT-CTC (distilled)" in md
