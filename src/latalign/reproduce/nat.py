@@ -316,7 +316,7 @@ GROUP = ExperimentGroup(
     report=report,
     updates={
         "quick": {"student": 1200},
-        "multi30k": {"student": 1000},
+        "multi30k": {"student": 600},
         "paper": {"student": 100000},
         "ci": {"student": 6},
     },
