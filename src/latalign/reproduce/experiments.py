@@ -105,11 +105,16 @@ class Context:
         """What a finished result depends on (compared on reuse)."""
         return {
             "experiment": experiment,
-            # the description is documentation: editing it must not invalidate finished runs
-            "preset": {k: v for k, v in self.preset.to_dict().items() if k != "description"},
+            "preset": preset_settings(self.preset.to_dict()),
             "seed": self.seed,
             "data": self.data_dir,
         }
+
+
+def preset_settings(preset: dict[str, Any]) -> dict[str, Any]:
+    """A preset's fields without its description: documentation, not a setting, so editing it
+    must not invalidate finished runs (results saved before this rule still carry it)."""
+    return {k: v for k, v in preset.items() if k != "description"}
 
 
 def check_reusable(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -119,13 +124,10 @@ def check_reusable(directory: Path, spec: dict[str, Any]) -> dict[str, Any] | No
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    # compare as JSON (tuples in the preset come back as lists); results written before the
-    # preset's description left the spec still carry it: it is documentation, not a setting
+    # compare as JSON (tuples in the preset come back as lists)
     theirs = saved.get("spec")
     if isinstance(theirs, dict) and isinstance(theirs.get("preset"), dict):
-        theirs = theirs | {
-            "preset": {k: v for k, v in theirs["preset"].items() if k != "description"}
-        }
+        theirs = theirs | {"preset": preset_settings(theirs["preset"])}
     if theirs != json.loads(json.dumps(spec, default=_json_default)):
         raise ValueError(
             f"expected {directory} to hold this experiment with the same preset, seed and data; "
