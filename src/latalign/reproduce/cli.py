@@ -13,6 +13,9 @@ import time
 from collections.abc import Sequence
 
 from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
+from latalign.reproduce.records import Claim
+from latalign.reproduce.report import format_claims_table
+from latalign.reproduce.run import run_reproduction, validate_options
 
 EXIT_USAGE = 2
 
@@ -139,9 +142,6 @@ def command_line(options: ReproduceOptions) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Run the reproduction; print the claims table and where the report is."""
-    from latalign.reproduce.report import format_claims_table
-    from latalign.reproduce.run import run_reproduction, validate_options
-
     try:
         options = options_from_args(args)
         options.command = command_line(options)
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"latalign reproduce: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_claims_table(results["claims"]))
+    print(format_claims_table([Claim.from_json(c) for c in results["claims"]]))
     print(f"\nreport: {options.out}/report.md, {options.out}/report.html "
           f"({(time.monotonic() - t0) / 60:.1f} min)")  # fmt: skip
     return 0
