@@ -132,13 +132,10 @@ def test_ctc_versus_ce():
         an.summarize_ctc_versus_ce([], [], [])
 
 
-def test_first_below_and_floor():
+def test_first_below():
     hist = [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 0.05}, {"step": 30, "loss": 0.01}]
     assert an.first_below(hist, "loss", 0.1)["step"] == 20
     assert an.first_below(hist, "loss", 0.001) is None
-    assert an.loss_floor(30) == pytest.approx(-2 * math.log(0.5) / 30)
-    with pytest.raises(ValueError):
-        an.loss_floor(0)
 
 
 def test_paths_helpers():

@@ -305,14 +305,6 @@ def summarize_ctc_versus_ce(ctc: Sequence[float], ce: Sequence[float], repeats: 
     }
 
 
-def loss_floor(mean_length: float) -> float:
-    """The exploit's floor per token (nats): the last prediction scores two targets, so each
-    sentence pays at least ``−2·log(0.5)``; divided by the mean target length (eos included)."""
-    if mean_length <= 0:
-        raise ValueError(f"expected a positive mean length; found {mean_length}")
-    return 2.0 * LOG2 / mean_length
-
-
 def loss_floor_check(
     losses: Sequence[float],
     targets: Sequence[Sequence[int]],

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import latalign.reproduce.analysis as an
-from latalign.reproduce.records import Claim, ClaimSpec, ExperimentResult, Results
+from latalign.reproduce.records import Claim, ClaimSpec, ExperimentResult, MapResult, Results
 from latalign.reproduce.render import num, pct, tokens
 
 CTC_IS_CE = ClaimSpec(
@@ -145,17 +145,30 @@ CONSTANT_ALIGNMENT = ClaimSpec(
 )  # fmt: skip
 
 
-def constant_alignment(r: Results) -> Claim:
-    a = r.paper().get("axe")
+def _path_claim(
+    spec: ClaimSpec,
+    r: Results,
+    name: str,
+    share: str,
+    what: str,
+    text: Callable[[dict[str, Any]], str],
+    keys: tuple[str, ...],
+) -> Claim:
+    """A claim on the best paths of experiment ``name``: ✓ when ``paths[share]`` ≥ 0.9;
+    ``text(paths)`` says what was measured, ``keys`` of the paths are its values."""
+    a = r.paper().get(name)
     if a is None or a.analysis is None or a.analysis.paths is None:
-        return CONSTANT_ALIGNMENT.not_run(["axe"])
+        return spec.not_run([name])
     p = a.analysis.paths
-    return CONSTANT_ALIGNMENT.measured(
-        f"{pct(p['degenerate_share'])} of the sentences",
-        a.analysis.sample("best AXE path under teacher forcing"),
-        {"degenerate_share": p["degenerate_share"], "n_sentences": p["n_sentences"]},
-        p["degenerate_share"] >= 0.9,
-    )  # fmt: skip
+    return spec.measured(text(p), a.analysis.sample(what), {k: p[k] for k in keys},
+                         p[share] >= 0.9)  # fmt: skip
+
+
+def constant_alignment(r: Results) -> Claim:
+    return _path_claim(CONSTANT_ALIGNMENT, r, "axe", "degenerate_share",
+                       "best AXE path under teacher forcing",
+                       lambda p: f"{pct(p['degenerate_share'])} of the sentences",
+                       ("degenerate_share", "n_sentences"))  # fmt: skip
 
 
 COPIES_INPUT = ClaimSpec(
@@ -164,14 +177,17 @@ COPIES_INPUT = ClaimSpec(
 )  # fmt: skip
 
 
+def _copy_probability(r: Results, name: str) -> float | None:
+    """Experiment ``name``'s mean ``p_j(input_j)`` (None when it did not run)."""
+    x = r.paper().get(name)
+    return x.analysis.copy_probability if x is not None and x.analysis is not None else None
+
+
 def copies_input(r: Results) -> Claim:
-    e = r.paper()
-    a = e.get("axe")
-    if a is None or a.analysis is None:
+    cp, ce_cp = _copy_probability(r, "axe"), _copy_probability(r, "ce")
+    a = r.paper().get("axe")
+    if cp is None or a is None or a.analysis is None:
         return COPIES_INPUT.not_run(["axe"])
-    cp = a.analysis.copy_probability
-    ce = e.get("ce")
-    ce_cp = ce.analysis.copy_probability if ce is not None and ce.analysis is not None else None
     return COPIES_INPUT.measured(
         f"mean p_j(y_(j−1)) = {num(cp)} over {a.analysis.copy_positions} positions (cross "
         f"entropy model: {num(ce_cp)})",
@@ -226,18 +242,14 @@ CAUSAL_TRIVIAL = ClaimSpec(
 )  # fmt: skip
 
 
-def causal_trivial(r: Results) -> Claim:
-    a = r.paper().get("causal_axe")
-    if a is None or a.analysis is None or a.analysis.paths is None:
-        return CAUSAL_TRIVIAL.not_run(["causal_axe"])
-    p = a.analysis.paths
+def _trivial_text(p: dict[str, Any]) -> str:
     others = "; ".join(f"{o['summary']} ({o['count']})" for o in p["other_paths"][:3])
-    return CAUSAL_TRIVIAL.measured(
-        f"{pct(p['trivial_share'])} trivial; others: {others or 'none'}",
-        a.analysis.sample("best causal AXE path"),
-        {"trivial_share": p["trivial_share"], "other_paths": p["other_paths"]},
-        p["trivial_share"] >= 0.9,
-    )  # fmt: skip
+    return f"{pct(p['trivial_share'])} trivial; others: {others or 'none'}"
+
+
+def causal_trivial(r: Results) -> Claim:
+    return _path_claim(CAUSAL_TRIVIAL, r, "causal_axe", "trivial_share", "best causal AXE path",
+                       _trivial_text, ("trivial_share", "other_paths"))  # fmt: skip
 
 
 CE_TRANSLATES = ClaimSpec(
@@ -320,9 +332,7 @@ MAP_IS_CE = ClaimSpec(
 )  # fmt: skip
 
 
-def _map_sample(r: Results) -> str:
-    m = r.map
-    assert m is not None
+def _map_sample(m: MapResult) -> str:
     ref = next(x for x in m.rows if x.key == m.reference)
     n_eval, n_test = ref.n_test_sentences, ref.n_test
     decoded = (
@@ -349,7 +359,7 @@ def theorem_map(r: Results) -> Claim:
         f"{m.informative_agree}/{m.informative} informative objectives agree "
         f"({n_deg} predicted degenerate, {len(info) - n_deg} healthy)"
         + (f"; disagree: {', '.join(bad)}" if bad else ""),
-        _map_sample(r),
+        _map_sample(m),
         {"informative": m.informative, "informative_agree": m.informative_agree,
          "disagree": bad, "n_objectives": len(m.rows)},
         (not bad) if info else None,
@@ -374,7 +384,7 @@ def map_is_ce(r: Results) -> Claim:
         f"{len(triv)}/{len(m.rows)} objectives (the reference {m.reference} among them): "
         f"max |valid loss − valid CE| = {num(worst, 6)} nats/token; {healthy}/{len(triv)} "
         "measured healthy (agreement by construction, not evidence for the theorem)",
-        _map_sample(r), {"n": len(triv), "max_abs_diff": worst, "healthy": healthy},
+        _map_sample(m), {"n": len(triv), "max_abs_diff": worst, "healthy": healthy},
         worst is not None and worst < 1e-3,
     )  # fmt: skip
 

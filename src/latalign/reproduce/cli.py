@@ -12,10 +12,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
+from latalign.reproduce.presets import PRESETS, ReproduceOptions
 from latalign.reproduce.records import Claim
 from latalign.reproduce.report import format_claims_table
-from latalign.reproduce.run import run_reproduction, validate_options
+from latalign.reproduce.run import known_experiments, run_reproduction, validate_options
 
 EXIT_USAGE = 2
 
@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--experiments", default=None,
-        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} and the experiment groups "
-        "(nat, beyond_tf when installed) (default: the preset's)",
+        help=f"comma-separated subset of: {', '.join(known_experiments())} (default: the "
+        "preset's)",
     )  # fmt: skip
     parser.add_argument(
         "--map-objectives", default=None,

@@ -4,7 +4,8 @@ beam-5 baseline (issue 10, docs/nat.md).
 
 Rows: ``ar`` (the ``ce`` experiment's model, beam 5: the teacher), ``nat_ce``, ``nat_axe``,
 ``nat_ctc``, each ``raw`` (trained on the reference translations) and ``distilled`` (trained
-on the teacher's beam-5 translations of the same source sentences, :mod:`.distill`). Columns:
+on the teacher's beam-5 translations of the same source sentences, distilled by
+:func:`latalign.reproduce.trained.distill_training_set`). Columns:
 BLEU, chrF, empty share, repeated-token share (share of output words equal to the word before
 them, NAT's repetition symptom), length ratio, decoding sentences/s (the same test sentences,
 the same batch size, one process; AR with beam 5, NAT in one pass with its length beam or CTC
@@ -12,8 +13,8 @@ collapse; the fastest of ``TIMING_REPEATS`` decodings) — throughput — and se
 batch 1 on the first ``LATENCY_SENTENCES`` of them — latency, how the NAT papers report their
 speed-ups. On a CPU throughput is compute-bound: AR beam 5 pushes about 5 × (output length)
 decoder rows per sentence through the output projection, NAT-CTC 2 × (source length) in one
-pass, so its throughput ratio stays near 2-4×; at batch 1 the AR decoder's ~T sequential
-steps are small and latency-bound, where one NAT pass gains most.
+pass, which bounds its throughput ratio; at batch 1 the AR decoder's ~T sequential steps are
+small and latency-bound, where one NAT pass gains most.
 
 The teacher is the ``ce`` experiment, or in presets with a cross-entropy recipe
 (:data:`TEACHER`: ``multi30k``) the ``baseline`` experiment: the stack's real CE model, which

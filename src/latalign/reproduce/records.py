@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -344,6 +343,3 @@ class Results:
             out["map"] = self.map.to_json()
         return out | {"meta": self.meta, "claims": to_json(self.claims)}
 
-
-#: how a group turns its saved JSON back into its record (``dict`` for plain results)
-Decoder = Callable[[dict[str, Any]], Any]

@@ -21,6 +21,19 @@ CLAIM_SECTIONS = (
 )  # fmt: skip
 
 
+#: the figures after the test-set table: (figure id, section heading or None, caption)
+FIGURE_SECTIONS = (
+    ("fig2", "Figure 2: loss curves", "training and validation loss (nats/token) against "
+     "updates, AXE next to cross entropy; grey vertical lines are epoch ends"),
+    ("fig3", "Figure 3: the chosen alignment", "AXE model, validation sentences: targets, α(i) "
+     "(1-based prediction positions scoring y_i), and the top-4 predictions of each p_j (red: "
+     "the top prediction of a position used by the path)"),
+    ("heatmap", None, "p_j(y_i) with the best path (red squares)"),
+    ("tying", "Finding: tying the output layer makes the collapse nearly free",
+     "AXE training loss with tied and separate output layers"),
+)  # fmt: skip
+
+
 def claims_by_section(claims: Sequence[Claim]) -> list[tuple[str, list[Claim]]]:
     """The claims split into :data:`CLAIM_SECTIONS` (in order; rows keep their order)."""
     return [(head, [c for c in claims if c.kind in kinds]) for head, kinds in CLAIM_SECTIONS]
@@ -100,21 +113,9 @@ def paper_blocks(results: Results, out: Path) -> list[Block]:
                   "teacher forcing (a degenerate model has a tiny loss and a huge CE)."))  # fmt: skip
         if "bleu" in figures:
             b.append(("img", figures["bleu"], "BLEU and empty-output share per experiment"))
-    if "fig2" in figures:
-        b.append(("h", 2, "Figure 2: loss curves"))
-        b.append(("img", figures["fig2"], "training and validation loss (nats/token) against "
-                  "updates, AXE next to cross entropy; grey vertical lines are epoch ends"))  # fmt: skip
-    if "fig3" in figures:
-        b.append(("h", 2, "Figure 3: the chosen alignment"))
-        b.append(("img", figures["fig3"], "AXE model, validation sentences: targets, α(i) "
-                  "(1-based prediction positions scoring y_i), and the top-4 predictions of each "
-                  "p_j (red: the top prediction of a position used by the path)"))  # fmt: skip
-    if "heatmap" in figures:
-        b.append(("img", figures["heatmap"], "p_j(y_i) with the best path (red squares)"))
-    if "tying" in figures:
-        b.append(("h", 2, "Finding: tying the output layer makes the collapse nearly free"))
-        b.append(("img", figures["tying"], "AXE training loss with tied and separate output "
-                  "layers"))  # fmt: skip
+    for key, heading, caption in FIGURE_SECTIONS:
+        if key in figures:
+            b += ([("h", 2, heading)] if heading else []) + [("img", figures[key], caption)]
     d = e.get("doubled_ctc")
     if d is not None:
         cp = d.analysis.copy_probability if d.analysis is not None else None

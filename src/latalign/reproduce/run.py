@@ -224,7 +224,7 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
     old_numba = set_numba_threads(ctx.threads)
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
-    flush = torch.set_flush_denormal(True)  # denormals made CE training ~10x slower on CPU
+    flush = torch.set_flush_denormal(True)  # denormals slow CPU training (docs/reproduce.md)
     t0 = time.monotonic()
     results = Results()
     try:
