@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import latalign as la
+import latalign.reproduce.analysis as an
 from latalign.align.bruteforce import enumerate_paths
-from latalign.reproduce import analysis as an
-from latalign.reproduce.experiments import all_map_objectives, objective_key, parse_objective_key
+from latalign.reproduce.analysis import all_map_objectives, objective_key, parse_objective_key
 from latalign.translate.doubled import ctc_collapse, double_inputs
 
 A, CT, CP, D = la.OPERATORS
@@ -103,14 +103,18 @@ def test_degenerate_path_detected_on_figure3():
     assert an.path_summary(causal[0].operators) != an.path_summary(an.degenerate_path(L))
 
 
-def test_copy_probability():
+def test_input_copy_probability():
     target = [5, 6, 7, 2]
-    prev = torch.tensor([[1, 5, 6, 7, 0]])
+    prev = torch.tensor([[1, 5, 6, 7, 0]])  # bos y1 y2 y3 pad
     logits = torch.cat([_figure3_logits(target), torch.zeros(1, 12)])[None]  # padded row
-    s, n = an.copy_probability(logits, prev, torch.tensor([4]))
-    assert n == 3  # positions 2..L
+    s, n = an.input_copy_probability(logits, prev, pad_id=0, bos_id=1)
+    assert n == 3  # positions 2..L: the inputs that are target tokens
     # positions 2, 3 copy with p ≈ 1; the last splits 0.5 / 0.5
     assert s / n == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-3)
+    # doubled inputs (bos bos y1 y1 …): every target-token position counts, bos and pad not
+    doubled = double_inputs(prev)
+    s, n = an.input_copy_probability(torch.zeros(1, 10, 12), doubled, pad_id=0, bos_id=1)
+    assert n == 6 and s == pytest.approx(6 / 12)
 
 
 def test_ctc_versus_ce():
@@ -128,13 +132,10 @@ def test_ctc_versus_ce():
         an.summarize_ctc_versus_ce([], [], [])
 
 
-def test_first_below_and_floor():
+def test_first_below():
     hist = [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 0.05}, {"step": 30, "loss": 0.01}]
     assert an.first_below(hist, "loss", 0.1)["step"] == 20
     assert an.first_below(hist, "loss", 0.001) is None
-    assert an.loss_floor(30) == pytest.approx(-2 * math.log(0.5) / 30)
-    with pytest.raises(ValueError):
-        an.loss_floor(0)
 
 
 def test_paths_helpers():

@@ -1,4 +1,4 @@
-"""The closing-question group (reproduce/beyond_tf.py): predictions, outcome rule, answer,
+"""The closing-question group (reproduce/beyond_tf*.py): predictions, outcome rule, answer,
 and one run of the group on the ci preset."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from latalign.reproduce import beyond_tf as bt
+import latalign.reproduce.beyond_tf_rules as bt
 from latalign.reproduce.analysis import degenerate_path, predict_objective
+from latalign.reproduce.beyond_tf_report import FIGURE
 
 
 def test_predictions_cover_every_regime_and_criterion():
@@ -44,9 +45,12 @@ def test_shifted_copy_path():
 
 
 def _row(regime, criterion, bleu, empty, phase="finetune", kind=None, deg=0.0):
-    return {"phase": phase, "regime": regime, "kind": kind or regime, "criterion": criterion,
-            "bleu": bleu, "empty_share": empty, "updates": 10, "degenerate_share": deg,
-            "copy_path_share": deg}  # fmt: skip
+    return bt.RegimeRow(phase=phase, regime=regime, label=regime, kind=kind or regime,
+                        criterion=criterion, updates=10, init=None, bleu=bleu, chrf=0.0,
+                        empty_share=empty, n_test=10, beam=5, degenerate_share=deg,
+                        copy_path_share=deg, trivial_share=0.0, copy_probability=0.0,
+                        n_valid=10, valid_ce=None, valid_loss=None,
+                        final_train_loss=None)  # fmt: skip
 
 
 def test_outcome_rule():
@@ -78,9 +82,8 @@ def _table():
 
 
 def test_classify_and_answer_are_computed_from_the_numbers():
-    rows = _table()
-    bt.classify(rows)
-    got = {(r["phase"], r["regime"], r["criterion"]): (r["measured"], r["holds"]) for r in rows}
+    rows = bt.classify(_table())
+    got = {(r.phase, r.regime, r.criterion): (r.measured, r.holds) for r in rows}
     assert got[("scratch", "teacher_forcing", "axe")] == ("collapses", True)
     assert got[("scratch", "free_running", "axe")] == ("no collapse", True)
     assert got[("finetune", "teacher_forcing", "axe")] == ("ties CE", False)
@@ -92,13 +95,16 @@ def test_classify_and_answer_are_computed_from_the_numbers():
     assert "AXE × free_running 30.0 vs 20.0" in text
     assert "held in 2 of 2 runs" in text
     rows = _table()
-    rows[6]["bleu"] = 60.0  # now above teacher-forced CE (50 + max(1, 2.5))
-    bt.classify(rows)
-    assert bt.answer(rows).startswith("Yes, in this run: AXE × free_running 60.0 vs 50.0")
+    rows[6].bleu = 60.0  # now above teacher-forced CE (50 + max(1, 2.5))
+    assert bt.answer(bt.classify(rows)).startswith(
+        "Yes, in this run: AXE × free_running 60.0 vs 50.0"
+    )
     rows = _table()
-    rows[6]["bleu"] = 20.5
-    bt.classify(rows)
-    assert bt.answer(rows).startswith("None of them")
+    rows[6].bleu = 20.5
+    assert bt.answer(bt.classify(rows)).startswith("None of them")
+    # a latent row without its regime's CE row is not judged
+    lone = bt.classify([_row("free_running", "axe", 30.0, 0.0)])[0]
+    assert (lone.measured, lone.holds) == ("no CE row", None)
 
 
 def test_group_runs_on_the_ci_preset(tmp_path):
@@ -108,7 +114,7 @@ def test_group_runs_on_the_ci_preset(tmp_path):
                             progress=False, cache_dir=tmp_path / "cache",
                             updates={"beyond_tf.scratch": 3}, map_workers=1)  # fmt: skip
     res = run_reproduction(opts)
-    g = res["groups"]["beyond_tf"]
+    g = res["groups"]["beyond_tf"]  # the JSON of results.json
     assert g["regimes"] == list(bt.QUICK_REGIMES)
     scratch = [r for r in g["rows"] if r["phase"] == "scratch"]
     tuned = [r for r in g["rows"] if r["phase"] == "finetune"]
@@ -132,7 +138,7 @@ def test_group_runs_on_the_ci_preset(tmp_path):
     ids = [c["id"] for c in res["claims"]]
     assert "beyond_tf_answer" in ids and "beyond_tf_free_running" in ids
     md = (tmp_path / "run" / "report.md").read_text()
-    assert "### The closing question" in md and bt.FIGURE in md
-    assert (tmp_path / "run" / bt.FIGURE).is_file()
+    assert "### The closing question" in md and FIGURE in md
+    assert (tmp_path / "run" / FIGURE).is_file()
     saved = json.loads((tmp_path / "run" / "beyond_tf" / "result.json").read_text())
     assert saved["result"]["answer"] == g["answer"]

@@ -1,21 +1,31 @@
-"""The claims table on synthetic results dicts: every criterion, including ✗ and undecided.
+"""The claims table on hand-built typed results: every criterion, including ✗ and undecided.
 
-Each helper builds only the fields ``build_claims`` reads; a test changes one number and
-checks the verdict and the text that explains it.
+Each helper builds only what the claims read; a test changes one number and checks the
+verdict and the text that explains it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
 import torch
 
 import latalign as la
-from latalign.reproduce import analysis as an
-from latalign.reproduce.experiments import classify_map
-from latalign.reproduce.report import build_claims, claim_row, format_claims_table
+import latalign.reproduce.analysis as an
+from latalign.reproduce.claims import PAPER_CLAIMS, paper_claims
+from latalign.reproduce.records import (
+    Analysis,
+    Claim,
+    ExperimentResult,
+    MapRow,
+    Results,
+    TestScores,
+)
+from latalign.reproduce.report import format_claims_table
+from latalign.reproduce.theorem_map import classify_map
 
 LOG2 = math.log(2)
 A, CT, CP, D = la.OPERATORS
@@ -23,8 +33,8 @@ BLANK = 4
 
 
 def _test(bleu=50.0, empty=0.0, n=200, total=200, beam=5):
-    return {"bleu": bleu, "chrf": 60.0, "empty_share": empty, "n_sentences": n, "n_test": total,
-            "beam": beam}  # fmt: skip
+    return TestScores(bleu=bleu, chrf=60.0, empty_share=empty, n_sentences=n, n_test=total,
+                      beam=beam)  # fmt: skip
 
 
 def _floor(loss_ratio=1.05, n=200, mean_len=15.0, below=0):
@@ -38,15 +48,14 @@ def _floor(loss_ratio=1.05, n=200, mean_len=15.0, below=0):
 
 
 def _analysis(n=200, total=200, **kw):
-    out = {"n_sentences": n, "n_valid": total, "mean_target_length": 15.0,
-           "copy_probability": 0.97, "copy_positions": 2800,
-           "ctc_vs_ce": {"n_sentences": n, "max_abs_diff": 1e-12, "repeat_count": 3,
-                         "repeat_share": 3 / n, "repeat_infinite": 3},
-           "paths": {"n_sentences": n, "degenerate_share": 1.0, "trivial_share": 0.0,
-                     "other_paths": []},
-           "floor": _floor()}  # fmt: skip
-    out.update(kw)
-    return out
+    base = dict(n_sentences=n, n_valid=total, mean_target_length=15.0, copy_probability=0.97,
+                copy_positions=2800,
+                ctc_vs_ce={"n_sentences": n, "max_abs_diff": 1e-12, "repeat_count": 3,
+                           "repeat_share": 3 / n, "repeat_infinite": 3},
+                paths={"n_sentences": n, "degenerate_share": 1.0, "trivial_share": 0.0,
+                       "other_paths": []},
+                floor=_floor())  # fmt: skip
+    return Analysis(**(base | kw))
 
 
 def _crossing(step, per_epoch=154, per_update=1000.0):
@@ -55,44 +64,39 @@ def _crossing(step, per_epoch=154, per_update=1000.0):
 
 
 def _experiment(updates=300, per_epoch=154, per_update=1000.0, cross=120, valid=0.09, **kw):
-    return {"updates": updates, "updates_per_epoch": per_epoch,
-            "target_tokens_per_update": per_update, "epoch_target_tokens": per_epoch * per_update,
-            "first_train_below_0.1": None if cross is None else _crossing(cross, per_epoch,
-                                                                           per_update),
-            "first_valid_below_0.1": None if cross is None else _crossing(cross, per_epoch,
-                                                                           per_update),
-            "final_train_loss": 0.1, "final_valid_loss": valid, "final_valid_ce": 10.0,
-            "train_curve": [[10, 3.0], [updates, 0.08]], "test": _test(bleu=0.0, empty=1.0),
-            "analysis": _analysis()} | kw  # fmt: skip
+    crossing = None if cross is None else _crossing(cross, per_epoch, per_update)
+    base = dict(name="x", criterion="x", updates=updates, updates_per_epoch=per_epoch,
+                target_tokens_per_update=per_update, epoch_target_tokens=per_epoch * per_update,
+                first_train_below=crossing, first_valid_below=crossing, final_train_loss=0.1,
+                final_valid_loss=valid, final_valid_ce=10.0,
+                train_curve=[[10, 3.0], [updates, 0.08]], test=_test(bleu=0.0, empty=1.0),
+                analysis=_analysis(), seconds={"train": 1.0, "eval": 1.0})  # fmt: skip
+    return ExperimentResult(**(base | kw))
 
 
 def _map_row(ops, agg, causal, loss, ce, bleu=0.5, empty=0.0):
-    key = f"{'+'.join(ops)}/{agg}/{'causal' if causal else 'noncausal'}"
     p = an.predict_objective(ops, causal)
-    return {"key": key, "operators": list(ops), "aggregate": agg, "causal": causal,
-            "updates": 140, "final_valid_loss": loss, "final_valid_ce": ce, "bleu": bleu,
-            "empty_share": empty, "n_test_sentences": 100, "n_test": 200,
-            "predicted": "degenerate" if p.degenerate else "healthy",
-            "prediction_note": p.note(), "only_trivial_path": p.only_trivial_path}  # fmt: skip
+    return MapRow(key=an.objective_key(ops, agg, causal), operators=list(ops), aggregate=agg,
+                  causal=causal, updates=140, final_valid_loss=loss, final_valid_ce=ce,
+                  final_train_loss=loss, bleu=bleu, chrf=1.0, empty_share=empty,
+                  n_test_sentences=100, n_test=200,
+                  predicted="degenerate" if p.degenerate else "healthy",
+                  prediction_note=p.note(), only_trivial_path=p.only_trivial_path,
+                  seconds=1.0)  # fmt: skip
 
 
 def _map(ref_bleu=0.6, swap=None):
     """All 32 objectives measured as the theory says (a copying model: tiny loss, CE ≈ 10
     against the reference's 2.57); ``swap`` = a key measured the other way."""
     rows = []
-    for causal in (False, True):
-        for ops in an.operator_subsets():
-            for agg in ("sum", "max"):
-                deg = an.predict_objective(ops, causal).degenerate
-                key = f"{'+'.join(ops)}/{agg}/{'causal' if causal else 'noncausal'}"
-                if key == swap:
-                    deg = not deg
-                if deg:
-                    rows.append(_map_row(ops, agg, causal, 0.1, 10.0, 0.0, 0.0))
-                else:
-                    rows.append(_map_row(ops, agg, causal, 2.57, 2.57, ref_bleu, 0.0))
-    rows.sort(key=lambda r: r["key"] != "align/sum/noncausal")  # the reference first
-    return {"rows": rows, **classify_map(rows)}
+    for key in an.all_map_objectives():
+        ops, agg, causal = an.parse_objective_key(key)
+        deg = an.predict_objective(ops, causal).degenerate != (key == swap)
+        if deg:
+            rows.append(_map_row(ops, agg, causal, 0.1, 10.0, 0.0, 0.0))
+        else:
+            rows.append(_map_row(ops, agg, causal, 2.57, 2.57, ref_bleu, 0.0))
+    return classify_map(rows)
 
 
 def _results(preset=None, **experiments):
@@ -107,25 +111,27 @@ def _results(preset=None, **experiments):
         "doubled_ctc": _experiment(valid=0.01, test=_test(0.0, 1.0, beam=1)),
     }  # fmt: skip
     e.update(experiments)
-    return {"experiments": {k: v for k, v in e.items() if v is not None}, "map": _map(),
-            "meta": {"preset": preset or {"name": "quick", "baseline_min_bleu": 10.0,
-                                          "baseline_recipe": None}}}  # fmt: skip
+    e = {k: v for k, v in e.items() if v is not None}
+    meta = {"preset": preset or {"name": "quick", "baseline_min_bleu": 10.0,
+                                 "baseline_recipe": None}}  # fmt: skip
+    return Results(experiments=e | {"map": _map()}, meta=meta)
 
 
 def _by_id(results):
-    return {c["id"]: c for c in build_claims(results)}
+    return {c.id: c for c in paper_claims(results)}
 
 
 def test_all_pass_on_the_paper_picture():
     c = _by_id(_results())
+    assert list(c) == [f.__name__ for f in PAPER_CLAIMS]  # one function per claim, in order
     for cid, row in c.items():
-        assert row["passed"] is (None if cid == "tying" else True), (cid, row["measured"])
-        assert row["sample"] and row["sample"] != "—", cid
-    assert c["ctc_is_ce"]["kind"] == "construction" and c["map_is_ce"]["kind"] == "construction"
-    assert c["tying"]["kind"] == "finding" and c["loss_floor"]["kind"] == "behaviour"
-    assert c["axe_empty"]["sample"] == "200 test sentences (all), beam 5"
-    assert c["constant_alignment"]["sample"].startswith("200 validation sentences (all)")
-    text = format_claims_table(build_claims(_results()))
+        assert row.passed is (None if cid == "tying" else True), (cid, row.measured)
+        assert row.sample and row.sample != "—", cid
+    assert c["ctc_is_ce"].kind == "construction" and c["map_is_ce"].kind == "construction"
+    assert c["tying"].kind == "finding" and c["loss_floor"].kind == "behaviour"
+    assert c["axe_empty"].sample == "200 test sentences (all), beam 5"
+    assert c["constant_alignment"].sample.startswith("200 validation sentences (all)")
+    text = format_claims_table(paper_claims(_results()))
     behaviour, construction = text.split("== Properties")
     assert "CTC with m = n" in construction and "CTC with m = n" not in behaviour
 
@@ -134,26 +140,24 @@ def test_near_zero_two_verdicts():
     # crossing at update 190 of 154 per epoch, 190k tokens: ✗ here, ✓ in the paper's epoch
     r = _results(axe=_experiment(cross=190))
     c = _by_id(r)
-    assert c["axe_near_zero"]["passed"] is False
-    assert c["axe_near_zero_paper_epoch"]["passed"] is True
-    assert "at update 190 (epoch 1.23, ≈190k target tokens" in c["axe_near_zero"]["measured"]
+    assert c["axe_near_zero"].passed is False
+    assert c["axe_near_zero_paper_epoch"].passed is True
+    assert "at update 190 (epoch 1.23, ≈190k target tokens" in c["axe_near_zero"].measured
     # 4,000 tokens per update: update 1,000 = 4M tokens > 3.9M, within this corpus's epoch
     c = _by_id(_results(axe=_experiment(updates=1500, per_epoch=1200, per_update=4000.0,
                                         cross=1000)))  # fmt: skip
-    assert c["axe_near_zero"]["passed"] is True
-    assert c["axe_near_zero_paper_epoch"]["passed"] is False
+    assert c["axe_near_zero"].passed is True
+    assert c["axe_near_zero_paper_epoch"].passed is False
     # never crossed, the run shorter than both epochs: undecided (—), not ✗
     c = _by_id(_results(axe=_experiment(updates=100, cross=None)))
-    assert c["axe_near_zero"]["passed"] is None and c["axe_near_zero_paper_epoch"]["passed"] is None
+    assert c["axe_near_zero"].passed is None and c["axe_near_zero_paper_epoch"].passed is None
     # never crossed after 2 epochs here: ✗ here; the paper's epoch not reached: undecided
     c = _by_id(_results(axe=_experiment(updates=308, cross=None)))
-    assert c["axe_near_zero"]["passed"] is False
-    assert c["axe_near_zero_paper_epoch"]["passed"] is None
+    assert c["axe_near_zero"].passed is False
+    assert c["axe_near_zero_paper_epoch"].passed is None
     # crossed in time, but the final validation loss is not near zero: ✗ both
     c = _by_id(_results(axe=_experiment(cross=100, valid=0.5)))
-    assert (
-        c["axe_near_zero"]["passed"] is False and c["axe_near_zero_paper_epoch"]["passed"] is False
-    )
+    assert c["axe_near_zero"].passed is False and c["axe_near_zero_paper_epoch"].passed is False
 
 
 @pytest.mark.parametrize(("ratio", "passed"), [(1.0, True), (1.9, True), (0.95, False),
@@ -161,42 +165,47 @@ def test_near_zero_two_verdicts():
 def test_loss_floor_verdict_without_slack(ratio, passed):
     a = _analysis(floor=_floor(loss_ratio=ratio, below=12 if ratio < 1 else 0))
     c = _by_id(_results(axe=_experiment(analysis=a)))["loss_floor"]
-    assert c["passed"] is passed
+    assert c.passed is passed
     if ratio < 1:  # below the floor: says which sentences and paths
-        assert "12 sentences cost less than 2·log 2" in c["measured"]
-        assert "trivial (12)" in c["measured"]
+        assert "12 sentences cost less than 2·log 2" in c.measured
+        assert "trivial (12)" in c.measured
 
 
 def test_map_informative_and_by_construction():
     c = _by_id(_results())
-    assert c["theorem_map"]["measured"].startswith("12/12 informative objectives agree")
-    assert "(6 predicted degenerate, 6 healthy)" in c["theorem_map"]["measured"]
-    assert c["map_is_ce"]["measured"].startswith("20/32 objectives")
-    assert "greedy decoding of 100 of 200 test sentences" in c["theorem_map"]["sample"]
+    assert c["theorem_map"].measured.startswith("12/12 informative objectives agree")
+    assert "(6 predicted degenerate, 6 healthy)" in c["theorem_map"].measured
+    assert c["map_is_ce"].measured.startswith("20/32 objectives")
+    assert "greedy decoding of 100 of 200 test sentences" in c["theorem_map"].sample
     # one informative objective measured the other way: ✗, named
     bad = "align+clone_prediction+delimiter/max/causal"
     r = _results()
-    r["map"] = _map(swap=bad)
+    r.experiments["map"] = _map(swap=bad)
     c = _by_id(r)
-    assert c["theorem_map"]["passed"] is False and bad in c["theorem_map"]["measured"]
+    assert c["theorem_map"].passed is False and bad in c["theorem_map"].measured
     # a CE-by-construction objective measured degenerate does not count as informative
-    r["map"] = _map(swap="align+delimiter/sum/causal")
+    r.experiments["map"] = _map(swap="align+delimiter/sum/causal")
     c = _by_id(r)
-    assert c["theorem_map"]["passed"] is True
+    assert c["theorem_map"].passed is True
     # the construction row checks valid loss = valid CE for the trivial-path objectives
-    r["map"] = _map()
-    row = next(
-        x for x in r["map"]["rows"] if not x["informative"] and x["key"] != "align/sum/noncausal"
+    m = _map()
+    i = next(
+        k for k, x in enumerate(m.rows) if not x.informative and x.key != "align/sum/noncausal"
     )
-    row["final_valid_loss"] = row["final_valid_ce"] + 0.01
-    assert _by_id(r)["map_is_ce"]["passed"] is False
+    m.rows[i] = dataclasses.replace(m.rows[i], final_valid_loss=m.rows[i].final_valid_ce + 0.01)
+    r.experiments["map"] = m
+    assert _by_id(r)["map_is_ce"].passed is False
+    # without the map both rows say so
+    del r.experiments["map"]
+    c = _by_id(r)
+    assert c["theorem_map"].passed is None and "not run (needs map)" in c["map_is_ce"].measured
 
 
 def test_map_rule_without_bleu_when_the_reference_does_not_translate():
     m = _map(ref_bleu=0.6)
-    assert m["bleu_clause"] is False and "decides nothing" in m["rule"]
+    assert m.bleu_clause is False and "decides nothing" in m.rule
     m = _map(ref_bleu=30.0)
-    assert m["bleu_clause"] is True and "greedy BLEU < 0.5" in m["rule"]
+    assert m.bleu_clause is True and "greedy BLEU < 0.5" in m.rule
     # a copying model that still decodes something: only the CE clause catches it
     kw = dict(reference_loss=2.57, reference_bleu=0.6)
     assert an.classify_measured(0.1, 0.0, 0.05, **kw) == "healthy"  # BLEU decides nothing
@@ -211,29 +220,29 @@ def test_ce_translates_against_the_recipe():
     base = _experiment(cross=None, valid=2.0, test=_test(37.15, total=1000, n=1000),
                        source="finished run runs/m30k-40min")  # fmt: skip
     c = _by_id(_results(preset=preset, baseline=base))["ce_translates"]
-    assert c["passed"] is True and c["values"]["judged"] == ["baseline"]
-    assert c["sample"] == "1,000 test sentences (all), beam 5"
-    assert "finished run runs/m30k-40min" in c["measured"] and "BLEU ≥ 35" in c["criterion"]
+    assert c.passed is True and c.values["judged"] == ["baseline"]
+    assert c.sample == "1,000 test sentences (all), beam 5"
+    assert "finished run runs/m30k-40min" in c.measured and "BLEU ≥ 35" in c.criterion
     low = copy.deepcopy(base)
-    low["test"]["bleu"] = 17.7  # the 600-update CE of the old preset
-    assert _by_id(_results(preset=preset, baseline=low))["ce_translates"]["passed"] is False
+    low.test.bleu = 17.7  # the 600-update CE of the old preset
+    assert _by_id(_results(preset=preset, baseline=low))["ce_translates"].passed is False
     # the preset's CE alone does not decide it when the preset has a recipe
     c = _by_id(_results(preset=preset))["ce_translates"]
-    assert c["passed"] is None and "not run (needs baseline)" in c["measured"]
+    assert c.passed is None and "not run (needs baseline)" in c.measured
     # quick: judged on ce and label-smoothed CE with its own bar
     c = _by_id(_results(ce=_experiment(cross=None, valid=2.5, test=_test(9.0))))["ce_translates"]
-    assert c["passed"] is False
+    assert c.passed is False
 
 
 def test_other_claims_can_fail():
     bad = _analysis(copy_probability=0.5, paths={"n_sentences": 200, "degenerate_share": 0.4,
                                                  "trivial_share": 0.5, "other_paths": []})  # fmt: skip
     c = _by_id(_results(axe=_experiment(analysis=bad, test=_test(12.0, 0.1))))
-    assert c["copies_input"]["passed"] is False and c["constant_alignment"]["passed"] is False
-    assert c["axe_empty"]["passed"] is False
+    assert c["copies_input"].passed is False and c["constant_alignment"].passed is False
+    assert c["axe_empty"].passed is False
     ctc = _analysis()
-    ctc["ctc_vs_ce"] = dict(ctc["ctc_vs_ce"], max_abs_diff=0.3)
-    assert _by_id(_results(ctc=_experiment(analysis=ctc)))["ctc_is_ce"]["passed"] is False
+    ctc.ctc_vs_ce = dict(ctc.ctc_vs_ce, max_abs_diff=0.3)
+    assert _by_id(_results(ctc=_experiment(analysis=ctc)))["ctc_is_ce"].passed is False
 
 
 def test_samples_of_partial_and_older_results():
@@ -242,20 +251,36 @@ def test_samples_of_partial_and_older_results():
     a = _analysis(n=200, total=1014)
     r = _results(axe=_experiment(analysis=a, test=_test(0.0, 1.0, n=200, total=1000)))
     c = _by_id(r)
-    assert c["axe_empty"]["sample"] == "200 of 1,000 test sentences, beam 5"
-    assert c["constant_alignment"]["sample"].startswith("200 of 1,014 validation sentences")
-    old = _analysis()
-    del old["n_valid"]
-    t = _test(0.0, 1.0)
-    del t["n_test"]
+    assert c["axe_empty"].sample == "200 of 1,000 test sentences, beam 5"
+    assert c["constant_alignment"].sample.startswith("200 of 1,014 validation sentences")
+    old = Analysis.from_json({k: v for k, v in _analysis().to_json().items() if k != "n_valid"})
+    t = TestScores.from_json({k: v for k, v in _test(0.0, 1.0).to_json().items() if k != "n_test"})
     c = _by_id(_results(axe=_experiment(analysis=old, test=t)))
-    assert c["axe_empty"]["sample"] == "200 test sentences, beam 5"
-    assert c["constant_alignment"]["sample"].startswith("200 validation sentences,")
+    assert c["axe_empty"].sample == "200 test sentences, beam 5"
+    assert c["constant_alignment"].sample.startswith("200 validation sentences,")
 
 
-def test_claim_row_rejects_unknown_kind():
+def test_claim_rejects_unknown_kind_and_round_trips():
     with pytest.raises(ValueError, match="expected a claim kind"):
-        claim_row("x", "x", "x", "maybe", "x", "x", "x", {}, None)
+        Claim("x", "x", "x", "maybe", "x", "x", "x", {}, None)
+    for c in paper_claims(_results()):
+        assert Claim.from_json(c.to_json()) == c
+
+
+def test_results_round_trip_through_json():
+    """What results.json and result.json hold reads back into the same typed records (the
+    curve fields under their JSON names)."""
+    r = _results()
+    e = r.experiments["axe"]
+    saved = e.to_json()
+    assert saved["first_train_below_0.1"] == e.first_train_below and "final_valid_ce" in saved
+    assert ExperimentResult.from_json(saved) == e
+    m = r.map
+    assert type(m).from_json(m.to_json()) == m
+    out = r.to_json()
+    assert set(out["experiments"]) == {"ce", "ctc", "axe", "axe_untied", "causal_axe",
+                                       "doubled_ctc"} and out["groups"] == {}  # fmt: skip
+    assert len(out["map"]["rows"]) == 32
 
 
 # --------------------------------------------------------------------------- loss floor

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from latalign.reproduce import EXPERIMENTS, ReproduceOptions, run_reproduction
-from latalign.reproduce import cli as rcli
-from latalign.reproduce.report import FIGURES, MARK
+import latalign.reproduce.cli as rcli
+from latalign.reproduce import EXPERIMENTS, ReproduceOptions, run_reproduction, validate_options
+from latalign.reproduce.figures import FIGURES
+from latalign.reproduce.records import MARK, Claim, ExperimentResult, MapResult, Results
+from latalign.reproduce.report import claims_by_section, experiment_seconds
 
 MAP_SLICE = [
     "align+clone_prediction+delimiter/max/noncausal",
@@ -126,9 +128,7 @@ def test_report_matches_results(run):
     out, _, results, _ = run
     md = (out / "report.md").read_text()
     assert "nats" in md and "latalign reproduce --preset ci" in md
-    from latalign.reproduce.report import claims_by_section
-
-    parts = claims_by_section(results["claims"])
+    parts = claims_by_section([Claim.from_json(c) for c in results["claims"]])
     assert sum(len(rows) for _, rows in parts) == len(results["claims"])
     for head, claims in parts:  # two tables: behaviour (and findings), construction
         section = md.split("## " + head, 1)[1].split("\n## ", 1)[0]
@@ -137,10 +137,10 @@ def test_report_matches_results(run):
         assert len(rows) == len(claims)
         for line, c in zip(rows, claims):
             cells = [x.strip() for x in line.strip("|").split(" | ")]
-            assert cells[0] == MARK[c["passed"]]
-            assert cells[1] == c["claim"]
-            assert cells[3] == c["measured"].replace("|", "\\|")
-            assert cells[4] == c["sample"].replace("|", "\\|")
+            assert cells[0] == MARK[c.passed]
+            assert cells[1] == c.claim
+            assert cells[3] == c.measured.replace("|", "\\|")
+            assert cells[4] == c.sample.replace("|", "\\|")
     html = (out / "report.html").read_text()
     for c in results["claims"]:
         assert html_escape(c["claim"]) in html and html_escape(c["measured"]) in html
@@ -156,12 +156,21 @@ def test_rerun_reuses(run):
     assert {p: p.stat().st_mtime for p in out.rglob("checkpoint_last.pt")} == mtimes
     assert again["claims"] == results["claims"]
     # the rerun's wall time is its own; the experiments' time is the one they took when run
-    from latalign.reproduce.report import experiment_seconds
-
     assert again["meta"]["wall_seconds"] == pytest.approx(took, abs=5)
-    assert experiment_seconds(again) == pytest.approx(experiment_seconds(results))
-    assert experiment_seconds(results) > again["meta"]["wall_seconds"]
-    assert f"{experiment_seconds(again) / 60:.1f} min" in (out / "report.md").read_text()
+    saved = json.loads((out / "results.json").read_text())
+    typed = Results(experiments={k: ExperimentResult.from_json(v)
+                                 for k, v in saved["experiments"].items()}
+                    | {"map": MapResult.from_json(saved["map"])})  # fmt: skip
+    first_s, again_s = _seconds(results), _seconds(again)
+    assert again_s == pytest.approx(first_s) and first_s > again["meta"]["wall_seconds"]
+    assert experiment_seconds(typed) == pytest.approx(again_s)
+    assert f"{again_s / 60:.1f} min" in (out / "report.md").read_text()
+
+
+def _seconds(results: dict) -> float:
+    """Training + evaluation seconds in a results.json, summed by hand."""
+    total = sum(sum(r["seconds"].values()) for r in results["experiments"].values())
+    return total + sum(r["seconds"] for r in results["map"]["rows"])
 
 
 def test_resume_after_interruption(run):
@@ -243,7 +252,6 @@ def test_scale_and_updates_overrides(tmp_path):
 
 def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     from latalign.reproduce import PRESETS
-    from latalign.reproduce.run import validate_options
 
     parser = argparse.ArgumentParser()
     rcli.add_arguments(parser)
@@ -258,7 +266,7 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     assert "map" not in PRESETS["multi30k"].default_experiments
     from latalign.reproduce.run import default_experiments
 
-    quick = validate_options(ReproduceOptions(preset="quick"))[0]
+    quick = validate_options(ReproduceOptions(preset="quick"))
     builtin = [n for n in EXPERIMENTS if n != "baseline"]  # quick has no CE recipe to train
     assert quick == default_experiments("quick") and quick[: len(builtin)] == builtin
     with pytest.raises(ValueError, match="train"):  # empty data dir: refused, names the split
@@ -266,12 +274,12 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
     for split in ("train", "valid", "test"):
         for lang in ("de", "en"):
             (data / f"{split}.{lang}").write_text("ein satz\n" if lang == "de" else "a sentence\n")
-    names, _ = validate_options(opts)
+    names = validate_options(opts)
     assert [n for n in names if n in EXPERIMENTS] == [n for n in EXPERIMENTS if n != "map"]
     assert "baseline" in names  # the stack's CE recipe (configs/multi30k_small_40min.toml)
     assert names == default_experiments("multi30k")
     asked = rcli.options_from_args(parser.parse_args(["--data", str(data), "--experiments", "map"]))
-    assert validate_options(asked)[0] == ["map"]
+    assert validate_options(asked) == ["map"]
 
 
 def test_map_workers_do_not_change_results(run, tmp_path):

@@ -275,13 +275,13 @@ def test_doubled_ctc_trains_and_decodes_through_the_stack(tmp_path, tiny_config)
 
 def test_reproduce_passes_the_device_to_its_training(tmp_path):
     from latalign.reproduce.cli import command_line
-    from latalign.reproduce.experiments import train_config
+    from latalign.reproduce.context import train_config
     from latalign.reproduce.presets import ReproduceOptions
-    from latalign.reproduce.run import _context, validate_options
+    from latalign.reproduce.run import context_of, validate_options
 
     options = ReproduceOptions(out=tmp_path, preset="ci", device="cpu")
     validate_options(options)
-    ctx = _context(options)
+    ctx = context_of(options)
     assert train_config(ctx, tmp_path / "r", "ce", {}, 1).device == "cpu"
     assert "--device cpu" in command_line(options)
     with pytest.raises(ValueError, match="device"):

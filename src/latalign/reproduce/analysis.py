@@ -48,6 +48,41 @@ def operator_subsets() -> list[tuple[str, ...]]:
     return out
 
 
+#: the map's yardstick: cross entropy at m = n, trained as long as the other objectives
+MAP_REFERENCE = "align/sum/noncausal"
+
+
+def objective_key(operators: Sequence[str], aggregate: str, causal: bool) -> str:
+    """``"align+clone_prediction+delimiter/max/noncausal"``."""
+    return f"{'+'.join(operators)}/{aggregate}/{'causal' if causal else 'noncausal'}"
+
+
+def parse_objective_key(key: str) -> tuple[tuple[str, ...], str, bool]:
+    """Inverse of :func:`objective_key`; ``ValueError`` on a malformed key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[1] not in ("sum", "max") or parts[2] not in ("causal", "noncausal"):
+        raise ValueError(
+            f"expected a map objective like 'align+delimiter/sum/causal'; found {key!r}"
+        )
+    ops = tuple(parts[0].split("+"))
+    if ops not in operator_subsets():
+        raise ValueError(
+            f"expected an operator set containing align, in canonical order "
+            f"(align, clone_target, clone_prediction, delimiter); found {parts[0]!r}"
+        )
+    return ops, parts[1], parts[2] == "causal"
+
+
+def all_map_objectives() -> list[str]:
+    """The 32 objective keys: 8 operator sets × {sum, max} × {noncausal, causal}."""
+    return [
+        objective_key(ops, agg, causal)
+        for causal in (False, True)
+        for ops in operator_subsets()
+        for agg in ("sum", "max")
+    ]
+
+
 def _moves(operators: Iterable[str], causal: bool, n: int, i: int, j: int):
     """Moves out of cell ``(i, j)`` on the ``n × n`` grid: ``(op, (i2, j2), scored)`` where
     ``scored`` is the ``(target i2, prediction f)`` pair the move scores, or None (ε).
@@ -214,19 +249,19 @@ def path_shares(paths: Sequence[Sequence[str]], lengths: Sequence[int]) -> dict[
 # --------------------------------------------------------------------------- teacher forcing
 
 
-def copy_probability(
-    logits: torch.Tensor, prev_output_tokens: torch.Tensor, lengths: torch.Tensor
+def input_copy_probability(
+    logits: torch.Tensor, inputs: torch.Tensor, *, pad_id: int, bos_id: int
 ) -> tuple[float, int]:
-    """Sum of ``p_j(y_{j−1})`` over positions ``j = 2 … L`` (the input token at position
-    ``j`` is ``y_{j−1}``) and the number of such positions: ``(sum, count)``.
+    """Sum of ``p_j(input_j)`` over the positions whose decoder input is a token (not bos,
+    not pad) and the number of such positions: ``(sum, count)``. Under teacher forcing the
+    input at position ``j`` is ``y_{j−1}``, so this is the copy probability of §5.
 
-    logits (B, T, V) unnormalised; prev_output_tokens (B, T) ``bos y_1 … y_n``; lengths (B,)
-    ``L = n + 1``.
+    logits (B, T, V) unnormalised; inputs (B, T) the decoder input the logits were computed
+    from (``bos y_1 … y_n`` then pad under teacher forcing).
     """
     probs = torch.softmax(logits.float(), dim=-1)  # (B, T, V)
-    p_input = probs.gather(-1, prev_output_tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    pos = torch.arange(logits.size(1), device=logits.device)[None, :]
-    mask = (pos >= 1) & (pos < lengths[:, None])
+    p_input = probs.gather(-1, inputs.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    mask = inputs.ne(pad_id) & inputs.ne(bos_id)
     return float(p_input[mask].sum()), int(mask.sum())
 
 
@@ -268,14 +303,6 @@ def summarize_ctc_versus_ce(ctc: Sequence[float], ce: Sequence[float], repeats: 
         "repeat_share": rep / n,
         "repeat_infinite": sum(1 for a, r in zip(ctc, repeats) if r and math.isinf(a)),
     }
-
-
-def loss_floor(mean_length: float) -> float:
-    """The exploit's floor per token (nats): the last prediction scores two targets, so each
-    sentence pays at least ``−2·log(0.5)``; divided by the mean target length (eos included)."""
-    if mean_length <= 0:
-        raise ValueError(f"expected a positive mean length; found {mean_length}")
-    return 2.0 * LOG2 / mean_length
 
 
 def loss_floor_check(

@@ -12,7 +12,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from latalign.reproduce.presets import EXPERIMENTS, PRESETS, ReproduceOptions
+from latalign.reproduce.presets import PRESETS, ReproduceOptions
+from latalign.reproduce.records import Claim
+from latalign.reproduce.report import format_claims_table
+from latalign.reproduce.run import known_experiments, run_reproduction, validate_options
 
 EXIT_USAGE = 2
 
@@ -35,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--experiments", default=None,
-        help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} and the experiment groups "
-        "(nat, beyond_tf when installed) (default: the preset's)",
+        help=f"comma-separated subset of: {', '.join(known_experiments())} (default: the "
+        "preset's)",
     )  # fmt: skip
     parser.add_argument(
         "--map-objectives", default=None,
@@ -139,9 +142,6 @@ def command_line(options: ReproduceOptions) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Run the reproduction; print the claims table and where the report is."""
-    from latalign.reproduce.report import format_claims_table
-    from latalign.reproduce.run import run_reproduction, validate_options
-
     try:
         options = options_from_args(args)
         options.command = command_line(options)
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"latalign reproduce: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_claims_table(results["claims"]))
+    print(format_claims_table([Claim.from_json(c) for c in results["claims"]]))
     print(f"\nreport: {options.out}/report.md, {options.out}/report.html "
           f"({(time.monotonic() - t0) / 60:.1f} min)")  # fmt: skip
     return 0

@@ -4,7 +4,8 @@ beam-5 baseline (issue 10, docs/nat.md).
 
 Rows: ``ar`` (the ``ce`` experiment's model, beam 5: the teacher), ``nat_ce``, ``nat_axe``,
 ``nat_ctc``, each ``raw`` (trained on the reference translations) and ``distilled`` (trained
-on the teacher's beam-5 translations of the same source sentences, :mod:`.distill`). Columns:
+on the teacher's beam-5 translations of the same source sentences, distilled by
+:func:`latalign.reproduce.trained.distill_training_set`). Columns:
 BLEU, chrF, empty share, repeated-token share (share of output words equal to the word before
 them, NAT's repetition symptom), length ratio, decoding sentences/s (the same test sentences,
 the same batch size, one process; AR with beam 5, NAT in one pass with its length beam or CTC
@@ -12,8 +13,8 @@ collapse; the fastest of ``TIMING_REPEATS`` decodings) — throughput — and se
 batch 1 on the first ``LATENCY_SENTENCES`` of them — latency, how the NAT papers report their
 speed-ups. On a CPU throughput is compute-bound: AR beam 5 pushes about 5 × (output length)
 decoder rows per sentence through the output projection, NAT-CTC 2 × (source length) in one
-pass, so its throughput ratio stays near 2-4×; at batch 1 the AR decoder's ~T sequential
-steps are small and latency-bound, where one NAT pass gains most.
+pass, which bounds its throughput ratio; at batch 1 the AR decoder's ~T sequential steps are
+small and latency-bound, where one NAT pass gains most.
 
 The teacher is the ``ce`` experiment, or in presets with a cross-entropy recipe
 (:data:`TEACHER`: ``multi30k``) the ``baseline`` experiment: the stack's real CE model, which
@@ -35,14 +36,29 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latalign.reproduce import experiments as ex
+from latalign.reproduce.cells import subset
+from latalign.reproduce.context import Context, job_workers, run_jobs, train_config
 from latalign.reproduce.groups import ExperimentGroup, GroupRun
-from latalign.reproduce.report import claim_row
+from latalign.reproduce.records import Claim, ClaimSpec, Record, Results
+from latalign.reproduce.render import Block
+from latalign.reproduce.trained import (
+    Trained,
+    best_checkpoint,
+    distill_training_set,
+    last_checkpoint,
+    load_trained,
+    translate,
+)
+from latalign.translate.data import DataConfig
+from latalign.translate.metrics import evaluate_translations
+from latalign.translate.synthetic import write_synthetic
+from latalign.translate.train import train
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +71,41 @@ TIMING_REPEATS = 3  # decoding sentences/s: the fastest of this many decodings o
 LATENCY_SENTENCES = 100  # sentences decoded one at a time (batch 1) for the latency column
 #: the experiment whose model is the AR row and the distillation teacher (default ``ce``)
 TEACHER: dict[str, str] = {"multi30k": "baseline"}
+
+
+@dataclass
+class NatRow(Record):
+    """One row of the table: test scores (BLEU, chrF 0-100; shares in [0, 1]), decoding
+    speed (sentences/s at batch :data:`BATCH_SIZE`, and at batch 1 on ``batch1_sentences``)
+    and the student's updates (None for the AR teacher)."""
+
+    bleu: float
+    chrf: float
+    empty_share: float
+    repeated_share: float
+    length_ratio: float
+    sentences_per_s: float
+    decode_seconds: float
+    batch1_sentences_per_s: float | None = None  # None: written before the latency column
+    batch1_sentences: int | None = None
+    examples: list[list[str]] = field(default_factory=list)
+    updates: int | None = None
+
+
+@dataclass
+class NatResult(Record):
+    """The group's result: a row per model of :data:`ROWS`, what the students trained on
+    and how long each step took (``seconds``: ``distill``, ``train_<row>``, ``total``)."""
+
+    rows: dict[str, NatRow]
+    train_pairs: int | None
+    n_test: int
+    n_decoded: int
+    updates: int
+    teacher: str
+    workers: int
+    threads: int
+    seconds: dict[str, float]
 
 
 def teacher_of(preset: str) -> str:
@@ -72,38 +123,26 @@ def repeated_share(hyps: list[str]) -> float:
     return repeats / words if words else 0.0
 
 
-def _score(model: Any, tokenizer: Any, src: list[str], refs: list[str], nat: bool) -> dict:
-    from latalign.translate.decode import translate_sentences
-    from latalign.translate.metrics import evaluate_translations
-    from latalign.translate.nat import nat_translate_sentences
-
-    def decode(sentences: list[str], batch_size: int) -> list[str]:
-        if nat:
-            return nat_translate_sentences(model, tokenizer, sentences, batch_size=batch_size)
-        return translate_sentences(model, tokenizer, sentences, beam=5, batch_size=batch_size)
-
+def score(run: Trained, src: list[str], refs: list[str]) -> NatRow:
+    """Decode ``src`` as the run was trained (AR: beam 5), score it, and time it: the
+    fastest of :data:`TIMING_REPEATS` decodings in batches and one sentence at a time."""
     seconds = latency = float("inf")
     one_by_one = src[:LATENCY_SENTENCES]
     for _ in range(TIMING_REPEATS):  # the fastest of a few: the machine may be shared
         t0 = time.perf_counter()
-        hyps = decode(src, BATCH_SIZE)
+        hyps = translate(run, src, beam=5, batch_size=BATCH_SIZE)
         seconds = min(seconds, time.perf_counter() - t0)
         t0 = time.perf_counter()
-        decode(one_by_one, 1)
+        translate(run, one_by_one, beam=5, batch_size=1)
         latency = min(latency, time.perf_counter() - t0)
     scores = evaluate_translations(hyps, refs)
-    return {
-        "bleu": scores["bleu"],
-        "chrf": scores["chrf"],
-        "empty_share": scores["empty_share"],
-        "repeated_share": repeated_share(hyps),
-        "length_ratio": scores["length_ratio"],
-        "sentences_per_s": len(src) / max(seconds, 1e-9),
-        "decode_seconds": seconds,
-        "batch1_sentences_per_s": len(one_by_one) / max(latency, 1e-9),
-        "batch1_sentences": len(one_by_one),
-        "examples": list(zip(src, refs, hyps))[:2],
-    }
+    return NatRow(
+        bleu=scores["bleu"], chrf=scores["chrf"], empty_share=scores["empty_share"],
+        repeated_share=repeated_share(hyps), length_ratio=scores["length_ratio"],
+        sentences_per_s=len(src) / max(seconds, 1e-9), decode_seconds=seconds,
+        batch1_sentences_per_s=len(one_by_one) / max(latency, 1e-9),
+        batch1_sentences=len(one_by_one), examples=[list(x) for x in zip(src, refs, hyps)][:2],
+    )  # fmt: skip
 
 
 def _data_dir(g: GroupRun) -> Path:
@@ -112,8 +151,6 @@ def _data_dir(g: GroupRun) -> Path:
     ctx = g.ctx
     if ctx.data_dir is not None:
         return Path(ctx.data_dir)
-    from latalign.translate.synthetic import write_synthetic
-
     cfg = ctx.data_config()
     path = g.directory / "data"
     if not (path / "test.en").is_file():
@@ -122,12 +159,9 @@ def _data_dir(g: GroupRun) -> Path:
     return path
 
 
-def train_student(ctx: Any, crit: str, data: Any, run_dir: Path, updates: int) -> float:
-    """Train one NAT student (module level: spawned workers run it); its wall seconds."""
-    from latalign.translate.train import train
-
-    base = ex.train_config(ctx, run_dir, crit, {}, updates)
-    cfg = dataclasses.replace(base, arch="nat", data=data)
+def train_student(ctx: Context, crit: str, data: DataConfig, run_dir: Path, updates: int) -> float:
+    """Train one NAT student (module level: worker processes run it); its wall seconds."""
+    cfg = dataclasses.replace(train_config(ctx, run_dir, crit, {}, updates), arch="nat", data=data)
     logger.info("nat: training NAT-%s %d updates (%s)", crit, cfg.max_updates, run_dir)
     t0 = time.monotonic()
     train(cfg, progress=ctx.progress)
@@ -136,31 +170,26 @@ def train_student(ctx: Any, crit: str, data: Any, run_dir: Path, updates: int) -
 
 def teacher_checkpoint(g: GroupRun) -> Path:
     """The teacher's checkpoint: the baseline run's best (else last), or the ``ce`` run's last."""
-    from latalign.translate.checkpoint import checkpoint_paths, resolve_checkpoint
-
     if teacher_of(g.ctx.preset.name) == "baseline":
-        return resolve_checkpoint(run_dir=g.results["experiments"]["baseline"]["run_dir"])
-    return checkpoint_paths(g.ctx.out / "ce" / "train")[0]
+        return best_checkpoint(g.results.experiments["baseline"].run_dir)
+    return last_checkpoint(g.ctx.out / "ce" / "train")
 
 
-def run(g: GroupRun) -> dict[str, Any]:
-    from latalign.translate.checkpoint import checkpoint_paths, load_model
-    from latalign.translate.distill import distill
-
+def run(g: GroupRun) -> NatResult:
     ctx, d = g.ctx, g.directory
     t_start = time.monotonic()
     seconds: dict[str, float] = {}
     pairs = DISTILL_PAIRS.get(ctx.preset.name)
     raw_cfg = dataclasses.replace(ctx.data_config(), train_limit=pairs)
-    teacher_ckpt = teacher_checkpoint(g)
+    teacher = teacher_checkpoint(g)
 
     t0 = time.monotonic()
-    data_dir = _data_dir(g)
     src_lang = raw_cfg.src if ctx.data_dir is not None else "syn"
     tgt_lang = raw_cfg.tgt if ctx.data_dir is not None else "en"
     kd_dir = d / "distilled"
-    distill(None, data_dir, kd_dir, checkpoint=teacher_ckpt, src=src_lang, tgt=tgt_lang,
-            beam=5, batch_size=BATCH_SIZE, limit=pairs, progress=ctx.progress and sys.stderr.isatty())  # fmt: skip
+    distill_training_set(teacher, _data_dir(g), kd_dir, src=src_lang, tgt=tgt_lang, beam=5,
+                         batch_size=BATCH_SIZE, limit=pairs,
+                         progress=ctx.progress and sys.stderr.isatty())  # fmt: skip
     seconds["distill"] = time.monotonic() - t0
     kd_cfg = dataclasses.replace(
         raw_cfg, data=str(kd_dir), src=src_lang, tgt=tgt_lang, train_limit=None
@@ -168,143 +197,120 @@ def run(g: GroupRun) -> dict[str, Any]:
 
     n = g.updates["student"]
     jobs = {
-        f"nat_{crit}_{variant}": (crit, data)
+        f"nat_{crit}_{variant}": (crit, data, d / f"nat_{crit}_{variant}", n)
         for variant, data in (("raw", raw_cfg), ("distilled", kd_cfg))
         for crit in CRITERIA
     }
-    workers = min(ctx.map_workers, len(jobs))
-    if workers > 1:
-        with ex.spawn_pool(ctx, workers) as (pool, light):
-            light = dataclasses.replace(light, progress=False)
-            futures = {
-                name: pool.submit(train_student, light, crit, data, d / name, n)
-                for name, (crit, data) in jobs.items()
-            }
-            for name, fut in futures.items():
-                seconds[f"train_{name}"] = fut.result()
-    else:
-        for name, (crit, data) in jobs.items():
-            seconds[f"train_{name}"] = train_student(ctx, crit, data, d / name, n)
+    trained = run_jobs(ctx, train_student, jobs)
+    seconds |= {f"train_{name}": s for name, s in trained.items()}
 
     test = ctx.data.test
-    idx = ex._subset(len(test), ctx.preset.test_sentences)
+    idx = subset(len(test), ctx.preset.test_sentences)
     src = [test.raw_src[i] for i in idx]
     refs = [test.raw_tgt[i] for i in idx]
-    rows: dict[str, dict[str, Any]] = {}
-    model, tok, _ = load_model(checkpoint=teacher_ckpt)
-    rows["ar"] = _score(model, tok, src, refs, nat=False)
+    rows = {"ar": score(load_trained(teacher), src, refs)}
     for name in jobs:
-        model, tok, state = load_model(checkpoint=checkpoint_paths(d / name)[0])
-        rows[name] = _score(model, tok, src, refs, nat=True)
-        rows[name]["updates"] = int(state["step"])
+        student = load_trained(last_checkpoint(d / name))
+        rows[name] = dataclasses.replace(score(student, src, refs), updates=student.step)
     seconds["total"] = time.monotonic() - t_start
-    return {
-        "rows": rows,
-        "train_pairs": pairs,
-        "n_test": len(test),
-        "n_decoded": len(src),
-        "updates": n,
-        "teacher": teacher_of(ctx.preset.name),
-        "workers": workers,
-        "threads": torch.get_num_threads(),
-        "seconds": seconds,
-    }
+    return NatResult(
+        rows=rows, train_pairs=pairs, n_test=len(test), n_decoded=len(src), updates=n,
+        teacher=teacher_of(ctx.preset.name), workers=job_workers(ctx, len(jobs)),
+        threads=torch.get_num_threads(), seconds=seconds,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- claims, report
 
-LABELS = {
-    "ar": "AR, beam 5 (CE; the teacher)",
-    **{f"nat_{c}_{v}": f"NAT-{c.upper()} ({v})" for c in CRITERIA for v in ("raw", "distilled")},
-}
-
-
+LABELS = {f"nat_{c}_{v}": f"NAT-{c.upper()} ({v})" for c in CRITERIA for v in ("raw", "distilled")}
 TEACHER_LABELS = {"ce": "CE", "baseline": "the CE recipe"}
 
 
-def _label(row: str, result: dict[str, Any]) -> str:
+def _label(row: str, result: NatResult) -> str:
     if row == "ar":
-        teacher = result.get("teacher", "ce")
-        return f"AR, beam 5 ({TEACHER_LABELS.get(teacher, teacher)}; the teacher)"
+        return f"AR, beam 5 ({TEACHER_LABELS.get(result.teacher, result.teacher)}; the teacher)"
     return LABELS[row]
 
 
-def claims(results: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
-    r = result["rows"]
-    bleu = {k: v["bleu"] for k, v in r.items()}
-    sample = f"{result['n_decoded']} test sentences of {result['n_test']}"
-    speed = r["nat_ctc_raw"]["sentences_per_s"] / max(r["ar"]["sentences_per_s"], 1e-9)
-    latency = None  # results from before the batch-1 column have none
-    if "batch1_sentences_per_s" in r["ar"]:
-        latency = r["nat_ctc_raw"]["batch1_sentences_per_s"] / max(
-            r["ar"]["batch1_sentences_per_s"], 1e-9
-        )
-    gap_ctc = bleu["nat_ctc_raw"] - bleu["nat_ce_raw"]
-    gap_axe = bleu["nat_axe_raw"] - bleu["nat_ce_raw"]
-    gap_kd = bleu["ar"] - bleu["nat_ctc_distilled"]
-    return [
-        claim_row("nat_ctc_over_ce", "NAT: CTC beats CE on raw data by ≥ 5 BLEU", "nat",
-                  "behaviour", "BLEU(NAT-CTC raw) − BLEU(NAT-CE raw) ≥ 5",
-                  f"{gap_ctc:+.2f} BLEU ({bleu['nat_ctc_raw']:.2f} vs {bleu['nat_ce_raw']:.2f})",
-                  sample, {"gap": gap_ctc}, gap_ctc >= 5),
-        claim_row("nat_axe_over_ce", "NAT: AXE beats CE on raw data by ≥ 3 BLEU", "nat",
-                  "behaviour", "BLEU(NAT-AXE raw) − BLEU(NAT-CE raw) ≥ 3",
-                  f"{gap_axe:+.2f} BLEU ({bleu['nat_axe_raw']:.2f} vs {bleu['nat_ce_raw']:.2f})",
-                  sample, {"gap": gap_axe}, gap_axe >= 3),
-        claim_row("nat_distilled_ctc_near_ar", "Distilled NAT-CTC within 4 BLEU of its teacher",
-                  "nat", "behaviour", "BLEU(AR beam 5) − BLEU(NAT-CTC distilled) ≤ 4",
-                  f"{gap_kd:.2f} BLEU ({bleu['ar']:.2f} vs {bleu['nat_ctc_distilled']:.2f})",
-                  sample, {"gap": gap_kd}, gap_kd <= 4),
-        claim_row("nat_decoding_speed", "NAT decodes ≥ 10× faster than AR beam 5, in batches",
-                  "nat",
-                  "behaviour", "sentences/s(NAT-CTC) / sentences/s(AR beam 5) ≥ 10",
-                  f"{speed:.1f}×", sample + f", batch {BATCH_SIZE}, one process, best of {TIMING_REPEATS}",
-                  {"ratio": speed}, speed >= 10),
-    ] + ([
-        claim_row("nat_decoding_latency", "NAT decodes ≥ 10× faster than AR beam 5, one sentence "
-                  "at a time", "nat", "behaviour",
-                  "sentences/s at batch 1: NAT-CTC / AR beam 5 ≥ 10",
-                  f"{latency:.1f}×", f"the first {r['ar']['batch1_sentences']} of the "
-                  f"{result['n_decoded']} test sentences, batch 1, one process, best of {TIMING_REPEATS}",
-                  {"ratio": latency}, latency >= 10),
-    ] if latency is not None else [])  # fmt: skip
+CTC_OVER_CE = ClaimSpec("nat_ctc_over_ce", "NAT: CTC beats CE on raw data by ≥ 5 BLEU", "nat",
+                        "behaviour", "BLEU(NAT-CTC raw) − BLEU(NAT-CE raw) ≥ 5")  # fmt: skip
+AXE_OVER_CE = ClaimSpec("nat_axe_over_ce", "NAT: AXE beats CE on raw data by ≥ 3 BLEU", "nat",
+                        "behaviour", "BLEU(NAT-AXE raw) − BLEU(NAT-CE raw) ≥ 3")  # fmt: skip
+DISTILLED_NEAR_AR = ClaimSpec(
+    "nat_distilled_ctc_near_ar", "Distilled NAT-CTC within 4 BLEU of its teacher", "nat",
+    "behaviour", "BLEU(AR beam 5) − BLEU(NAT-CTC distilled) ≤ 4",
+)  # fmt: skip
+SPEED = ClaimSpec(
+    "nat_decoding_speed", "NAT decodes ≥ 10× faster than AR beam 5, in batches", "nat",
+    "behaviour", "sentences/s(NAT-CTC) / sentences/s(AR beam 5) ≥ 10",
+)  # fmt: skip
+LATENCY = ClaimSpec(
+    "nat_decoding_latency", "NAT decodes ≥ 10× faster than AR beam 5, one sentence at a time",
+    "nat", "behaviour", "sentences/s at batch 1: NAT-CTC / AR beam 5 ≥ 10",
+)  # fmt: skip
 
 
-def report(results: dict[str, Any], result: dict[str, Any], out: Path) -> list[tuple]:
-    r = result["rows"]
+def _gap(r: dict[str, NatRow], spec: ClaimSpec, a: str, b: str, sample: str, ok: Any) -> Claim:
+    """A BLEU-gap claim: ``BLEU(a) − BLEU(b)`` judged by ``ok(gap)``."""
+    gap = r[a].bleu - r[b].bleu
+    sign = "+" if a != "ar" else ""
+    return spec.measured(f"{gap:{sign}.2f} BLEU ({r[a].bleu:.2f} vs {r[b].bleu:.2f})", sample,
+                         {"gap": gap}, ok(gap))  # fmt: skip
+
+
+def claims(results: Results, result: NatResult) -> list[Claim]:
+    """CTC and AXE over CE on raw data, distilled CTC near its teacher, and the speed-ups
+    (throughput; latency when measured)."""
+    r = result.rows
+    sample = f"{result.n_decoded} test sentences of {result.n_test}"
+    timing = f"one process, best of {TIMING_REPEATS}"
+    speed = r["nat_ctc_raw"].sentences_per_s / max(r["ar"].sentences_per_s, 1e-9)
+    out = [
+        _gap(r, CTC_OVER_CE, "nat_ctc_raw", "nat_ce_raw", sample, lambda g: g >= 5),
+        _gap(r, AXE_OVER_CE, "nat_axe_raw", "nat_ce_raw", sample, lambda g: g >= 3),
+        _gap(r, DISTILLED_NEAR_AR, "ar", "nat_ctc_distilled", sample, lambda g: g <= 4),
+        SPEED.measured(f"{speed:.1f}×", f"{sample}, batch {BATCH_SIZE}, {timing}",
+                       {"ratio": speed}, speed >= 10),
+    ]  # fmt: skip
+    ar1, ctc1 = r["ar"].batch1_sentences_per_s, r["nat_ctc_raw"].batch1_sentences_per_s
+    if ar1 is not None and ctc1 is not None:  # results from before the batch-1 column: none
+        latency = ctc1 / max(ar1, 1e-9)
+        out.append(LATENCY.measured(
+            f"{latency:.1f}×", f"the first {r['ar'].batch1_sentences} of the "
+            f"{result.n_decoded} test sentences, batch 1, {timing}", {"ratio": latency},
+            latency >= 10,
+        ))  # fmt: skip
+    return out
+
+
+def report(results: Results, result: NatResult, out: Path) -> list[Block]:
+    """The table of rows, and beside it the autoregressive collapse under AXE."""
     headers = ["model", "BLEU", "chrF", "empty", "repeated", "length ratio", "sent/s",
                "sent/s, batch 1"]  # fmt: skip
+    b1 = math.nan
     table = [
-        [_label(k, result), f"{v['bleu']:.2f}", f"{v['chrf']:.1f}", f"{100 * v['empty_share']:.1f}%",
-         f"{100 * v['repeated_share']:.1f}%", f"{v['length_ratio']:.2f}",
-         f"{v['sentences_per_s']:.0f}", f"{v.get('batch1_sentences_per_s', math.nan):.0f}"]
-        for k, v in r.items()
+        [_label(k, result), f"{v.bleu:.2f}", f"{v.chrf:.1f}", f"{100 * v.empty_share:.1f}%",
+         f"{100 * v.repeated_share:.1f}%", f"{v.length_ratio:.2f}", f"{v.sentences_per_s:.0f}",
+         f"{b1 if v.batch1_sentences_per_s is None else v.batch1_sentences_per_s:.0f}"]
+        for k, v in result.rows.items()
     ]  # fmt: skip
-    blocks: list[tuple] = [
+    blocks: list[Block] = [
         ("h", 3, "Where latent alignments help"),
-        (
-            "p",
-            "The same encoder and training loop with a non-autoregressive decoder (one pass, "
-            "docs/nat.md). NAT-CE and NAT-AXE decode at predicted lengths (length beam 3), "
-            "NAT-CTC at 2× the source length with the CTC collapse. Students: "
-            f"{result['updates']} updates on {result['train_pairs'] or 'all'} training pairs, "
-            "raw references or the AR model's beam-5 translations (distilled). "
-            f"{result['n_decoded']} test sentences.",
-        ),
+        ("p", "The same encoder and training loop with a non-autoregressive decoder (one pass, "
+         "docs/nat.md). NAT-CE and NAT-AXE decode at predicted lengths (length beam 3), "
+         "NAT-CTC at 2× the source length with the CTC collapse. Students: "
+         f"{result.updates} updates on {result.train_pairs or 'all'} training pairs, "
+         "raw references or the AR model's beam-5 translations (distilled). "
+         f"{result.n_decoded} test sentences."),
         ("table", headers, table),
-    ]
-    axe = results.get("experiments", {}).get("axe", {}).get("test")
-    ce = results.get("experiments", {}).get("ce", {}).get("test")
-    if axe and ce:
-        blocks.append(
-            (
-                "p",
-                f"Beside it, the autoregressive collapse under AXE: AR-AXE BLEU "
-                f"{axe['bleu']:.2f} (empty {100 * axe['empty_share']:.0f}%) against AR-CE "
-                f"{ce['bleu']:.2f}: the alignment losses that hurt the autoregressive model "
-                "are the ones a non-autoregressive model trains with.",
-            )
-        )
+    ]  # fmt: skip
+    e = results.paper()
+    if "axe" in e and "ce" in e:
+        axe, ce = e["axe"].test, e["ce"].test
+        blocks.append(("p", f"Beside it, the autoregressive collapse under AXE: AR-AXE BLEU "
+                       f"{axe.bleu:.2f} (empty {100 * axe.empty_share:.0f}%) against AR-CE "
+                       f"{ce.bleu:.2f}: the alignment losses that hurt the autoregressive model "
+                       "are the ones a non-autoregressive model trains with."))  # fmt: skip
     return blocks
 
 
@@ -323,4 +329,5 @@ GROUP = ExperimentGroup(
     requires=("ce",),
     requires_for={p: (e,) for p, e in TEACHER.items()},
     default_presets=("quick", "multi30k", "paper"),
+    record=NatResult.from_json,
 )

@@ -1,7 +1,7 @@
 """Presets (data, model and schedule sizes) and the experiments ``latalign reproduce`` runs.
 
-Every schedule is in updates; losses are nats per target token. The ``quick`` sizes were
-measured on the project's 2-core CPU (see ``docs/reproduce.md``).
+Every schedule is in updates; losses are nats per target token. How the sizes were chosen,
+and what they cost where they were measured: ``docs/reproduce.md``.
 """
 
 from __future__ import annotations
@@ -93,24 +93,9 @@ PRESETS: dict[str, Preset] = {
         model_preset="tiny",
         model={"dropout": 0.1},
         data={"synthetic_size": 10000, "synthetic_eval_size": 200, "vocab_size": 600},
-        lr=2e-3,
-        warmup_updates=50,
-        max_tokens=1024,
-        updates={
-            "ce": 450,
-            "label_smoothed_ce": 450,
-            "ctc": 450,
-            "axe": 300,
-            "axe_untied": 300,
-            "causal_axe": 450,
-            "doubled_ctc": 450,
-            "map": 140,
-        },
-        log_every=10,
-        validate_every=50,
-        test_sentences=200,
-        analysis_sentences=200,
-        map_eval_sentences=100,
+        # lr, warm-up, tokens per batch, logging and sentence counts: the Preset defaults
+        updates=dict(ce=450, label_smoothed_ce=450, ctc=450, axe=300, axe_untied=300,
+                     causal_axe=450, doubled_ctc=450, map=140),
         threads=1,
         default_experiments=tuple(k for k in EXPERIMENTS if k != "baseline"),
     ),
@@ -124,7 +109,6 @@ PRESETS: dict[str, Preset] = {
         "(about an hour) unless --experiments leaves them out: about 3 h 15 min in all (the "
         "map only when asked: --experiments ...,map, about 32 x 80 s more)",
         model_preset="small",
-        model={},
         data={"vocab_size": 8000, "src": "de", "tgt": "en"},
         needs_data=True,
         lr=5e-4,
@@ -132,17 +116,8 @@ PRESETS: dict[str, Preset] = {
         max_tokens=2048,
         # one epoch is ~230 updates of 2048 tokens; AXE runs past it (the epoch claim), the
         # baselines ~2.6 epochs, CTC (= CE) and the doubled CTC long enough for their optimum
-        updates={
-            "ce": 600,
-            "label_smoothed_ce": 600,
-            "ctc": 200,
-            "axe": 300,
-            "axe_untied": 400,
-            "causal_axe": 300,
-            "doubled_ctc": 200,
-            "map": 60,
-        },
-        log_every=10,
+        updates=dict(ce=600, label_smoothed_ce=600, ctc=200, axe=300, axe_untied=400,
+                     causal_axe=300, doubled_ctc=200, map=60),
         validate_every=100,
         test_sentences=0,
         analysis_sentences=0,
@@ -156,22 +131,12 @@ PRESETS: dict[str, Preset] = {
         description="the paper's model (fairseq transformer_iwslt_de_en) and schedule, for a "
         "GPU; any data directory (IWSLT'14 de-en as fairseq prepares it)",
         model_preset="paper",
-        model={},
         data={"vocab_size": 10000, "src": "de", "tgt": "en"},
         needs_data=True,
         lr=5e-4,
         warmup_updates=4000,
         max_tokens=4096,
-        updates={
-            "ce": 50000,
-            "label_smoothed_ce": 50000,
-            "ctc": 50000,
-            "axe": 50000,
-            "axe_untied": 50000,
-            "causal_axe": 50000,
-            "doubled_ctc": 50000,
-            "map": 3000,
-        },
+        updates={k: 50000 for k in EXPERIMENTS if k not in ("baseline", "map")} | {"map": 3000},
         log_every=100,
         validate_every=1000,
         test_sentences=0,
