@@ -342,4 +342,3 @@ class Results:
         if self.map is not None:
             out["map"] = self.map.to_json()
         return out | {"meta": self.meta, "claims": to_json(self.claims)}
-
