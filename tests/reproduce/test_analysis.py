@@ -95,7 +95,8 @@ def test_degenerate_path_detected_on_figure3():
     # the loss is the floor: 2·log 2 for the shared last prediction
     loss = la.axe_loss(logits, t, lengths, lengths, blank=BLANK, from_logits=True, reduction="sum")
     assert float(loss) == pytest.approx(2 * math.log(2), abs=1e-3)
-    assert an.loss_floor(L) == pytest.approx(float(loss) / L, abs=1e-3)
+    fl = an.loss_floor_check([float(loss)], [target], [best.alpha], [best.operators])
+    assert fl["floor"] == pytest.approx(float(loss) / L, abs=1e-3) and fl["below_count"] == 0
     # causal AXE cannot use it: its best path is trivial here
     causal = la.best_alignment(
         logits, t, lengths, lengths, blank=BLANK, from_logits=True, causal=True

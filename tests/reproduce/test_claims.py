@@ -25,6 +25,7 @@ from latalign.reproduce.records import (
     TestScores,
 )
 from latalign.reproduce.report import format_claims_table
+from latalign.reproduce.store import check_reusable, write_result
 from latalign.reproduce.theorem_map import classify_map
 
 LOG2 = math.log(2)
@@ -343,3 +344,25 @@ def test_first_crossing_units():
     assert r == {"step": 200, "epoch": 2.0, "target_tokens": 400000.0,
                  "paper_epochs": pytest.approx(400000 / 3.9e6)}  # fmt: skip
     assert an.first_crossing(hist, "x", 0.01, updates_per_epoch=100, tokens_per_update=1.0) is None
+
+
+def test_results_of_the_previous_version_read_back(tmp_path):
+    """A map objective's result.json as the code before the typed records wrote it reads
+    back, writes the same JSON and is reused by the store; an older test record without
+    n_test keeps its sample line."""
+    old = {"key": "align+clone_prediction+delimiter/max/causal",
+           "operators": ["align", "clone_prediction", "delimiter"], "aggregate": "max",
+           "causal": True, "updates": 140, "final_valid_loss": 2.569839472674928,
+           "final_valid_ce": 2.569839550501076, "final_train_loss": 2.9928759247156274,
+           "bleu": 0.8620557633645981, "chrf": 13.149079934232304, "empty_share": 0.0,
+           "n_test_sentences": 100, "n_test": 200, "predicted": "healthy",
+           "prediction_note": "non-trivial paths exist, but none lets p_j score y_i with i < j",
+           "only_trivial_path": False, "seconds": 11.08}  # fmt: skip
+    row = MapRow.from_json(old)
+    assert row.to_json() == old and row.measured is None
+    spec = {"experiment": "map:" + old["key"], "seed": 1}
+    write_result(tmp_path, spec, old)
+    assert MapRow.from_json(check_reusable(tmp_path, spec)) == row
+    t = TestScores.from_json({"bleu": 1.0, "chrf": 2.0, "empty_share": 0.5, "n_sentences": 7,
+                              "beam": 1})  # fmt: skip
+    assert t.n_test is None and t.sample() == "7 test sentences, greedy"

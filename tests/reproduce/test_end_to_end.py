@@ -156,7 +156,7 @@ def test_rerun_reuses(run):
     assert {p: p.stat().st_mtime for p in out.rglob("checkpoint_last.pt")} == mtimes
     assert again["claims"] == results["claims"]
     # the rerun's wall time is its own; the experiments' time is the one they took when run
-    assert again["meta"]["wall_seconds"] == pytest.approx(took, abs=5)
+    assert 0 <= again["meta"]["wall_seconds"] <= took  # the report is written after it
     saved = json.loads((out / "results.json").read_text())
     typed = Results(experiments={k: ExperimentResult.from_json(v)
                                  for k, v in saved["experiments"].items()}

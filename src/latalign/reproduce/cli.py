@@ -11,6 +11,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from latalign.reproduce.presets import PRESETS, ReproduceOptions
 from latalign.reproduce.records import Claim
@@ -20,62 +21,46 @@ from latalign.reproduce.run import known_experiments, run_reproduction, validate
 EXIT_USAGE = 2
 
 
+PRESET_HELP = (
+    "sizes: quick (synthetic corpus, tiny model, ~10 min on 2 CPU cores), multi30k (--data "
+    "DIR, small model, ~60 min + 40 min CE recipe + groups nat/beyond_tf, hours on 2 CPU "
+    "cores), paper (the paper's model and schedule, for a GPU), ci (default: multi30k with "
+    "--data, quick without)"
+)
+#: the options of ``latalign reproduce`` in --help order: (flag, add_argument keywords)
+OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--preset", {"choices": list(PRESETS), "help": PRESET_HELP}),
+    ("--data", {"help": "data directory of parallel text (multi30k and paper presets; alone, "
+                "it selects multi30k)"}),
+    ("--out", {"default": "runs/reproduce", "help": "run directory (default %(default)s)"}),
+    ("--experiments", {"help": f"comma-separated subset of: {', '.join(known_experiments())} "
+                       "(default: the preset's)"}),
+    ("--map-objectives", {"help": "comma-separated subset of the map, e.g. "
+                          "'align+clone_prediction+delimiter/max/noncausal' (default: all 32)"}),
+    ("--seed", {"type": int, "default": 1, "help": "model and batch-order seed"}),
+    ("--force", {"action": "store_true", "help": "redo finished experiments"}),
+    ("--scale", {"type": float, "default": 1.0, "help": "multiply every schedule (default 1)"}),
+    ("--updates", {"help": "per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = "
+                   "each objective; a group's runs as group.key=N)"}),
+    ("--device", {"help": "training device: auto, cpu, cuda or cuda:N (default: the "
+                  "preset's)"}),
+    ("--threads", {"type": int, "help": "torch threads (default: 1 for quick/ci, torch's "
+                   "default otherwise)"}),
+    ("--map-workers", {"type": int, "help": "processes training map objectives side by side "
+                       "(default: 2 when the preset runs on one thread and the machine has 2+ "
+                       "cores, else 1; results do not depend on it)"}),
+    ("--baseline", {"metavar": "RUN_DIR", "help": "a finished run of the preset's "
+                    "cross-entropy recipe (multi30k: configs/multi30k_small_40min.toml) to "
+                    "evaluate as the baseline instead of training it"}),
+    ("--cache-dir", {"help": "tokenizer/data cache directory"}),
+    ("--quiet", {"action": "store_true", "help": "no progress lines"}),
+)  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``latalign reproduce``."""
-    parser.add_argument(
-        "--preset", default=None, choices=list(PRESETS),
-        help="sizes: quick (synthetic corpus, tiny model, ~10 min on 2 CPU cores), multi30k "
-        "(--data DIR, small model, ~60 min + 40 min CE recipe + groups nat/beyond_tf, hours on 2 CPU cores), paper (the paper's model and schedule, for a GPU), "
-        "ci (default: multi30k with --data, quick without)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--data", default=None,
-        help="data directory of parallel text (multi30k and paper presets; alone, it selects "
-        "multi30k)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--out", default="runs/reproduce", help="run directory (default %(default)s)"
-    )
-    parser.add_argument(
-        "--experiments", default=None,
-        help=f"comma-separated subset of: {', '.join(known_experiments())} (default: the "
-        "preset's)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--map-objectives", default=None,
-        help="comma-separated subset of the map, e.g. 'align+clone_prediction+delimiter/max/"
-        "noncausal' (default: all 32)",
-    )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=1, help="model and batch-order seed")
-    parser.add_argument("--force", action="store_true", help="redo finished experiments")
-    parser.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every schedule (default 1)"
-    )
-    parser.add_argument(
-        "--updates", default=None,
-        help="per-experiment updates after --scale, e.g. 'axe=100,ce=300' (map = each objective; "
-        "a group's runs as group.key=N)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--device", default=None,
-        help="training device: auto, cpu, cuda or cuda:N (default: the preset's)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--threads", type=int, default=None,
-        help="torch threads (default: 1 for quick/ci, torch's default otherwise)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--map-workers", type=int, default=None,
-        help="processes training map objectives side by side (default: 2 when the preset "
-        "runs on one thread and the machine has 2+ cores, else 1; results do not depend on it)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--baseline", default=None, metavar="RUN_DIR",
-        help="a finished run of the preset's cross-entropy recipe (multi30k: "
-        "configs/multi30k_small_40min.toml) to evaluate as the baseline instead of training it",
-    )  # fmt: skip
-    parser.add_argument("--cache-dir", default=None, help="tokenizer/data cache directory")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    """Options of ``latalign reproduce`` (:data:`OPTIONS`)."""
+    for flag, keywords in OPTIONS:
+        parser.add_argument(flag, **keywords)
 
 
 def _split(value: str | None) -> list[str] | None:

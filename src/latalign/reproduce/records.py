@@ -3,7 +3,7 @@
 Every record is a dataclass that reads and writes the JSON of ``result.json`` /
 ``results.json`` (:class:`Record`): a field's JSON key is its name unless its metadata says
 ``key`` (``"first_train_below_0.1"``); a field whose default is None and whose value is None
-is left out; a key missing from older files takes the field's default, so results written
+is left out unless its metadata says ``null``; a key missing from older files takes the field's default, so results written
 by earlier versions stay reusable. Nested records, lists and dicts of records are typed by
 their annotations.
 
@@ -35,7 +35,7 @@ class Record:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if value is None and f.default is None:
+            if value is None and f.default is None and not f.metadata.get("null"):
                 continue
             out[f.metadata.get("key", f.name)] = to_json(value)
         return out
@@ -181,11 +181,12 @@ class ExperimentResult(Record):
     updates_per_epoch: int | None = None
     epoch_target_tokens: int | None = None
     target_tokens_per_update: float | None = None
+    # None, written as null: never below 0.1 (or no training log: the baseline)
     first_train_below: dict[str, Any] | None = field(
-        default=None, metadata={"key": "first_train_below_0.1"}
+        default=None, metadata={"key": "first_train_below_0.1", "null": True}
     )
     first_valid_below: dict[str, Any] | None = field(
-        default=None, metadata={"key": "first_valid_below_0.1"}
+        default=None, metadata={"key": "first_valid_below_0.1", "null": True}
     )
     analysis: Analysis | None = None
     source: str | None = None

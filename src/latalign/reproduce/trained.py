@@ -3,7 +3,8 @@ it as it was trained (:func:`translate`), feed it gold inputs as it sees them
 (:func:`validation_inputs`), and distil a corpus with it (:func:`distill_training_set`).
 
 Every experiment, cell and group of ``latalign reproduce`` loads and decodes runs through
-these four functions and nothing else of the translation stack's inference code, so how a
+these functions (and picks checkpoints with :func:`last_checkpoint` / :func:`best_checkpoint`)
+and nothing else of the translation stack's inference code, so how a
 run decodes is decided here, once: a NAT run in one pass (its length beam or the CTC
 collapse), a doubled-CTC run with the doubled greedy decoder (``beam`` does not apply), a
 delayed-teacher-forcing run through its delayed inputs, every other run with the stack's
