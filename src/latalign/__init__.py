@@ -16,6 +16,8 @@ from .align import (
     best_alignment,
     ctc_loss,
     latent_alignment_loss,
+    set_validation,
+    validation_enabled,
 )
 
 __version__ = "0.1.0"
@@ -30,4 +32,6 @@ __all__ = [
     "best_alignment",
     "ctc_loss",
     "latent_alignment_loss",
+    "set_validation",
+    "validation_enabled",
 ]

@@ -3,6 +3,7 @@
 Imports nothing of the translation stack. Semantics: ``shared/SPEC.md``.
 """
 
+from .checks import set_validation, validation_enabled
 from .losses import Alignment, axe_loss, best_alignment, ctc_loss, latent_alignment_loss, path_alpha
 from .objective import (
     AXE_OPERATORS,
@@ -24,4 +25,6 @@ __all__ = [
     "ctc_loss",
     "latent_alignment_loss",
     "path_alpha",
+    "set_validation",
+    "validation_enabled",
 ]
