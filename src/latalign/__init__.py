@@ -20,6 +20,8 @@ from .align import (
     dag_best_vertices,
     dag_loss,
     latent_alignment_loss,
+    set_validation,
+    validation_enabled,
 )
 
 __version__ = "0.1.0"
@@ -38,4 +40,6 @@ __all__ = [
     "dag_best_vertices",
     "dag_loss",
     "latent_alignment_loss",
+    "set_validation",
+    "validation_enabled",
 ]

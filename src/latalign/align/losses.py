@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import dispatch
-from .backends import resolve, triton_module
-from .checks import LengthsLike, check_finite_emissions, check_inputs
+from .backends import get, resolve
+from .checks import LengthsLike, check_inputs, validate_values
 from .objective import (
     AXE_OPERATORS,
     MOVE_BY_CODE,
@@ -31,118 +31,44 @@ from .objective import (
     axe_objective,
 )
 
-# rows per chunk when a half-precision input is upcast for log_softmax (bounds the copy)
-_CHUNK_ELEMENTS = 1 << 22
-
-
-def _row_chunks(x: torch.Tensor):
-    rows = x.shape[0] * x.shape[1]
-    per = max(1, _CHUNK_ELEMENTS // max(1, x.shape[2]))
-    flat = x.reshape(rows, x.shape[2])
-    for start in range(0, rows, per):
-        yield start, flat[start : start + per]
-
 
 class _Emissions(torch.autograd.Function):
-    """``em[b, t, k] = log p_t(idx[b, k])`` in float64, from log-probabilities or logits.
-
-    From logits, the log-softmax runs chunk by chunk of rows (a bounded temporary, never a
-    second ``(N, T, V)`` tensor) and only the gathered columns are kept; the backward
-    recomputes the softmax into the gradient's own buffer.
-    """
+    """``em[b, t, k] = log p_t(idx[b, k])`` in float64, from log-probabilities or logits,
+    by the backend's :meth:`~latalign.align.backends.Backend.emissions`."""
 
     @staticmethod
-    def forward(
-        ctx,
-        src: torch.Tensor,
-        idx: torch.Tensor,
-        in_len: torch.Tensor,
-        from_logits: bool,
-        fused: bool,
-    ) -> torch.Tensor:
-        nb, tmax, _ = src.shape
-        k = idx.shape[1]
-        full_idx = idx.view(nb, 1, k).expand(nb, tmax, k)
-        ctx.fused = fused and from_logits
-        if ctx.fused:  # Triton: a row logsumexp kernel, then one gather
-            em, lse = triton_module().emissions_from_logits(src, idx)
-            ctx.save_for_backward(src, idx, in_len, lse)
-            return em
-        if from_logits:
-            em = torch.empty((nb * tmax, k), dtype=torch.float64, device=src.device)
-            flat_idx = full_idx.reshape(nb * tmax, k)
-            for start, chunk in _row_chunks(src):
-                stop = start + chunk.shape[0]
-                work = chunk if chunk.dtype in (torch.float32, torch.float64) else chunk.float()
-                lp = torch.log_softmax(work, dim=1)
-                em[start:stop] = lp.gather(1, flat_idx[start:stop])
-            em = em.view(nb, tmax, k)
-        else:
-            em = src.gather(2, full_idx).to(torch.float64)
-        ctx.from_logits = from_logits
-        ctx.save_for_backward(src, full_idx, in_len)
+    def forward(ctx, src, idx, in_len, from_logits: bool, backend: str) -> torch.Tensor:
+        impl = get(backend)
+        em, saved = impl.emissions(src, idx, in_len, from_logits)
+        ctx.impl, ctx.from_logits = impl, from_logits
+        ctx.save_for_backward(src, idx, in_len, *saved)
         return em
 
     @staticmethod
     def backward(ctx, grad_em: torch.Tensor):
-        if ctx.fused:
-            src, idx, in_len, lse = ctx.saved_tensors
-            grad = triton_module().logits_gradient(src, lse, idx, grad_em, in_len)
-            return grad, None, None, None, None
-        src, full_idx, in_len = ctx.saved_tensors
-        g = grad_em.to(torch.float32 if src.dtype != torch.float64 else torch.float64)
-        if not ctx.from_logits:
-            grad = torch.zeros_like(src)
-            grad.scatter_add_(2, full_idx, g.to(src.dtype))
-            return grad, None, None, None, None
-        # d/dlogits = scatter(g) - softmax * sum(g)
-        gsum = g.sum(dim=2, keepdim=True)  # (N, T, 1)
-        if src.dtype in (torch.float32, torch.float64):
-            grad = torch.softmax(src, dim=2)  # one fused pass; the buffer becomes the gradient
-            grad.mul_(-gsum)
-        else:
-            grad = torch.empty_like(src)
-            gflat = grad.view(-1, src.shape[2])
-            sflat = gsum.reshape(-1, 1)
-            for start, chunk in _row_chunks(src):
-                stop = start + chunk.shape[0]
-                gflat[start:stop] = torch.softmax(chunk.float(), dim=1).mul_(-sflat[start:stop])
-        _zero_padding_rows(grad, in_len)
-        grad.scatter_add_(2, full_idx, g.to(grad.dtype))
+        src, idx, in_len, *saved = ctx.saved_tensors
+        grad = ctx.impl.emissions_backward(src, idx, in_len, ctx.from_logits, tuple(saved), grad_em)
         return grad, None, None, None, None
 
 
-def _zero_padding_rows(grad: torch.Tensor, in_len: torch.Tensor) -> None:
-    """Zero the rows ``t ≥ m`` of ``grad (N, T, V)`` in place, touching only those rows.
-
-    Their true gradient is 0 (the dynamic programs never read them); ``softmax · 0`` would
-    be NaN where the padding holds NaN or ±inf.
-    """
-    nb, tmax, ncls = grad.shape
-    pad = torch.arange(tmax, device=grad.device).view(1, tmax) >= in_len.view(nb, 1)
-    rows = pad.view(-1).nonzero().view(-1)
-    if rows.numel():
-        grad.view(nb * tmax, ncls).index_fill_(0, rows, 0.0)
-
-
 class _AlgebraDP(torch.autograd.Function):
-    # The grids (alpha, move codes) travel as saved tensors, not as ctx attributes, so that
-    # autograd frees them as soon as this node's backward has run (unless retain_graph).
+    # The grids travel as saved tensors, not as ctx attributes, so that autograd frees them
+    # as soon as this node's backward has run (unless retain_graph).
     @staticmethod
     def forward(ctx, em, in_len, tg_len, objective: Objective, backend: str):
         state = dispatch.algebra_forward(
             em, in_len, tg_len, objective, backend, keep=ctx.needs_input_grad[0]
         )
-        ctx.state = replace(state, alpha=None, codes=None)
-        ctx.save_for_backward(em, in_len, tg_len, state.alpha, state.codes)
+        ctx.state = replace(state, saved=())
+        ctx.save_for_backward(em, in_len, tg_len, *state.saved)
         return state.loss.to(em.device)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        em, in_len, tg_len, alpha, codes = ctx.saved_tensors
-        state = replace(ctx.state, alpha=alpha, codes=codes)
-        grad = dispatch.algebra_backward(state, em, in_len, tg_len, grad_loss).to(em.device)
-        return _nan_where_infeasible(grad, state.loss, grad_loss), None, None, None, None
+        em, in_len, tg_len, *saved = ctx.saved_tensors
+        state = replace(ctx.state, saved=tuple(saved))
+        grad = dispatch.algebra_backward(state, em, in_len, tg_len, grad_loss)
+        return grad.to(em.device), None, None, None, None
 
 
 class _CTCDP(torch.autograd.Function):
@@ -151,40 +77,23 @@ class _CTCDP(torch.autograd.Function):
         state = dispatch.ctc_forward(
             em, targets, in_len, tg_len, backend, keep=ctx.needs_input_grad[0]
         )
-        ctx.state = replace(state, alpha=None)
-        ctx.save_for_backward(em, targets, in_len, tg_len, state.alpha)
+        ctx.state = replace(state, saved=())
+        ctx.save_for_backward(em, targets, in_len, tg_len, *state.saved)
         return state.loss.to(em.device)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        em, targets, in_len, tg_len, alpha = ctx.saved_tensors
-        state = replace(ctx.state, alpha=alpha)
-        grad = dispatch.ctc_backward(state, em, targets, in_len, tg_len, grad_loss).to(em.device)
-        return _nan_where_infeasible(grad, state.loss, grad_loss), None, None, None, None
+        em, targets, in_len, tg_len, *saved = ctx.saved_tensors
+        state = replace(ctx.state, saved=tuple(saved))
+        grad = dispatch.ctc_backward(state, em, targets, in_len, tg_len, grad_loss)
+        return grad.to(em.device), None, None, None, None
 
 
-def _nan_where_infeasible(
-    grad: torch.Tensor, loss: torch.Tensor, grad_loss: torch.Tensor
-) -> torch.Tensor:
-    # As torch.nn.functional.ctc_loss: an infinite loss that reaches the output (no
-    # zero_infinity) back-propagates NaN, loudly, rather than a silent zero.
-    bad = torch.isinf(loss.to(grad.device)) & (grad_loss != 0)
-    if bool(bad.any()):
-        grad = grad.clone()
-        grad[bad] = float("nan")
-    return grad
-
-
-def _emissions(checked, blank: int, from_logits: bool, backend: str) -> torch.Tensor:
-    nb = checked.targets.shape[0]
-    blank_col = torch.full((nb, 1), blank, dtype=torch.int64, device=checked.targets.device)
-    idx = torch.cat([blank_col, checked.targets], dim=1)  # (N, S+1): ε, y_1 … y_S
+def _emissions(checked, from_logits: bool, backend: str) -> torch.Tensor:
     em = _Emissions.apply(
-        checked.log_probs, idx, checked.input_lengths, from_logits, backend == "triton"
+        checked.log_probs, checked.idx, checked.input_lengths, from_logits, backend
     )
-    check_finite_emissions(
-        em.detach(), checked.input_lengths, "logits" if from_logits else "log_probs"
-    )
+    validate_values(checked, em.detach(), "logits" if from_logits else "log_probs")
     return em
 
 
@@ -196,9 +105,9 @@ def _reduce(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     if zero_infinity:
-        loss = torch.where(torch.isinf(loss), torch.zeros_like(loss), loss)
+        loss = loss.masked_fill(torch.isinf(loss), 0.0)
     if reduction == "mean":
-        loss = (loss / target_lengths.clamp(min=1).to(loss.dtype)).mean()
+        loss = (loss / target_lengths.clamp(min=1)).mean()
     elif reduction == "sum":
         loss = loss.sum()
     return loss.to(dtype)
@@ -219,6 +128,7 @@ def latent_alignment_loss(
     zero_infinity: bool = False,
     from_logits: bool = False,
     backend: str | None = None,
+    validate: bool | None = None,
 ) -> torch.Tensor:
     """Any objective of the operator algebra (SPEC.md): ``−logsumexp`` or ``−max`` over paths.
 
@@ -240,72 +150,53 @@ def latent_alignment_loss(
         backend: ``None``/``"auto"`` (numba on CPU, triton on CUDA when installed, else
             torch), ``"numba"``, ``"torch"``, ``"triton"`` (CUDA; CPU under
             ``TRITON_INTERPRET=1``).
+        validate: check lengths, target ids and NaN (one host synchronisation on a GPU);
+            ``False`` trusts the input (no synchronisation); ``None`` follows
+            :func:`latalign.align.set_validation` (on by default).
 
     Returns:
         The loss in nats.
     """
     objective = Objective.make(operators, aggregate, weights, causal)
-    return _algebra_loss(
-        log_probs,
-        targets,
-        input_lengths,
-        target_lengths,
-        objective,
-        blank,
-        reduction,
-        zero_infinity,
-        from_logits,
-        backend,
+    return _run_loss(
+        _algebra_program(objective),
+        (log_probs, targets, input_lengths, target_lengths),
+        blank=blank,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+        from_logits=from_logits,
+        backend=backend,
+        validate=validate,
     )
 
 
-def _algebra_loss(
-    log_probs,
-    targets,
-    input_lengths,
-    target_lengths,
-    objective,
-    blank,
-    reduction,
-    zero_infinity,
-    from_logits,
-    backend,
-) -> torch.Tensor:
+def _algebra_program(objective: Objective):
     def program(em, checked, name):
         return _AlgebraDP.apply(em, checked.input_lengths, checked.target_lengths, objective, name)
 
-    return _run_loss(
-        program,
-        log_probs,
-        targets,
-        input_lengths,
-        target_lengths,
-        blank,
-        reduction,
-        zero_infinity,
-        from_logits,
-        backend,
-    )
+    return program
+
+
+def _ctc_program(em, checked, name):
+    return _CTCDP.apply(em, checked.targets, checked.input_lengths, checked.target_lengths, name)
 
 
 def _run_loss(
     program,
-    log_probs,
-    targets,
-    input_lengths,
-    target_lengths,
-    blank,
-    reduction,
-    zero_infinity,
-    from_logits,
-    backend,
+    inputs: tuple,
+    *,
+    blank: int,
+    reduction: str,
+    zero_infinity: bool,
+    from_logits: bool,
+    backend: str | None,
+    validate: bool | None,
 ) -> torch.Tensor:
     """Check the inputs, gather the emissions, run ``program(em, checked, backend)``, reduce."""
-    checked = check_inputs(
-        log_probs, targets, input_lengths, target_lengths, blank=blank, reduction=reduction
-    )
+    log_probs = inputs[0]
+    checked = check_inputs(*inputs, blank=blank, reduction=reduction, validate=validate)
     name = resolve(backend, log_probs.device)
-    em = _emissions(checked, blank, from_logits, name)
+    em = _emissions(checked, from_logits, name)
     loss = program(em, checked, name)
     return _reduce(loss, checked.target_lengths, reduction, zero_infinity, log_probs.dtype)
 
@@ -323,6 +214,7 @@ def axe_loss(
     zero_infinity: bool = False,
     from_logits: bool = False,
     backend: str | None = None,
+    validate: bool | None = None,
 ) -> torch.Tensor:
     """Aligned cross entropy (Ghazvininejad et al., 2020) for any ``m`` and ``n`` (``m == n`` too).
 
@@ -330,17 +222,15 @@ def axe_loss(
     ``causal=True`` gives the paper's causal AXE. Arguments as
     :func:`latent_alignment_loss`. Returns the loss in nats.
     """
-    return _algebra_loss(
-        log_probs,
-        targets,
-        input_lengths,
-        target_lengths,
-        axe_objective(delta, causal),
-        blank,
-        reduction,
-        zero_infinity,
-        from_logits,
-        backend,
+    return _run_loss(
+        _algebra_program(axe_objective(delta, causal)),
+        (log_probs, targets, input_lengths, target_lengths),
+        blank=blank,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+        from_logits=from_logits,
+        backend=backend,
+        validate=validate,
     )
 
 
@@ -355,6 +245,7 @@ def ctc_loss(
     zero_infinity: bool = False,
     from_logits: bool = False,
     backend: str | None = None,
+    validate: bool | None = None,
 ) -> torch.Tensor:
     """Connectionist temporal classification (Graves et al., 2006), batch first.
 
@@ -366,22 +257,15 @@ def ctc_loss(
     ``log_softmax`` both give the same gradient. Returns the loss in nats.
     """
 
-    def program(em, checked, name):
-        return _CTCDP.apply(
-            em, checked.targets, checked.input_lengths, checked.target_lengths, name
-        )
-
     return _run_loss(
-        program,
-        log_probs,
-        targets,
-        input_lengths,
-        target_lengths,
-        blank,
-        reduction,
-        zero_infinity,
-        from_logits,
-        backend,
+        _ctc_program,
+        (log_probs, targets, input_lengths, target_lengths),
+        blank=blank,
+        reduction=reduction,
+        zero_infinity=zero_infinity,
+        from_logits=from_logits,
+        backend=backend,
+        validate=validate,
     )
 
 
@@ -432,6 +316,7 @@ def best_alignment(
     causal: bool = False,
     from_logits: bool = False,
     backend: str | None = None,
+    validate: bool | None = None,
 ) -> list[Alignment]:
     """The best (Viterbi) path of each sequence under a max objective (default: AXE).
 
@@ -440,13 +325,25 @@ def best_alignment(
     """
     objective = Objective.make(operators, "max", weights, causal)
     checked = check_inputs(
-        log_probs, targets, input_lengths, target_lengths, blank=blank, reduction=None
+        log_probs,
+        targets,
+        input_lengths,
+        target_lengths,
+        blank=blank,
+        reduction=None,
+        validate=validate,
     )
     name = resolve(backend, log_probs.device)
     with torch.no_grad():
-        em = _emissions(checked, blank, from_logits, name)
+        em = _emissions(checked, from_logits, name)
         state = dispatch.algebra_forward(
-            em, checked.input_lengths, checked.target_lengths, objective, name, keep=True
+            em,
+            checked.input_lengths,
+            checked.target_lengths,
+            objective,
+            name,
+            keep=False,
+            paths=True,
         )
         paths = dispatch.best_paths(state, checked.input_lengths, checked.target_lengths)
     scores = (-state.loss).tolist()

@@ -8,9 +8,10 @@ name        runs on                                          what it is
 ``triton``  CUDA; CPU tensors under ``TRITON_INTERPRET=1``   Triton kernels (:mod:`.triton_kernels`)
 ==========  ===============================================  ==================================
 
-Every backend implements the same entry points over gathered emissions
-``em (N, T, S+1)`` (column 0 = blank): the algebra's forward, backward and best paths,
-and the real-CTC pair. :mod:`latalign.align.dispatch` holds the adapters.
+Every backend implements one interface, :class:`~.base.Backend` (a ``typing.Protocol``):
+the emissions and their gradient, the algebra's forward, backward and best paths, and the
+real-CTC pair, over gathered emissions ``em (N, T, S+1)`` (column 0 = blank). :func:`get`
+returns the backend of a name (each built once); :mod:`latalign.align.dispatch` is a lookup.
 
 ``backend=None`` (or ``"auto"``) picks ``numba`` on CPU, ``triton`` on CUDA when triton
 imports (``pip install "latalign[gpu]"``), ``torch`` otherwise.
@@ -24,7 +25,40 @@ from types import ModuleType
 
 import torch
 
+from .base import AlgebraState, Backend, CTCState
+
 BACKENDS: tuple[str, ...] = ("numba", "torch", "triton")
+
+# name -> (module, class): imported on first use (numba compiles, triton may be missing)
+_IMPLEMENTATIONS = {
+    "numba": (".numba_cpu", "NumbaBackend"),
+    "torch": (".torch_vec", "TorchBackend"),
+    "triton": (".triton_kernels", "TritonBackend"),
+}
+_BUILT: dict[str, Backend] = {}
+
+__all__ = [
+    "BACKENDS",
+    "AlgebraState",
+    "Backend",
+    "CTCState",
+    "get",
+    "resolve",
+    "set_numba_threads",
+    "triton_available",
+    "triton_module",
+]
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name`` (one of :data:`BACKENDS`; see :func:`resolve`)."""
+    backend = _BUILT.get(name)
+    if backend is None:
+        if name not in _IMPLEMENTATIONS:
+            raise ValueError(f"expected backend in {BACKENDS}, found {name!r}")
+        module, cls = _IMPLEMENTATIONS[name]
+        backend = _BUILT[name] = getattr(importlib.import_module(module, __name__), cls)()
+    return backend
 
 
 def triton_module() -> ModuleType:

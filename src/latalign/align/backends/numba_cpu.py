@@ -17,6 +17,7 @@ import math
 
 import numba
 import numpy as np
+import torch
 
 from ..objective import (
     MOVE_ALIGN,
@@ -28,6 +29,14 @@ from ..objective import (
     MOVE_EMITS_TARGET,
     MOVE_FRAME_AT_LEAST_1,
     MOVE_NONE,
+    Objective,
+)
+from .base import (
+    AlgebraState,
+    CTCState,
+    nan_where_infeasible,
+    torch_emissions,
+    torch_emissions_backward,
 )
 
 NEG_INF = -np.inf
@@ -350,3 +359,108 @@ def ctc_backward(em, tg, in_len, tg_len, alpha, logz, gscale, grad):
                 if a == NEG_INF or bb == NEG_INF:
                     continue
                 grad[b, t, _ctc_emit_index(s)] -= g * math.exp(a + bb - z)
+
+
+# --------------------------------------------------------------------------------------
+# The backend interface (:class:`~latalign.align.backends.base.Backend`) over these kernels.
+# --------------------------------------------------------------------------------------
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class NumbaBackend:
+    """The compiled CPU kernels behind :class:`~latalign.align.backends.base.Backend`."""
+
+    name = "numba"
+
+    def emissions(self, src, idx, in_len, from_logits):
+        return torch_emissions(src, idx, from_logits)
+
+    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
+        # CPU only: finding the padding rows costs no synchronisation here
+        return torch_emissions_backward(src, idx, in_len, from_logits, grad_em, sparse_rows=True)
+
+    def algebra_forward(
+        self, em, in_len, tg_len, objective: Objective, *, keep: bool, paths: bool = False
+    ) -> AlgebraState:
+        use_max = objective.aggregate == "max"
+        nb, tmax, s1 = em.shape
+        rows = 2 if use_max else s1  # max needs back-pointers only: keep two rows of alpha
+        alpha = np.empty((nb, rows, tmax + 1), dtype=np.float64)
+        bp = np.zeros((nb, s1, tmax + 1) if use_max else (1, 1, 1), dtype=np.int8)
+        out = np.empty(nb, dtype=np.float64)
+        algebra_forward(
+            _np(em.transpose(1, 2)),
+            _np(in_len),
+            _np(tg_len),
+            np.asarray(objective.weights, dtype=np.float64),
+            np.asarray(objective.flags, dtype=np.bool_),
+            objective.causal,
+            use_max,
+            alpha,
+            bp,
+            out,
+        )
+        saved = (
+            torch.from_numpy(alpha) if keep and not use_max else None,
+            torch.from_numpy(bp) if use_max and (keep or paths) else None,
+        )
+        return AlgebraState(objective, -torch.from_numpy(out), saved)
+
+    def algebra_backward(self, state, em, in_len, tg_len, gscale):
+        obj = state.objective
+        alpha_t, codes = state.saved
+        nb, tmax, s1 = em.shape
+        grad = np.zeros((nb, s1, tmax), dtype=np.float64)  # transposed, as the kernels see em
+        w = np.asarray(obj.weights, dtype=np.float64)
+        g = _np(gscale.to(torch.float64))
+        if obj.aggregate == "max":
+            algebra_backward_max(_np(in_len), _np(tg_len), w, _np(codes), g, grad)
+        else:
+            alpha = _np(alpha_t)
+            algebra_backward_sum(
+                _np(em.transpose(1, 2)),
+                _np(in_len),
+                _np(tg_len),
+                w,
+                np.asarray(obj.flags, dtype=np.bool_),
+                obj.causal,
+                alpha,
+                np.empty_like(alpha),
+                g,
+                grad,
+            )
+        out = torch.from_numpy(grad).transpose(1, 2)
+        return nan_where_infeasible(out, state.loss, gscale)
+
+    def best_paths(self, state, in_len, tg_len):
+        codes = state.saved[1]
+        nb, s1, t1 = codes.shape
+        paths = np.zeros((nb, max(s1 + t1 - 2, 1)), dtype=np.int8)
+        plen = np.zeros(nb, dtype=np.int64)
+        algebra_backtrack(_np(in_len), _np(tg_len), _np(codes), paths, plen)
+        return [None if plen[b] < 0 else paths[b, : plen[b]].tolist() for b in range(nb)]
+
+    def ctc_forward(self, em, targets, in_len, tg_len, *, keep: bool) -> CTCState:
+        nb, tmax, s1 = em.shape
+        alpha = np.empty((nb, tmax, 2 * (s1 - 1) + 1), dtype=np.float64)
+        out = np.empty(nb, dtype=np.float64)
+        ctc_forward(_np(em), _np(targets), _np(in_len), _np(tg_len), alpha, out)
+        return CTCState(-torch.from_numpy(out), (torch.from_numpy(alpha) if keep else None,))
+
+    def ctc_backward(self, state, em, targets, in_len, tg_len, gscale):
+        nb, tmax, s1 = em.shape
+        grad = np.zeros((nb, tmax, s1), dtype=np.float64)
+        ctc_backward(
+            _np(em),
+            _np(targets),
+            _np(in_len),
+            _np(tg_len),
+            _np(state.saved[0]),
+            _np(-state.loss),
+            _np(gscale.to(torch.float64)),
+            grad,
+        )
+        return nan_where_infeasible(torch.from_numpy(grad), state.loss, gscale)

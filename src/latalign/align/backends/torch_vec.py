@@ -27,6 +27,15 @@ from ..objective import (
     MOVES,
     TARGET,
     Move,
+    Objective,
+)
+from .base import (
+    AlgebraState,
+    CTCState,
+    constant,
+    nan_where_infeasible,
+    torch_emissions,
+    torch_emissions_backward,
 )
 
 NEG_INF = float("-inf")
@@ -243,8 +252,8 @@ def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
     steps = torch.zeros((nb, max(max_len, 1)), dtype=torch.long, device=dev)
     si = torch.zeros_like(steps)
     sj = torch.zeros_like(steps)
-    di = torch.tensor(MOVE_DI, dtype=torch.long, device=dev)
-    dj = torch.tensor(MOVE_DJ, dtype=torch.long, device=dev)
+    di = constant(MOVE_DI, torch.long, dev)
+    dj = constant(MOVE_DJ, torch.long, dev)
     for k in range(max_len):
         c = flat.gather(1, (i * t1 + j).view(nb, 1)).view(nb)
         c = torch.where((i == 0) & (j == 0), MOVE_NONE, c)
@@ -278,9 +287,9 @@ def path_gradient(
     scattered onto the emissions each move scored: ``(N, T, S+1)`` float64."""
     nb = steps.shape[0]
     dev = steps.device
-    w = torch.tensor([0.0, *weights], dtype=DP_DTYPE, device=dev)  # by move code
-    emits_target = torch.tensor(MOVE_EMITS_TARGET, device=dev)
-    at_least_1 = torch.tensor(MOVE_FRAME_AT_LEAST_1, device=dev)
+    w = constant((0.0, *weights), DP_DTYPE, dev)  # by move code
+    emits_target = constant(MOVE_EMITS_TARGET, torch.bool, dev)
+    at_least_1 = constant(MOVE_FRAME_AT_LEAST_1, torch.bool, dev)
     valid = steps != MOVE_NONE
     wstep = w[steps] * (length >= 0).view(nb, 1) * valid
     row = torch.where(at_least_1[steps], sj.clamp(min=1), sj) - 1  # prediction used (0-based)
@@ -369,3 +378,69 @@ def ctc_backward(em, targets, in_len, tg_len, alpha, logz):
     grad = torch.zeros((nb, tmax, s1), dtype=DP_DTYPE, device=dev)
     grad.scatter_add_(2, emit.view(1, 1, ns).expand(nb, tmax, ns), -gamma.permute(1, 0, 2))
     return grad
+
+
+# --------------------------------------------------------------------------------------
+# The backend interface (:class:`~latalign.align.backends.base.Backend`).
+# --------------------------------------------------------------------------------------
+
+
+class TorchBackend:
+    """Vectorized PyTorch on any device; no host synchronisation in a loss call."""
+
+    name = "torch"
+
+    def emissions(self, src, idx, in_len, from_logits):
+        return torch_emissions(src, idx, from_logits)
+
+    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
+        return torch_emissions_backward(src, idx, in_len, from_logits, grad_em, sparse_rows=False)
+
+    def algebra_forward(
+        self, em, in_len, tg_len, objective: Objective, *, keep: bool, paths: bool = False
+    ) -> AlgebraState:
+        use_max = objective.aggregate == "max"
+        nb = em.shape[0]
+        scores = AlgebraScores(
+            em, in_len, tg_len, objective.weights, objective.flags, objective.causal, use_max
+        )
+        alpha, codes = algebra_forward(scores, use_max)
+        loss = -alpha[torch.arange(nb, device=em.device), tg_len, in_len]
+        saved = (alpha if keep else None, codes)
+        return AlgebraState(objective, loss, saved, scores if keep else None)
+
+    def algebra_backward(self, state, em, in_len, tg_len, gscale):
+        obj = state.objective
+        alpha, codes = state.saved
+        nb, tmax, _ = em.shape
+        if obj.aggregate == "max":
+            grad = algebra_backward_max(codes, in_len, tg_len, obj.weights, tmax)
+        else:
+            grad, _ = algebra_backward_sum(state.extra, alpha, in_len, tg_len, obj.weights)
+        grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))
+        return nan_where_infeasible(grad, state.loss, gscale)
+
+    def best_paths(self, state, in_len, tg_len):
+        steps, _, _, length = backtrack(state.saved[1], in_len, tg_len)
+        return paths_from_steps(steps, length)
+
+    def ctc_forward(self, em, targets, in_len, tg_len, *, keep: bool) -> CTCState:
+        alpha, logz = ctc_forward(em, targets, in_len, tg_len)
+        return CTCState(-logz, (alpha if keep else None,))
+
+    def ctc_backward(self, state, em, targets, in_len, tg_len, gscale):
+        nb = em.shape[0]
+        grad = ctc_backward(em, targets, in_len, tg_len, state.saved[0], -state.loss)
+        grad.mul_(gscale.to(grad.dtype).view(nb, 1, 1))
+        return nan_where_infeasible(grad, state.loss, gscale)
+
+
+def paths_from_steps(steps: torch.Tensor, length: torch.Tensor) -> list[list[int] | None]:
+    """Best paths in order from ``(0, 0)`` from ``steps (N, L)`` (codes from the end
+    backwards) and ``length (N,)`` (−1: no path), as :func:`backtrack` returns them."""
+    steps, length = steps.cpu(), length.cpu()
+    out: list[list[int] | None] = []
+    for b in range(steps.shape[0]):
+        k = int(length[b])
+        out.append(None if k < 0 else steps[b, :k].flip(0).tolist())
+    return out
