@@ -3,8 +3,8 @@
 Imports nothing of the translation stack. Semantics: ``shared/SPEC.md``.
 """
 
-from .dag import DagPath, dag_best_path, dag_best_vertices, dag_loss
 from .checks import set_validation, validation_enabled
+from .dag import DagPath, dag_best_path, dag_best_vertices, dag_loss
 from .losses import Alignment, axe_loss, best_alignment, ctc_loss, latent_alignment_loss, path_alpha
 from .objective import (
     AXE_OPERATORS,
