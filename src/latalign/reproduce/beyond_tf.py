@@ -41,7 +41,9 @@ from latalign.reproduce import analysis as an
 from latalign.reproduce import experiments as ex
 from latalign.reproduce.groups import ExperimentGroup, GroupRun
 from latalign.translate.batching import collate
-from latalign.translate.regimes import RegimeConfig, decoding_model, evaluation_inputs
+from latalign.translate.checkpoint import checkpoint_paths
+from latalign.translate.decode import SearchOptions
+from latalign.translate.run import load_run
 from latalign.translate.train import train
 
 logger = logging.getLogger("latalign.reproduce")
@@ -64,7 +66,7 @@ TIE_MARGIN = (1.0, 0.05)  # |ΔBLEU| ≤ max(1 BLEU, 5 % of CE's BLEU): a tie
 class RegimeRun:
     """One regime of the experiment: its key (the ``updates`` key), a label, the
     ``TrainConfig`` fields that select it (``schedule_updates`` is filled in from the
-    updates), and the :class:`RegimeConfig` used for evaluation inputs and decoding."""
+    updates)."""
 
     key: str
     label: str
@@ -76,14 +78,6 @@ class RegimeRun:
         if opts.get("regime") == "scheduled_sampling":
             opts["schedule_updates"] = max(1, updates // 2)
         return opts
-
-    def regime_config(self) -> RegimeConfig:
-        o = self.options
-        name = "ctc_control" if o.get("arch") == "ar_aux_ctc" else o.get("regime", TEACHER_FORCING)
-        kw: dict[str, Any] = {"name": name}
-        if "delay" in o:
-            kw["delay"] = o["delay"]
-        return RegimeConfig(**kw)
 
     @property
     def copy_shift(self) -> int:
@@ -252,7 +246,7 @@ def shifted_copy_path(length: int, shift: int) -> tuple[str, ...]:
 def analyse(
     model: torch.nn.Module,
     ctx: ex.Context,
-    regime: RegimeConfig,
+    regime_inputs: Any,
     *,
     causal: bool,
     copy_shift: int,
@@ -270,7 +264,7 @@ def analyse(
     p_sum, p_n, paths, lengths = 0.0, 0, [], []
     for start in range(0, len(idx), 32):
         batch = collate([data.valid[i] for i in idx[start : start + 32]])
-        inputs = evaluation_inputs(regime, batch.prev_output_tokens)
+        inputs = regime_inputs(batch)
         logits = model(batch.src_tokens, batch.src_lengths, inputs).float()
         probs = torch.softmax(logits, dim=-1)
         p_in = probs.gather(-1, inputs.unsqueeze(-1)).squeeze(-1)
@@ -336,12 +330,16 @@ def run_cell(
     cfg = ex.train_config(ctx, d / "train", criterion, options, updates)
     res = train(cfg, progress=False)
     train_s = time.monotonic() - t0
-    model = ex._load_last(d / "train")
-    dec = decoding_model(model, cfg.to_dict())
+    trained = load_run(checkpoint_paths(d / "train")[0])
+    model = trained.model
+    search = SearchOptions(beam=ctx.preset.beam, batch_size=50, bf16=False)
     t1 = time.monotonic()
-    test = ex.evaluate_test(dec, ctx, ctx.preset.test_sentences, ctx.preset.beam, d)
+    test = ex.evaluate_test(
+        model, ctx, ctx.preset.test_sentences, ctx.preset.beam, d,
+        translate=lambda m, tok, src: trained.translate(src, search),
+    )  # fmt: skip
     analysis = analyse(
-        model, ctx, run.regime_config(), causal=criterion == "causal_axe",
+        model, ctx, trained.validation_inputs, causal=criterion == "causal_axe",
         copy_shift=run.copy_shift,
     )  # fmt: skip
     row = {
@@ -429,8 +427,6 @@ def jobs_of(preset: str) -> list[tuple[str, str, str]]:
 def run(g: GroupRun) -> dict[str, Any]:
     """Every cell of :func:`jobs_of` in ``ctx.map_workers`` processes (results do not
     depend on it), then the classification and the answer."""
-    from latalign.translate.checkpoint import checkpoint_paths
-
     ctx = g.ctx
     jobs = jobs_of(ctx.preset.name)
     ce = g.results["experiments"]["ce"]

@@ -33,6 +33,7 @@ from latalign.translate.data import DataConfig, PreparedData, prepare_data
 from latalign.translate.decode import translate_sentences
 from latalign.translate.doubled import double_inputs, doubled_greedy_decode
 from latalign.translate.metrics import evaluate_translations
+from latalign.translate.run import load_run
 from latalign.translate.runlog import read_log
 from latalign.translate.train import TrainConfig, default_cache_dir, train
 
@@ -384,11 +385,9 @@ def evaluate_test(
 
 
 def _load_last(run_dir: Path) -> torch.nn.Module:
-    from latalign.translate.checkpoint import checkpoint_paths, load_model
+    from latalign.translate.checkpoint import checkpoint_paths
 
-    last, _ = checkpoint_paths(run_dir)
-    model, _, _ = load_model(checkpoint=last)
-    return model
+    return load_run(checkpoint_paths(run_dir)[0]).model
 
 
 def run_criterion_experiment(name: str, ctx: Context) -> dict[str, Any]:
@@ -564,8 +563,6 @@ def run_baseline_experiment(ctx: Context) -> dict[str, Any]:
     """The stack's cross-entropy recipe: evaluate the finished run ``ctx.baseline`` or train
     the preset's recipe into ``{out}/baseline/train``; decode the test set (beam, the
     checkpoint ``latalign evaluate`` uses: best, else last)."""
-    from latalign.translate.checkpoint import load_model
-
     name = "baseline"
     directory = ctx.out / name
     spec = baseline_spec(ctx)
@@ -589,7 +586,8 @@ def run_baseline_experiment(ctx: Context) -> dict[str, Any]:
         logger.info("%s: training the recipe %s (%s)", name, recipe, run_dir)
         train(cfg, progress=ctx.progress)
     train_s = time.monotonic() - t0
-    model, _, state = load_model(run_dir=run_dir)
+    loaded = load_run(run_dir)
+    model, state = loaded.model, {"step": loaded.step}
     history = full_history(run_dir)
     saved_cfg = json.loads((run_dir / "config.json").read_text())
     last_train = [r for r in history if r.get("kind") == "train"]

@@ -72,15 +72,12 @@ def repeated_share(hyps: list[str]) -> float:
     return repeats / words if words else 0.0
 
 
-def _score(model: Any, tokenizer: Any, src: list[str], refs: list[str], nat: bool) -> dict:
-    from latalign.translate.decode import translate_sentences
+def _score(run: Any, src: list[str], refs: list[str]) -> dict:
+    from latalign.translate.decode import SearchOptions
     from latalign.translate.metrics import evaluate_translations
-    from latalign.translate.nat import nat_translate_sentences
 
     def decode(sentences: list[str], batch_size: int) -> list[str]:
-        if nat:
-            return nat_translate_sentences(model, tokenizer, sentences, batch_size=batch_size)
-        return translate_sentences(model, tokenizer, sentences, beam=5, batch_size=batch_size)
+        return run.translate(sentences, SearchOptions(beam=5, batch_size=batch_size, bf16=False))
 
     seconds = latency = float("inf")
     one_by_one = src[:LATENCY_SENTENCES]
@@ -144,8 +141,10 @@ def teacher_checkpoint(g: GroupRun) -> Path:
 
 
 def run(g: GroupRun) -> dict[str, Any]:
-    from latalign.translate.checkpoint import checkpoint_paths, load_model
+    from latalign.translate.checkpoint import checkpoint_paths
+    from latalign.translate.decode import SearchOptions
     from latalign.translate.distill import distill
+    from latalign.translate.run import load_run
 
     ctx, d = g.ctx, g.directory
     t_start = time.monotonic()
@@ -159,8 +158,9 @@ def run(g: GroupRun) -> dict[str, Any]:
     src_lang = raw_cfg.src if ctx.data_dir is not None else "syn"
     tgt_lang = raw_cfg.tgt if ctx.data_dir is not None else "en"
     kd_dir = d / "distilled"
-    distill(None, data_dir, kd_dir, checkpoint=teacher_ckpt, src=src_lang, tgt=tgt_lang,
-            beam=5, batch_size=BATCH_SIZE, limit=pairs, progress=ctx.progress and sys.stderr.isatty())  # fmt: skip
+    distill(teacher_ckpt, data_dir, kd_dir, src=src_lang, tgt=tgt_lang,
+            options=SearchOptions(beam=5, batch_size=BATCH_SIZE, bf16=False), limit=pairs,
+            progress=ctx.progress and sys.stderr.isatty())  # fmt: skip
     seconds["distill"] = time.monotonic() - t0
     kd_cfg = dataclasses.replace(
         raw_cfg, data=str(kd_dir), src=src_lang, tgt=tgt_lang, train_limit=None
@@ -191,12 +191,11 @@ def run(g: GroupRun) -> dict[str, Any]:
     src = [test.raw_src[i] for i in idx]
     refs = [test.raw_tgt[i] for i in idx]
     rows: dict[str, dict[str, Any]] = {}
-    model, tok, _ = load_model(checkpoint=teacher_ckpt)
-    rows["ar"] = _score(model, tok, src, refs, nat=False)
+    rows["ar"] = _score(load_run(teacher_ckpt), src, refs)
     for name in jobs:
-        model, tok, state = load_model(checkpoint=checkpoint_paths(d / name)[0])
-        rows[name] = _score(model, tok, src, refs, nat=True)
-        rows[name]["updates"] = int(state["step"])
+        student = load_run(checkpoint_paths(d / name)[0])
+        rows[name] = _score(student, src, refs)
+        rows[name]["updates"] = student.step
     seconds["total"] = time.monotonic() - t_start
     return {
         "rows": rows,

@@ -46,7 +46,7 @@ def validate_options(options: ReproduceOptions) -> tuple[list[str], list[str]]:
         raise ValueError(f"expected a preset in {{{', '.join(PRESETS)}}}; found {options.preset!r}")
     preset = PRESETS[options.preset]
     if options.device is not None:
-        from latalign.translate.distributed import resolve_device
+        from latalign.translate.device import resolve_device
 
         if options.device != "auto" and not (
             options.device == "cpu" or options.device.startswith("cuda")
