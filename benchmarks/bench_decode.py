@@ -65,13 +65,18 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from latalign.translate.config import ModelConfig
-from latalign.translate.decode import _collate_sources, beam_search, greedy_decode
+from latalign.translate.config import ModelConfig, TrainConfig
+from latalign.translate.decode import BatchDecoder, _collate_sources, beam_search, greedy_decode
 from latalign.translate.model import Transformer
+from latalign.translate.nat import NATConfig, NATransformer
+from latalign.translate.quantize import quantize_int8
+from latalign.translate.run import TrainedRun, load_run
+from latalign.translate.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
@@ -104,12 +109,9 @@ def load(
     """The model, the source encoder, a detokeniser for trained models (ε removed) and a label."""
     if args.run_dir or args.checkpoint:
         if args.tokenizer is None:
-            from latalign.translate.checkpoint import load_model
-
-            model, tok, _ = load_model(run_dir=args.run_dir, checkpoint=args.checkpoint)
+            run = load_run(args.run_dir or args.checkpoint)
+            model, tok = run.model, run.tokenizer
         else:
-            from latalign.translate.tokenizer import Tokenizer
-
             state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
             model = Transformer(ModelConfig(**state["model_config"]))
             model.load_state_dict(state["model"])
@@ -121,8 +123,6 @@ def load(
         return model.eval(), tok.encode, decode, "trained model"
     torch.manual_seed(0)
     if args.tokenizer:
-        from latalign.translate.tokenizer import Tokenizer
-
         tok = Tokenizer.load(args.tokenizer)
         vocab, encode = tok.vocab_size, tok.encode
     else:
@@ -172,54 +172,43 @@ def run_once(fn: Callable[..., list[list[int]]], model, batches, **kwargs):
 
 def nat_decoders(
     args: argparse.Namespace, trained: bool, vocab: int, encode: Callable[[str], list[int]]
-) -> list[tuple[str, torch.nn.Module, Callable[[str], list[int]], Decoder | None, dict]]:
-    """``(row name, NAT model, source encoder, detokeniser or None, decode_batch kwargs)``:
-    the runs of ``--nat-run-dir``, or two random-init ``small`` NAT models beside a random AR
-    model (none beside a trained AR model without ``--nat-run-dir``, or with ``--skip-nat``)."""
-    from latalign.translate.nat import NATConfig, NATransformer
-
+) -> list[tuple[str, torch.nn.Module, Callable[[str], list[int]], Decoder | None, BatchDecoder]]:
+    """``(row name, NAT model, source encoder, detokeniser or None, batch decoder)``: the runs
+    of ``--nat-run-dir`` (decoded by their own rule, ``TrainedRun.batch_decoder``), or two
+    random-init ``small`` NAT models beside a random AR model (none beside a trained AR model
+    without ``--nat-run-dir``, or with ``--skip-nat``)."""
     if args.skip_nat:
         return []
     out = []
     if args.nat_run_dir:
-        from latalign.translate.checkpoint import load_model
-
         for run_dir in args.nat_run_dir:
-            model, tok, _ = load_model(run_dir=run_dir)
-            if getattr(model, "arch", "ar") != "nat":
+            run = load_run(run_dir)
+            if run.arch.autoregressive:
                 raise SystemExit(f"bench_decode: expected a NAT run in {run_dir}; found an AR run")
-            cfg = model.cfg
+            cfg, tok = run.model.cfg, run.tokenizer
             how = (
                 f"ctc x{cfg.upsample}"
                 if cfg.length == "upsample"
                 else f"len-beam {cfg.length_beam}"
             )
-            ids = dict(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id,
-                       blank_id=tok.blank_id, length_beam=cfg.length_beam)  # fmt: skip
 
             def detok(x: list[int], tok: Any = tok) -> str:
                 return tok.decode([i for i in x if i != tok.blank_id])
 
-            out.append(
-                (f"nat {how} {Path(run_dir).name}"[:28], model.eval(), tok.encode, detok, ids)
-            )
+            name = f"nat {how} {Path(run_dir).name}"[:28]
+            out.append((name, run.model, tok.encode, detok, run.batch_decoder()))
         return out
     if trained:
         return []
     base = ModelConfig.preset("small", vocab).to_dict()
-    ids = dict(pad_id=PAD_ID, bos_id=1, eos_id=EOS_ID, blank_id=4)
-    for name, nat in (("nat ctc x2 fp32", {"length": "upsample", "upsample": 2}),
-                      ("nat len-beam 3 fp32", {"length": "predict", "length_beam": 3})):  # fmt: skip
+    ids = SimpleNamespace(pad_id=PAD_ID, bos_id=1, eos_id=EOS_ID, blank_id=4)
+    for name, criterion in (("nat ctc x2 fp32", "ctc"), ("nat len-beam 3 fp32", "ce")):
+        cfg = TrainConfig(arch="nat", criterion=criterion, preset="small")
         torch.manual_seed(0)
-        model = NATransformer(NATConfig(**base, **nat)).eval()
-        out.append((name, model, encode, None, {**ids, "length_beam": model.cfg.length_beam}))
+        model = NATransformer(NATConfig.from_model_config(ModelConfig(**base), **{
+            "length": "upsample" if criterion == "ctc" else "predict"})).eval()  # fmt: skip
+        out.append((name, model, encode, None, TrainedRun(model, ids, cfg).batch_decoder()))
     return out
-
-
-def nat_decode(model: torch.nn.Module, src: torch.Tensor, _lengths: torch.Tensor, **ids: Any):
-    from latalign.translate.nat import decode_batch
-
-    return decode_batch(model, src, **ids)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,8 +275,6 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[list[int]]] = {}
     int8_model = None
     if not args.skip_int8:
-        from latalign.translate.quantize import quantize_int8
-
         int8_model = quantize_int8(model)
     configs = [
         ("beam", "cached", "fp32"),
@@ -315,12 +302,12 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{kind}{'-' + str(args.beam) if kind == 'beam' else ''} {cache} {precision}"
         fn(m, *batches[0], **kwargs)  # warm-up
         runs.append((name, fn, m, kwargs, batches, inverse, decode))
-    for name, m, nat_encode, nat_detok, kwargs in nat:
+    for name, m, nat_encode, nat_detok, nat_decode in nat:
         nat_batches, nat_inverse = make_batches(
-            [nat_encode(x) + [kwargs["eos_id"]] for x in sentences], args.batch_size
+            [nat_encode(x) + [EOS_ID] for x in sentences], args.batch_size
         )
-        nat_decode(m, *nat_batches[0], **kwargs)  # warm-up
-        runs.append((name, nat_decode, m, kwargs, nat_batches, nat_inverse, nat_detok))
+        nat_decode(m, *nat_batches[0])  # warm-up
+        runs.append((name, nat_decode, m, {}, nat_batches, nat_inverse, nat_detok))
     # interleaved repeats (config order reversed every other round), median per config:
     # on a shared machine the load drifts, and interleaving spreads it over every config
     times: dict[str, list[float]] = {name: [] for name, *_ in runs}

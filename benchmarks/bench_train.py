@@ -46,11 +46,12 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from latalign.translate.batching import TokenBatchSampler, collate
 from latalign.translate.config import ModelConfig
-from latalign.translate.criteria import get_criterion
-from latalign.translate.criteria._common import make_stats
+from latalign.translate.criteria import label_smoothed_nll_loss
+from latalign.translate.criteria._common import IGNORE, position_targets
 from latalign.translate.data import DataConfig, prepare_data
 from latalign.translate.loss import teacher_forced_loss
 from latalign.translate.model import Transformer
@@ -63,22 +64,20 @@ GOAL_AXE_OVER_CE = 0.95
 GOAL_BF16_OVER_FP32 = 1.5
 
 
-def ce_unfused(logits, batch, blank_id: int, pad_id: int):
+def ce_unfused(logits, targets, input_lengths, target_lengths, *, blank: int = 4):
     """Baseline: ``F.cross_entropy`` (log_softmax + nll_loss), the criterion before fusing."""
-    import torch.nn.functional as F
-
     x = logits.float().reshape(-1, logits.size(-1))
-    loss = F.cross_entropy(x, batch.target.reshape(-1), ignore_index=pad_id, reduction="sum")
-    return loss, make_stats(loss, batch, nll_loss_sum=loss)
+    rows = position_targets(logits, targets, target_lengths).reshape(-1)
+    loss = F.cross_entropy(x, rows, ignore_index=IGNORE, reduction="sum")
+    return loss, loss
 
 
-def label_smoothed_ce_unfused(logits, batch, blank_id: int, pad_id: int):
+def label_smoothed_ce_unfused(logits, targets, input_lengths, target_lengths, *, blank: int = 4):
     """Baseline: fairseq's log_softmax + gather + sum label smoothing (epsilon 0.1)."""
-    from latalign.translate.criteria import label_smoothed_nll_loss
-
     lprobs = torch.log_softmax(logits.float(), dim=-1).reshape(-1, logits.size(-1))
-    loss, nll = label_smoothed_nll_loss(lprobs, batch.target.reshape(-1), 0.1, pad_id)
-    return loss, make_stats(loss, batch, nll_loss_sum=nll)
+    rows = position_targets(logits, targets, target_lengths).reshape(-1)
+    pad = 0  # never a target: stands for the positions that score nothing
+    return label_smoothed_nll_loss(lprobs, rows.masked_fill(rows.eq(IGNORE), pad), 0.1, pad)
 
 
 #: benchmark-only baselines, beside the library's criteria
@@ -117,10 +116,8 @@ def measure(
         torch.manual_seed(args.seed)
         model = Transformer(ModelConfig.preset(args.preset, vocab_size)).to(device)
         optimizer = build_optimizer(model, lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-4)
-        criterion = BASELINES.get(name) or get_criterion(name)
-        runs.append(
-            (model, optimizer, teacher_forced_loss(criterion, {}, blank_id=4, pad_id=0), bf16)
-        )
+        criterion = BASELINES.get(name) or name
+        runs.append((model, optimizer, teacher_forced_loss(criterion, {}, blank_id=4), bf16))
     seconds = [0.0] * len(runs)
     step_mib = [0.0 if device.type == "cuda" else float("nan")] * len(runs)
     for step, batch in enumerate(batches[: args.warmup + args.updates]):

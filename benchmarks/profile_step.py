@@ -22,13 +22,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from latalign.translate.batching import TokenBatchSampler, collate
-from latalign.translate.config import ModelConfig
-from latalign.translate.criteria import get_criterion
+from latalign.translate.config import ModelConfig, TrainConfig
 from latalign.translate.data import DataConfig, prepare_data
-from latalign.translate.decode import translate_sentences
+from latalign.translate.decode import SearchOptions
 from latalign.translate.loss import teacher_forced_loss
 from latalign.translate.model import Transformer
 from latalign.translate.optim import build_optimizer
+from latalign.translate.run import TrainedRun, load_run
 from latalign.translate.train import default_cache_dir, train_step
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
@@ -71,13 +71,12 @@ def main() -> None:
     cfg = DataConfig(data=str(args.data), src="de", tgt="en", vocab_size=8000)
     data = prepare_data(cfg, args.cache_dir or default_cache_dir())
     if args.run_dir is not None:
-        from latalign.translate.checkpoint import load_model
-
-        model, tokenizer, _ = load_model(run_dir=args.run_dir)
+        run = load_run(args.run_dir)
     else:
-        tokenizer = data.tokenizer
         torch.manual_seed(1)
-        model = Transformer(ModelConfig.preset("small", tokenizer.vocab_size))
+        model = Transformer(ModelConfig.preset("small", data.tokenizer.vocab_size))
+        run = TrainedRun(model, data.tokenizer, TrainConfig(preset="small"))
+    model, tokenizer = run.model, run.tokenizer
     sampler = TokenBatchSampler(
         data.train.src_sizes, data.train.tgt_sizes, max_tokens=args.max_tokens, seed=1
     )
@@ -87,9 +86,8 @@ def main() -> None:
         if len(batches) == args.steps + 1:
             break
     optimizer = build_optimizer(model, lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-4)
-    criterion = get_criterion("label_smoothed_ce")
     loss_fn = teacher_forced_loss(
-        criterion, {"epsilon": 0.1}, blank_id=tokenizer.blank_id, pad_id=tokenizer.pad_id
+        "label_smoothed_ce", {"epsilon": 0.1}, blank_id=tokenizer.blank_id
     )
     train_step(model, optimizer, batches[0], loss_fn)  # warm-up
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
@@ -103,13 +101,10 @@ def main() -> None:
     with opener(test, "rt", encoding="utf-8") as f:
         src = [line.strip() for _, line in zip(range(args.sentences), f)]
     model.eval()
-    if args.int8:
-        from latalign.translate.quantize import quantize_int8
-
-        model = quantize_int8(model)
-    translate_sentences(model, tokenizer, src[:16], beam=5, batch_size=64)  # warm-up
+    search = SearchOptions(int8=args.int8, device="cpu", bf16=False)  # beam 5, batch 64
+    run.translate(src[:16], search)  # warm-up (and the int8 copy, made once)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        translate_sentences(model, tokenizer, src, beam=5, batch_size=64)
+        run.translate(src, search)
     what = "int8" if args.int8 else "fp32"
     summarize(
         f"beam-5 decoding ({what}), {len(src)} sentences", prof, args.rows, sentences=len(src)

@@ -2,8 +2,8 @@
 
 A tiny model is trained for a few updates on the CPU (a real checkpoint, through the CLI),
 then decoded on both devices: greedy and beam 5, token ids and scores, and through
-``translate_lines`` (the path of ``latalign translate --device cuda``). TF32 is switched off
-so both devices multiply in fp32.
+``TrainedRun.translate`` (the path of ``latalign translate --device cuda``). TF32 and bf16
+are switched off so both devices multiply in fp32.
 """
 
 from __future__ import annotations
@@ -45,21 +45,20 @@ def no_tf32():
 @pytest.fixture(scope="module")
 def sentences(run_dir) -> list[str]:
     from latalign.translate.data import load_corpora
-    from latalign.translate.inference import load_translator
-    from latalign.translate.train import TrainConfig
+    from latalign.translate.run import load_run
 
-    _, _, state = load_translator(run_dir, device="cpu")
-    splits, _ = load_corpora(TrainConfig.from_dict(state["train_config"]).data)
+    splits, _ = load_corpora(load_run(run_dir).config.data)
     return list(splits["test"].src[:24])
 
 
 @pytest.mark.parametrize("beam", [1, 5])
 def test_cuda_decoding_equals_cpu_decoding(run_dir, sentences, beam):
     from latalign.translate.decode import _collate_sources, beam_search_hypotheses, encode_sources
-    from latalign.translate.inference import load_translator
+    from latalign.translate.run import load_run
 
-    cpu_model, tokenizer, _ = load_translator(run_dir, device="cpu")
-    gpu_model, _, _ = load_translator(run_dir, device="cuda")
+    cpu = load_run(run_dir, device="cpu")
+    cpu_model, tokenizer = cpu.model, cpu.tokenizer
+    gpu_model = load_run(run_dir, device="cuda").model
     assert next(gpu_model.parameters()).is_cuda
     ids, _ = encode_sources(tokenizer, sentences)
     src, lengths = _collate_sources(ids, tokenizer.pad_id, "cpu")
@@ -72,18 +71,26 @@ def test_cuda_decoding_equals_cpu_decoding(run_dir, sentences, beam):
 
 
 @pytest.mark.parametrize("beam", [1, 5])
-def test_translate_lines_cuda_equals_cpu(run_dir, sentences, beam):
-    from latalign.translate.inference import translate_lines
+def test_translate_cuda_equals_cpu(run_dir, sentences, beam):
+    from latalign.translate.decode import SearchOptions
+    from latalign.translate.run import load_run
 
-    cpu = translate_lines(sentences, run_dir=run_dir, beam=beam, device="cpu", **LIM)
-    gpu = translate_lines(sentences, run_dir=run_dir, beam=beam, device="cuda", **LIM)
-    auto = translate_lines(sentences, run_dir=run_dir, beam=beam, device="auto", **LIM)
+    run = load_run(run_dir)
+
+    def translate(device: str) -> list[str]:
+        return run.translate(sentences, SearchOptions(beam=beam, device=device, bf16=False, **LIM))
+
+    cpu, gpu, auto = translate("cpu"), translate("cuda"), translate("auto")
+    assert next(run.model.parameters()).is_cuda  # the run's model moved where it decodes
     assert gpu == cpu and auto == cpu
     assert sum(bool(t.strip()) for t in cpu) > len(cpu) // 2  # the model says something
 
 
 def test_bf16_autocast_on_cuda_decodes(run_dir, sentences):
-    from latalign.translate.inference import translate_lines
+    from latalign.translate.decode import SearchOptions
+    from latalign.translate.run import load_run
 
-    out = translate_lines(sentences, run_dir=run_dir, beam=5, bf16=True, device="cuda", **LIM)
+    options = SearchOptions(beam=5, device="cuda", **LIM)
+    assert options.placement()[1] == torch.cuda.is_bf16_supported()  # the default: auto
+    out = load_run(run_dir).translate(sentences, options)
     assert len(out) == len(sentences)

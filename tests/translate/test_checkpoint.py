@@ -20,13 +20,13 @@ from latalign.io import atomic_write
 from latalign.translate.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    load_model,
     numbered_checkpoints,
     rng_state,
     save_checkpoint,
     save_training_checkpoint,
     set_rng_state,
 )
+from latalign.translate.run import load_run
 from latalign.translate.train import SetupError, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -169,7 +169,7 @@ def test_damaged_checkpoint_is_a_one_line_error_naming_the_file(tmp_path, tiny_c
     res = train(tiny_config(tmp_path / "run", max_updates=1), progress=False)
     best = res.best_checkpoint
     truncate(best)
-    for load in (lambda: load_checkpoint(best), lambda: load_model(tmp_path / "run")):
+    for load in (lambda: load_checkpoint(best), lambda: load_run(tmp_path / "run")):
         with pytest.raises(CheckpointError) as info:
             load()
         msg = str(info.value)

@@ -7,13 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from latalign.translate.batching import collate
-from latalign.translate.criteria import (
-    CRITERIA,
-    check_options,
-    criterion_options,
-    get_criterion,
-    label_smoothed_nll_loss,
-)
+from latalign.translate.config import TrainConfig
+from latalign.translate.criteria import criterion_loss, label_smoothed_nll_loss
+from latalign.translate.loss import teacher_forced_loss
+from latalign.translate.registry import CRITERIA, get_criterion
 
 PAD, BLANK, V = 0, 4, 12
 
@@ -43,6 +40,12 @@ def random_batch(seed: int = 0, b: int = 4, no_repeats: bool = False):
     return logits.requires_grad_(), batch
 
 
+def score(name, logits, batch, **options):
+    """Criterion ``name`` under teacher forcing: one prediction per target (m = m)."""
+    lengths = batch.target_lengths
+    return criterion_loss(name, logits, batch.target, lengths, lengths, blank=BLANK, **options)
+
+
 def per_sentence_ce(logits, batch):
     nll = F.cross_entropy(logits.transpose(1, 2), batch.target, ignore_index=PAD, reduction="none")
     return nll.sum(1)
@@ -58,9 +61,10 @@ def test_registry_names():
         "latent",
         "doubled_ctc",
     }
-    assert criterion_options("axe") == {"delta": 1.0}
-    assert criterion_options("label_smoothed_ce") == {"epsilon": 0.1}
-    assert set(criterion_options("latent")) >= {"operators", "aggregate", "causal"}
+    assert get_criterion("axe").options == {"delta": 1.0}
+    assert get_criterion("label_smoothed_ce").options == {"epsilon": 0.1}
+    assert set(get_criterion("latent").options) >= {"operators", "aggregate", "causal"}
+    assert get_criterion("doubled_ctc").layout == "doubled"
 
 
 def test_unknown_criterion_lists_known_names():
@@ -70,14 +74,14 @@ def test_unknown_criterion_lists_known_names():
 
 
 def test_unknown_option_rejected():
-    with pytest.raises(ValueError, match="delta"):
-        check_options("ce", {"delta": 0.5})
-    check_options("axe", {"delta": 0.5})
+    with pytest.raises(ValueError, match="expected options of criterion 'ce'.*delta"):
+        TrainConfig(criterion="ce", delta=0.5)
+    TrainConfig(criterion="axe", delta=0.5)
 
 
 def test_ce_equals_torch_cross_entropy_sum():
     logits, batch = random_batch(1)
-    loss, stats = get_criterion("ce")(logits, batch, BLANK, PAD)
+    loss, stats = score("ce", logits, batch)
     ref = F.cross_entropy(
         logits.reshape(-1, V), batch.target.reshape(-1), ignore_index=PAD, reduction="sum"
     )
@@ -91,10 +95,10 @@ def test_ce_equals_torch_cross_entropy_sum():
 
 def test_label_smoothing_zero_is_ce_and_positive_differs():
     logits, batch = random_batch(2)
-    ce, _ = get_criterion("ce")(logits, batch, BLANK, PAD)
-    ls0, stats0 = get_criterion("label_smoothed_ce")(logits, batch, BLANK, PAD, epsilon=0.0)
+    ce, _ = score("ce", logits, batch)
+    ls0, stats0 = score("label_smoothed_ce", logits, batch, epsilon=0.0)
     torch.testing.assert_close(ls0, ce)
-    ls, stats = get_criterion("label_smoothed_ce")(logits, batch, BLANK, PAD)
+    ls, stats = score("label_smoothed_ce", logits, batch)
     assert stats["nll_loss"] == pytest.approx(float(ce.detach()), rel=1e-5)
     assert float(ls.detach()) != pytest.approx(float(ce.detach()))
 
@@ -121,8 +125,8 @@ def test_axe_at_most_ce_per_sentence(seed):
         one = make_batch([batch.target[i, : batch.target_lengths[i] - 1].tolist()])
         m = int(batch.target_lengths[i])
         sl = logits[i : i + 1, :m]
-        axe = get_criterion("axe")(sl, one, BLANK, PAD)[0].detach()
-        cax = get_criterion("causal_axe")(sl, one, BLANK, PAD)[0].detach()
+        axe = score("axe", sl, one)[0].detach()
+        cax = score("causal_axe", sl, one)[0].detach()
         assert float(axe) <= float(ce[i]) + 1e-6
         # causal alignments are a subset of all alignments: the max over fewer is lower
         assert float(axe) <= float(cax) + 1e-6 <= float(ce[i]) + 2e-6
@@ -130,10 +134,10 @@ def test_axe_at_most_ce_per_sentence(seed):
 
 def test_axe_summed_over_batch_and_delta_matters():
     logits, batch = random_batch(3)
-    total, stats = get_criterion("axe")(logits, batch, BLANK, PAD)
+    total, stats = score("axe", logits, batch)
     assert stats["loss"] == pytest.approx(total.detach().item())
     assert "nll_loss" not in stats
-    low, _ = get_criterion("axe")(logits, batch, BLANK, PAD, delta=0.0)
+    low, _ = score("axe", logits, batch, delta=0.0)
     assert low.detach().item() <= total.detach().item()
     total.backward()
     assert torch.isfinite(logits.grad).all()
@@ -141,21 +145,20 @@ def test_axe_summed_over_batch_and_delta_matters():
 
 def test_latent_schematic_ctc_sum_equals_ce_at_equal_lengths():
     logits, batch = random_batch(4)
-    ce, _ = get_criterion("ce")(logits, batch, BLANK, PAD)
-    lat, _ = get_criterion("latent")(
-        logits, batch, BLANK, PAD, operators=("align", "clone_target", "delimiter"), aggregate="sum"
+    ce, _ = score("ce", logits, batch)
+    lat, _ = score(
+        "latent", logits, batch, operators=("align", "clone_target", "delimiter"), aggregate="sum"
     )
     torch.testing.assert_close(lat.double(), ce.double(), rtol=1e-6, atol=1e-6)
 
 
 def test_latent_axe_operators_max_equals_axe():
     logits, batch = random_batch(5)
-    axe, _ = get_criterion("axe")(logits, batch, BLANK, PAD)
-    lat, _ = get_criterion("latent")(
+    axe, _ = score("axe", logits, batch)
+    lat, _ = score(
+        "latent",
         logits,
         batch,
-        BLANK,
-        PAD,
         operators=("align", "clone_prediction", "delimiter"),
         aggregate="max",
     )
@@ -164,15 +167,15 @@ def test_latent_axe_operators_max_equals_axe():
 
 def test_ctc_equals_ce_without_equal_neighbours():
     logits, batch = random_batch(6, no_repeats=True)
-    ce, _ = get_criterion("ce")(logits, batch, BLANK, PAD)
-    ctc, _ = get_criterion("ctc")(logits, batch, BLANK, PAD)
+    ce, _ = score("ce", logits, batch)
+    ctc, _ = score("ctc", logits, batch)
     torch.testing.assert_close(ctc.double(), ce.double(), rtol=1e-6, atol=1e-6)
 
 
 def test_ctc_infeasible_repeat_contributes_zero():
     batch = make_batch([[7, 7, 8], [5, 6]])
     logits = torch.randn(2, batch.target.size(1), V, dtype=torch.float64, requires_grad=True)
-    ctc, _ = get_criterion("ctc")(logits, batch, BLANK, PAD)
+    ctc, _ = score("ctc", logits, batch)
     ce_second = per_sentence_ce(logits, batch)[1]
     torch.testing.assert_close(ctc.double(), ce_second)
     ctc.backward()
@@ -181,5 +184,7 @@ def test_ctc_infeasible_repeat_contributes_zero():
 
 def test_shape_mismatch_is_value_error():
     logits, batch = random_batch(7)
-    with pytest.raises(ValueError, match="expected logits"):
-        get_criterion("ce")(logits[:, :-1], batch, BLANK, PAD)
+    with pytest.raises(ValueError, match="predictions per sentence"):
+        score("ce", logits[:, :-1], batch)
+    with pytest.raises(ValueError, match="expected logits"):  # the autoregressive wrapper
+        teacher_forced_loss("ce").score(logits[:, :-1], batch, update=0)

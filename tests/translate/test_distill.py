@@ -13,7 +13,9 @@ import torch
 import latalign.translate.decode as decode_mod
 from latalign.cli import main as cli_main
 from latalign.translate.data import DataConfig
+from latalign.translate.decode import SearchOptions
 from latalign.translate.distill import WORK_DIR, distill
+from latalign.translate.run import TrainedRun, load_run
 from latalign.translate.synthetic import write_synthetic
 from latalign.translate.train import TrainConfig, train
 
@@ -39,9 +41,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train(TrainConfig(run_dir=str(root / "ar"), **common), progress=False)
     train(TrainConfig(run_dir=str(root / "nat"), arch="nat", criterion="ctc", **common),
           progress=False)  # fmt: skip
-    yield {"root": root, "data": data, "ar": root / "ar", "nat": root / "nat"}
+    yield {"root": root, "data": data, "ar": root / "ar", "nat": root / "nat", "common": common}
     torch.set_num_threads(threads)
     numba.set_num_threads(numba_threads)
+
+
+BEAM2 = SearchOptions(beam=2, device="cpu")
 
 
 def _lines(path: Path) -> list[str]:
@@ -50,7 +55,7 @@ def _lines(path: Path) -> list[str]:
 
 def test_distill_writes_a_line_aligned_data_dir(setup: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "kd"
-    result = distill(setup["ar"], setup["data"], out, chunk_size=16, beam=2)
+    result = distill(setup["ar"], setup["data"], out, chunk_size=16, options=BEAM2)
     data = setup["data"]
     assert result.lines == 40 and not result.reused
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -61,44 +66,43 @@ def test_distill_writes_a_line_aligned_data_dir(setup: dict[str, Path], tmp_path
     for name in ("train.syn.gz", "valid.syn.gz", "valid.en.gz", "test.syn.gz", "test.en.gz"):
         assert (out / name).read_bytes() == (data / name).read_bytes()
     # line i is the model's translation of source line i
-    from latalign.translate.checkpoint import load_model
-
-    model, tok, _ = load_model(setup["ar"])
+    run = load_run(setup["ar"])
+    model, tok = run.model, run.tokenizer
     src = _lines(data / "train.syn.gz")
     idx = [0, 17, 39]
     direct = decode_mod.translate_sentences(model, tok, [src[i] for i in idx], beam=2)
     assert [hyps[i] for i in idx] == [" ".join(h.split()) for h in direct]
     assert not (out / WORK_DIR).exists()
     # a second call finds the finished distillation and does nothing
-    assert distill(setup["ar"], setup["data"], out, chunk_size=16, beam=2).reused
+    assert distill(setup["ar"], setup["data"], out, chunk_size=16, options=BEAM2).reused
 
 
 def test_distill_resumes_after_a_kill(
     setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = decode_mod.translate_sentences
+    real = TrainedRun.translate
     calls: list[int] = []
 
-    def dies_on_second_chunk(model: Any, tok: Any, lines: list[str], **kw: Any) -> list[str]:
+    def dies_on_second_chunk(run: Any, lines: list[str], *a: Any, **kw: Any) -> list[str]:
         calls.append(len(lines))
         if len(calls) == 2:
             raise KeyboardInterrupt  # the kill, in the middle of chunk 2
-        return real(model, tok, lines, **kw)
+        return real(run, lines, *a, **kw)
 
-    monkeypatch.setattr(decode_mod, "translate_sentences", dies_on_second_chunk)
+    monkeypatch.setattr(TrainedRun, "translate", dies_on_second_chunk)
     out = tmp_path / "kd"
     with pytest.raises(KeyboardInterrupt):
-        distill(setup["ar"], setup["data"], out, chunk_size=16, beam=2)
+        distill(setup["ar"], setup["data"], out, chunk_size=16, options=BEAM2)
     assert sorted(p.name for p in out.iterdir()) == [WORK_DIR]  # nothing final yet
     work = sorted(p.name for p in (out / WORK_DIR).iterdir())
     assert work == ["chunk-00000.txt", "progress.json"]
     assert json.loads((out / WORK_DIR / "progress.json").read_text())["done"] == 1
 
     calls.clear()
-    monkeypatch.setattr(decode_mod, "translate_sentences", lambda *a, **k: (calls.append(1), real(*a, **k))[1])  # fmt: skip
-    result = distill(setup["ar"], setup["data"], out, chunk_size=16, beam=2)
+    monkeypatch.setattr(TrainedRun, "translate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])  # fmt: skip
+    result = distill(setup["ar"], setup["data"], out, chunk_size=16, options=BEAM2)
     assert result.chunks_reused == 1 and len(calls) == 2  # chunks 2 and 3 only
-    fresh = distill(setup["ar"], setup["data"], tmp_path / "fresh", chunk_size=16, beam=2)
+    fresh = distill(setup["ar"], setup["data"], tmp_path / "fresh", chunk_size=16, options=BEAM2)
     assert fresh.chunks_reused == 0
     assert (out / "train.en.gz").read_bytes() == (tmp_path / "fresh" / "train.en.gz").read_bytes()
 
@@ -146,7 +150,7 @@ def test_distill_refusals(setup: dict[str, Path], tmp_path: Path, capsys: Any) -
 
 def test_training_on_the_distilled_data(setup: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "kd"
-    distill(setup["ar"], setup["data"], out, chunk_size=64, beam=2)
+    distill(setup["ar"], setup["data"], out, chunk_size=64, options=BEAM2)
     cfg = TrainConfig(
         run_dir=str(tmp_path / "student"), arch="nat", criterion="ctc", preset="tiny",
         model=dict(TINY), data=DataConfig(data=str(out), src="syn", tgt="en", vocab_size=100),
@@ -155,3 +159,46 @@ def test_training_on_the_distilled_data(setup: dict[str, Path], tmp_path: Path) 
     )  # fmt: skip
     result = train(cfg, progress=False)
     assert result.step == 2 and result.final["valid_nsentences"] == 8
+
+
+#: every regime and arch that decodes autoregressively (the TrainConfig fields that select it)
+AUTOREGRESSIVE = {
+    "teacher_forcing": {},
+    "scheduled_sampling": {"regime": "scheduled_sampling", "regime_p": 0.5, "schedule_updates": 4},
+    "free_running": {"regime": "free_running"},
+    "corruption": {"regime": "corruption", "regime_p": 0.3},
+    "delayed": {"regime": "delayed", "delay": 2},
+    "doubled": {"regime": "doubled", "criterion": "doubled_ctc"},
+    "ar_aux_ctc": {"arch": "ar_aux_ctc", "upsample": 2},
+}
+
+
+@pytest.mark.parametrize("name", list(AUTOREGRESSIVE))
+def test_distill_equals_latalign_translate_for_every_autoregressive_run(
+    setup: dict[str, Path], tmp_path: Path, capsys: Any, name: str
+) -> None:
+    """``latalign distill`` writes what ``latalign translate`` gives for the same run, sources
+    and flags (the delayed run was once distilled with plain beam search, and ``ar_aux_ctc``
+    refused); for the regimes that decode differently, plain beam search of the raw model
+    gives other lines, so the comparison can fail."""
+    common = {**setup["common"], "max_updates": 20}
+    run_dir = tmp_path / name
+    train(TrainConfig(run_dir=str(run_dir), **common, **AUTOREGRESSIVE[name]), progress=False)
+    flags = ["--beam", "2", "--device", "cpu"]
+    out = tmp_path / "kd"
+    assert cli_main(["distill", "--run-dir", str(run_dir), "--data", str(setup["data"]),
+                     "--out", str(out), "--limit", "12", *flags]) == 0  # fmt: skip
+    capsys.readouterr()
+    distilled = _lines(out / "train.en.gz")
+    sources = _lines(setup["data"] / "train.syn.gz")[:12]
+    src_file = tmp_path / "src.txt"
+    src_file.write_text("".join(s + "\n" for s in sources))
+    hyps = tmp_path / "hyps.txt"
+    assert cli_main(["translate", "--run-dir", str(run_dir), "--input", str(src_file),
+                     "--output", str(hyps), *flags]) == 0  # fmt: skip
+    translated = [" ".join(h.split()) for h in hyps.read_text().splitlines()]
+    assert len(distilled) == 12 and distilled == translated
+    if name in ("delayed", "doubled"):
+        run = load_run(run_dir)
+        plain = decode_mod.translate_sentences(run.model, run.tokenizer, sources, beam=2)
+        assert [" ".join(h.split()) for h in plain] != distilled

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from latalign.translate.arch import get_arch
 from latalign.translate.batching import TokenBatchSampler, collate
 from latalign.translate.checkpoint import load_checkpoint
 from latalign.translate.data import DataConfig, prepare_data
 from latalign.translate.optim import InverseSqrtSchedule, build_optimizer, inverse_sqrt_lr
+from latalign.translate.registry import get_arch
 from latalign.translate.train import TrainConfig, seed_everything, train_step
 
 # Run by torchrun in each process: train, then save this rank's final parameters (the test
@@ -26,7 +26,7 @@ WORKER = """
 import json, sys
 from pathlib import Path
 import torch
-from latalign.translate.arch import get_arch
+from latalign.translate.registry import get_arch
 from latalign.translate.batching import collate
 from latalign.translate.data import prepare_data
 from latalign.translate.distributed import init_distributed, wrap_ddp

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 import latalign
 from latalign.cli import main as cli_main
 from latalign.translate.batching import collate
-from latalign.translate.checkpoint import load_model
 from latalign.translate.data import DataConfig
+from latalign.translate.decode import SearchOptions, translate_sentences
 from latalign.translate.nat import (
     NATConfig,
     NATransformer,
@@ -27,6 +27,7 @@ from latalign.translate.nat import (
     nat_loss,
     nat_targets,
 )
+from latalign.translate.run import load_run
 from latalign.translate.train import TrainConfig, train
 
 PAD, BOS, EOS, BLANK = 0, 1, 2, 4
@@ -76,9 +77,7 @@ def fit(model: NATransformer, batch: Any, criterion: str, steps: int, lr: float 
     model.train()
     for _ in range(steps):
         out = model(batch.src_tokens, batch.src_lengths, n)
-        loss, stats = nat_loss(
-            out, target, n, batch.src_tokens, model, criterion, blank_id=BLANK, pad_id=PAD
-        )
+        loss, stats = nat_loss(out, target, n, batch.src_tokens, model, criterion, blank_id=BLANK)
         opt.zero_grad()
         (loss / stats["ntokens"]).backward()
         opt.step()
@@ -167,9 +166,7 @@ def test_upsample_criteria_match_direct_calls(criterion: str) -> None:
     batch, (target, n), _ = _random_case()
     model = micro_model(length="upsample")
     out = model(batch.src_tokens, batch.src_lengths)
-    loss, stats = nat_loss(
-        out, target, n, batch.src_tokens, model, criterion, blank_id=BLANK, pad_id=PAD
-    )
+    loss, stats = nat_loss(out, target, n, batch.src_tokens, model, criterion, blank_id=BLANK)
     lengths = 2 * batch.src_lengths
     assert out.output_lengths.tolist() == lengths.tolist() and out.length_logits is None
     if criterion == "ctc":
@@ -196,7 +193,7 @@ def test_predict_criteria_match_direct_calls(criterion: str) -> None:
     out = model(batch.src_tokens, batch.src_lengths, n)
     w = 0.3
     loss, stats = nat_loss(
-        out, target, n, batch.src_tokens, model, criterion, blank_id=BLANK, pad_id=PAD,
+        out, target, n, batch.src_tokens, model, criterion, blank_id=BLANK,
         length_loss_weight=w,
     )  # fmt: skip
     lp = torch.log_softmax(out.logits, -1)
@@ -336,15 +333,14 @@ def test_train_translate_and_refusals(tmp_path: Path, one_thread: None, capsys: 
     assert resumed.step == straight.step == 4
     sa = torch.load(straight.last_checkpoint, weights_only=False)
     sb = torch.load(resumed.last_checkpoint, weights_only=False)
-    assert sa["arch"] == "nat" and sa["model_config"]["length"] == "upsample"
+    assert sa["train_config"]["arch"] == "nat" and sa["model_config"]["length"] == "upsample"
     for key, value in sa["model"].items():
         torch.testing.assert_close(sb["model"][key], value, rtol=0, atol=0)
     assert [r["train_loss"] for r in resumed.history if r["kind"] == "train"] == [
         r["train_loss"] for r in straight.history if r["kind"] == "train"
     ][2:]
 
-    model, _, _ = load_model(tmp_path / "a")
-    assert isinstance(model, NATransformer)
+    assert isinstance(load_run(tmp_path / "a").model, NATransformer)
     code = cli_main(["evaluate", "--run-dir", str(tmp_path / "a"), "--split", "test",
                      "--device", "cpu", "--json"])  # fmt: skip
     scores = json.loads(capsys.readouterr().out)
@@ -367,21 +363,24 @@ def test_length_beam_option_of_translate_and_evaluate(
     tmp_path: Path, one_thread: None, capsys: Any
 ) -> None:
     """``--length-beam K`` reaches the NAT decoder of a length-predicting run (the CLI and
-    ``translate_lines`` agree with ``nat_translate_sentences(length_beam=K)``); CTC and AR runs, and K < 1, are refused
-    with exit status 2 and one line before any decoding."""
-    from latalign.translate.inference import translate_lines
-    from latalign.translate.nat import nat_translate_sentences
+    ``TrainedRun.translate`` agree with the length beam decoder at K); CTC and AR runs, and
+    K < 1, are refused with exit status 2 and one line before any decoding."""
 
     cache = tmp_path / "cache"
     run = tmp_path / "axe"
     train(_nat_config(run, cache, criterion="axe", max_updates=3), progress=False)
-    model, tok, _ = load_model(run)
+    trained = load_run(run)
+    model, tok = trained.model, trained.tokenizer
     src = tmp_path / "src.txt"
     lines = ["a b c", "d e f g h", "i j"]
     src.write_text("\n".join(lines) + "\n")
     for k in (1, 4):
-        want = nat_translate_sentences(model, tok, lines, length_beam=k)
-        assert translate_lines(lines, run_dir=run, device="cpu", length_beam=k) == want
+
+        def decode(m: Any, src: Any, _lengths: Any, k: int = k) -> list[list[int]]:
+            return decode_batch(m, src, length_beam=k, blank_id=BLANK)
+
+        want = translate_sentences(model, tok, lines, decode_batch=decode)
+        assert trained.translate(lines, SearchOptions(length_beam=k, device="cpu")) == want
         out = tmp_path / f"out{k}.txt"
         code = cli_main(["translate", "--run-dir", str(run), "--input", str(src), "--output",
                          str(out), "--device", "cpu", "--length-beam", str(k)])  # fmt: skip

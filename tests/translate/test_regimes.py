@@ -1,37 +1,42 @@
-"""Decoder-input regimes (translate/regimes.py): each transform against an oracle."""
+"""Decoder-input regimes (translate/regimes.py): each transform against an oracle; the
+positive control (translate/aux_ctc.py)."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from latalign.translate.aux_ctc import AuxCTCLoss, AuxCTCModelConfig, AuxCTCTransformer
 from latalign.translate.batching import collate
-from latalign.translate.config import ModelConfig
+from latalign.translate.config import ModelConfig, TrainConfig
 from latalign.translate.decode import beam_search, greedy_decode
 from latalign.translate.model import Transformer
 from latalign.translate.regimes import (
     SCHEDULES,
-    AuxCTCModelConfig,
-    AuxCTCTransformer,
     DelayedInputModel,
-    RegimeConfig,
     corrupt_inputs,
-    ctc_control_loss,
-    decoder_inputs,
     delayed_inputs,
-    evaluation_inputs,
     free_running_inputs,
     mix_inputs,
     sampling_probability,
     scheduled_sampling_inputs,
     teacher_forced_predictions,
 )
+from latalign.translate.registry import get_regime
 
 PAD, BOS, EOS, UNK, BLANK = 0, 1, 2, 3, 4
 VOCAB = 30
+TOKENIZER = SimpleNamespace(pad_id=PAD, bos_id=BOS, eos_id=EOS, blank_id=BLANK)
+
+
+def decoder_input(**fields):
+    """The registered regime of ``TrainConfig(**fields)`` (what training feeds)."""
+    cfg = TrainConfig(**fields)
+    return get_regime(cfg.regime).make(cfg, TOKENIZER)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,12 +108,13 @@ def test_sampling_probability_zero_equals_teacher_forcing_exactly(model):
     for q in (0.0,):
         out = scheduled_sampling_inputs(model, batch, q)
         assert torch.equal(out, batch.prev_output_tokens)
-    regime = RegimeConfig(name="scheduled_sampling", sample_prob=0.0, schedule="constant")
-    out = decoder_inputs(regime, model, batch, step=10)
+    regime = decoder_input(regime="scheduled_sampling", regime_p=0.0, schedule="constant")
+    out = regime(model, batch, update=10)
     assert torch.equal(out, batch.prev_output_tokens)
     # linear ramp at update 0 feeds no prediction either
-    regime = RegimeConfig(name="scheduled_sampling", sample_prob=1.0, schedule="linear")
-    assert torch.equal(decoder_inputs(regime, model, batch, step=0), batch.prev_output_tokens)
+    regime = decoder_input(regime="scheduled_sampling", regime_p=1.0, schedule="linear")
+    assert torch.equal(regime(model, batch, update=0), batch.prev_output_tokens)
+    assert not torch.equal(regime(model, batch, update=2000), batch.prev_output_tokens)
 
 
 def test_sampling_probability_one_feeds_every_position_the_models_prediction(model):
@@ -257,13 +263,13 @@ def test_delayed_decoding_feeds_the_model_its_training_input(model):
     assert beam_search(wrapped, batch.src_tokens, batch.src_lengths, beam=1) == hyps
 
 
-def test_evaluation_inputs_mirror_inference():
+def test_validation_inputs_mirror_inference(model):
     batch = _batch(10)
     prev = batch.prev_output_tokens
-    assert torch.equal(evaluation_inputs(RegimeConfig(name="delayed", delay=3), prev),
-                       delayed_inputs(prev, 3))  # fmt: skip
+    delayed = decoder_input(regime="delayed", delay=3)(model, batch, update=None)
+    assert torch.equal(delayed, delayed_inputs(prev, 3))
     for name in ("teacher_forcing", "scheduled_sampling", "free_running", "corruption"):
-        assert torch.equal(evaluation_inputs(RegimeConfig(name=name), prev), prev)
+        assert torch.equal(decoder_input(regime=name)(model, batch, update=None), prev)
 
 
 # --------------------------------------------------------------------------- positive control
@@ -278,7 +284,8 @@ def _ce(logits, batch):
 
 @pytest.mark.parametrize("weight", [0.0, 0.7])
 def test_positive_control_loss_is_ce_plus_weighted_ctc(weight):
-    from latalign.translate.criteria import get_criterion
+    from latalign.translate.regimes import teacher_forcing
+    from latalign.translate.registry import get_criterion
 
     torch.manual_seed(0)
     cfg = AuxCTCModelConfig.preset("tiny", VOCAB, aux_upsample=2, dropout=0.0, d_model=32,
@@ -286,9 +293,8 @@ def test_positive_control_loss_is_ce_plus_weighted_ctc(weight):
     model = AuxCTCTransformer(cfg)
     head = model.aux_head
     batch = _batch(11)
-    loss, stats, logits = ctc_control_loss(
-        model, batch, get_criterion("ce"), {}, weight=weight, blank_id=BLANK
-    )
+    loss_fn = AuxCTCLoss(teacher_forcing, get_criterion("ce"), {}, blank_id=BLANK, weight=weight)
+    loss, stats = loss_fn(model, batch, update=0)
     with torch.no_grad():
         dec = model(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
         enc = model.encode(batch.src_tokens, batch.src_lengths)
@@ -300,7 +306,6 @@ def test_positive_control_loss_is_ce_plus_weighted_ctc(weight):
         # torch's own CTC as the oracle (time-major log-probs)
         ctc = F.ctc_loss(lp.transpose(0, 1), batch.target, lengths, batch.target_lengths,
                          blank=BLANK, reduction="sum", zero_infinity=True)  # fmt: skip
-    assert torch.allclose(logits, dec, atol=1e-5)
     expect = float(_ce(dec, batch) + weight * ctc)
     assert float(loss.detach()) == pytest.approx(expect, rel=1e-5)
     assert stats["aux_ctc"] == pytest.approx(float(ctc), rel=1e-5)
@@ -317,29 +322,33 @@ def test_positive_control_loss_is_ce_plus_weighted_ctc(weight):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(name="teacher_force"), "expected a regime"),
-        (dict(schedule="exponential"), "expected a schedule"),
-        (dict(sample_prob=1.5), "sample_prob in [0, 1]"),
-        (dict(sample_prob=-0.1), "sample_prob in [0, 1]"),
-        (dict(corrupt_prob=2.0), "corrupt_prob in [0, 1]"),
-        (dict(delay=0), "delay k >= 1"),
-        (dict(ramp_updates=0), "ramp_updates >= 1"),
-        (dict(temperature=-1.0), "temperature >= 0"),
-        (dict(ctc_weight=-1.0), "ctc_weight >= 0"),
-        (dict(ctc_upsample=0), "ctc_upsample >= 1"),
+        (dict(regime="teacher_force"), "expected a regime"),
+        (dict(regime="scheduled_sampling", schedule="exponential"), "expected a schedule"),
+        (dict(regime="scheduled_sampling", regime_p=1.5), "expected regime_p in [0, 1]"),
+        (dict(regime="scheduled_sampling", regime_p=-0.1), "expected regime_p in [0, 1]"),
+        (dict(regime="corruption", regime_p=2.0), "expected regime_p in [0, 1]"),
+        (dict(regime="delayed", delay=0), "expected delay k >= 1"),
+        (dict(regime="scheduled_sampling", schedule_updates=0), "schedule_updates >= 1"),
+        (dict(regime="free_running", temperature=-1.0), "expected temperature >= 0"),
+        (dict(arch="ar_aux_ctc", aux_ctc_weight=-1.0), "expected aux_ctc_weight >= 0"),
+        (dict(arch="ar_aux_ctc", upsample=0), "expected upsample >= 1"),
+        (dict(regime="ctc_control"), "expected a regime"),  # an arch now: ar_aux_ctc
     ],
 )
 def test_bad_options_raise(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        RegimeConfig(**kwargs)
+        TrainConfig(**kwargs)
 
 
-def test_regime_needs_an_autoregressive_architecture():
-    RegimeConfig(name="teacher_forcing").check_arch("nat")
-    for name in ("scheduled_sampling", "free_running", "corruption", "delayed", "ctc_control"):
-        RegimeConfig(name=name).check_arch("ar")
-        with pytest.raises(ValueError, match="expected --arch ar"):
-            RegimeConfig(name=name).check_arch("nat")
+def test_regime_options_default_where_they_are_declared():
+    cfg = TrainConfig(regime="scheduled_sampling")
+    assert (cfg.option("schedule"), cfg.option("schedule_updates"), cfg.option("regime_p")) == (
+        "linear", 1000, 0.5
+    )  # fmt: skip
+    assert TrainConfig(regime="corruption").option("regime_p") == 0.1
+    assert TrainConfig(regime="delayed", delay=3).option("delay") == 3
+    with pytest.raises(ValueError, match="expected an option of arch 'ar'"):
+        TrainConfig().option("delay")
 
 
 def test_pure_functions_reject_bad_arguments():
@@ -375,11 +384,11 @@ def test_train_config_validates_regime_options(tmp_path, tiny_config):
 
 
 def test_a_regime_the_arch_cannot_use_is_refused(tmp_path, tiny_config):
-    from latalign.translate.arch import ARCHS, Arch, get_arch, register_arch
+    from latalign.translate.registry import ARCHS, Arch, get_arch, register_arch
 
     ar = get_arch("ar")
     register_arch(Arch(name="probe_nat", build=ar.build, load=ar.load, make_loss=ar.make_loss,
-                       regimes=frozenset({"teacher_forcing"})))  # fmt: skip
+                       decoder=ar.decoder, regimes=frozenset({"teacher_forcing"})))  # fmt: skip
     try:
         tiny_config(tmp_path, arch="probe_nat")
         for regime in ("scheduled_sampling", "free_running", "corruption", "delayed"):
@@ -414,9 +423,8 @@ def test_degenerate_settings_train_exactly_like_teacher_forcing(tmp_path, tiny_c
     ],
 )
 def test_each_regime_trains_and_decodes(tmp_path, tiny_config, one_thread, kw):
-    from latalign.translate.checkpoint import load_model
-    from latalign.translate.decode import translate_sentences
-    from latalign.translate.regimes import decoding_model
+    from latalign.translate.decode import SearchOptions
+    from latalign.translate.run import load_run
     from latalign.translate.train import train
 
     res = train(tiny_config(tmp_path / "run", max_updates=3, log_every=1, **kw), progress=False)
@@ -424,13 +432,11 @@ def test_each_regime_trains_and_decodes(tmp_path, tiny_config, one_thread, kw):
     assert math.isfinite(res.final["valid_ce"])
     if "arch" in kw:  # the auxiliary CTC is logged next to the loss
         assert all(r["train_aux_ctc"] > 0 for r in res.history if r["kind"] == "train")
-    model, tok, state = load_model(res.run_dir)
+    run = load_run(res.run_dir)
     if "arch" in kw:
-        assert isinstance(model, AuxCTCTransformer) and model.aux_head.upsample == 2
-        assert any(k.startswith("aux_head.") for k in state["model"])
-    dec = decoding_model(model, state["train_config"])
-    assert isinstance(dec, DelayedInputModel) == (kw.get("regime") == "delayed")
-    out = translate_sentences(dec, tok, ["a b c", "d e"], beam=2)
+        assert isinstance(run.model, AuxCTCTransformer) and run.model.aux_head.upsample == 2
+        assert any(k.startswith("aux_head.") for k in run.model.state_dict())
+    out = run.translate(["a b c", "d e"], SearchOptions(beam=2, device="cpu"))
     assert len(out) == 2
 
 
@@ -453,8 +459,9 @@ def test_init_from_loads_every_weight_and_keeps_new_heads(tmp_path, tiny_config,
         assert torch.equal(v, head_before[k])  # the new head keeps its initialisation
     with pytest.raises(SetupError, match="tokenizer"):
         init_weights(model, ckpt, "0" * 40)
-    with pytest.raises(ValueError, match="expected a checkpoint to initialise from"):
-        tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.pt"))
+    with pytest.raises(SetupError, match="expected a checkpoint to initialise from"):
+        train(tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.pt")))
+    assert not (tmp_path / "x").exists()  # refused before any file is written
     # a fine-tuning run starts from those weights: one update at a tiny learning rate
     tuned = train(
         tiny_config(

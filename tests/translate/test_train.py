@@ -15,15 +15,16 @@ import pytest
 import torch
 
 import latalign as la
-from latalign.translate.arch import ARCHS, Arch, get_arch, register_arch
 from latalign.translate.batching import collate
-from latalign.translate.checkpoint import load_checkpoint, load_model
+from latalign.translate.checkpoint import load_checkpoint
 from latalign.translate.config import ModelConfig
 from latalign.translate.decode import translate_sentences
 from latalign.translate.doubled import double_inputs, doubled_greedy_decode
 from latalign.translate.loss import DecoderInputLoss
 from latalign.translate.model import Transformer
 from latalign.translate.optim import inverse_sqrt_lr
+from latalign.translate.registry import ARCHS, Arch, get_arch, register_arch
+from latalign.translate.run import load_run
 from latalign.translate.runlog import read_log
 from latalign.translate.train import TrainConfig, config_differences, train, use_bf16
 
@@ -235,16 +236,23 @@ def test_a_plugged_in_arch_trains_through_the_one_loop(tmp_path, tiny_config):
     ar = get_arch("ar")
     if "test_aux" not in ARCHS:
         register_arch(
-            Arch("test_aux", build=ar.build, load=ar.load, make_loss=_WithAux, help="test")
+            Arch(
+                "test_aux",
+                build=ar.build,
+                load=ar.load,
+                make_loss=_WithAux,
+                decoder=ar.decoder,
+                help="test",
+            )  # fmt: skip
         )
     cfg = tiny_config(tmp_path / "r", arch="test_aux", max_updates=2, log_every=1)
     result = train(cfg, progress=False)
     train_recs = [r for r in result.history if r["kind"] == "train"]
     assert [r["train_aux"] for r in train_recs] == [0.5, 0.5]
     assert result.final["valid_aux"] == 0.5 and "valid_ce" in result.final
-    assert load_checkpoint(result.last_checkpoint)["arch"] == "test_aux"
-    model, _, _ = load_model(tmp_path / "r")
-    assert isinstance(model, Transformer)
+    assert load_checkpoint(result.last_checkpoint)["train_config"]["arch"] == "test_aux"
+    run = load_run(tmp_path / "r")
+    assert isinstance(run.model, Transformer) and run.arch.name == "test_aux"
 
 
 def test_doubled_ctc_trains_and_decodes_through_the_stack(tmp_path, tiny_config):
@@ -255,7 +263,8 @@ def test_doubled_ctc_trains_and_decodes_through_the_stack(tmp_path, tiny_config)
     assert result.step == 3 and "valid_ce" not in result.final  # logits are 2T long
     assert all(math.isfinite(r["train_loss"]) for r in result.history if r["kind"] == "train")
     # the loss is real CTC with m = 2L over the doubled input
-    model, tok, _ = load_model(tmp_path / "r")
+    run = load_run(tmp_path / "r")
+    model, tok = run.model, run.tokenizer
     batch = collate([(0, torch.tensor([7, 8, 9]), torch.tensor([10, 11]))])
     with torch.no_grad():
         logits = model(batch.src_tokens, batch.src_lengths, double_inputs(batch.prev_output_tokens))

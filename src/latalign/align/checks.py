@@ -96,6 +96,11 @@ def _as_lengths(name: str, value: LengthsLike, batch: int) -> torch.Tensor:
     return t
 
 
+def _lengths(name: str, value: LengthsLike, batch: int, device: torch.device) -> torch.Tensor:
+    """``value`` checked as (N,) integer lengths, as a contiguous int64 tensor on ``device``."""
+    return _as_lengths(name, value, batch).to(device=device, dtype=torch.int64).contiguous()
+
+
 def _raise_if_out_of_range(name: str, t: torch.Tensor, lo: int, hi: int, bound: str) -> None:
     """The message of a length outside ``[lo, hi]`` (reads ``t``: a sync on a device)."""
     bad = (t < lo) | (t > hi)

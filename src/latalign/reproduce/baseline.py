@@ -15,8 +15,8 @@ from latalign.reproduce.context import Context
 from latalign.reproduce.presets import Preset
 from latalign.reproduce.records import ExperimentResult
 from latalign.translate.checkpoint import checkpoint_paths
+from latalign.translate.config import TrainConfig
 from latalign.translate.tokenizer import Tokenizer
-from latalign.translate.train import TrainConfig
 
 NAME = "baseline"
 

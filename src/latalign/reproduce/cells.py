@@ -32,9 +32,10 @@ from latalign.reproduce.trained import (
     translate,
 )
 from latalign.translate.batching import TokenBatchSampler
+from latalign.translate.config import TrainConfig
 from latalign.translate.metrics import evaluate_translations
 from latalign.translate.runlog import read_log
-from latalign.translate.train import TrainConfig, TrainResult, train
+from latalign.translate.train import TrainResult, train
 
 logger = logging.getLogger("latalign.reproduce")
 

@@ -17,8 +17,9 @@ import torch
 from latalign.align.backends import set_numba_threads
 from latalign.reproduce.presets import Preset
 from latalign.reproduce.store import preset_settings
+from latalign.translate.config import TrainConfig
 from latalign.translate.data import DataConfig, PreparedData, prepare_data
-from latalign.translate.train import TrainConfig, default_cache_dir
+from latalign.translate.train import default_cache_dir
 
 K = TypeVar("K")
 R = TypeVar("R")

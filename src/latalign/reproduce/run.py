@@ -26,7 +26,7 @@ from latalign.reproduce.render import Block
 from latalign.reproduce.report import header_blocks, write_report
 from latalign.reproduce.store import check_reusable, reuse_or_run
 from latalign.translate.data import detect_splits
-from latalign.translate.distributed import resolve_device
+from latalign.translate.device import resolve_device
 
 logger = logging.getLogger("latalign.reproduce")
 

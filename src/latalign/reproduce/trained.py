@@ -13,29 +13,28 @@ beam search (``beam`` 1 = greedy). Models are loaded on the CPU in eval mode.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latalign.translate.checkpoint import checkpoint_paths, load_model, resolve_checkpoint
-from latalign.translate.decode import translate_sentences
+from latalign.translate.batching import Batch
+from latalign.translate.checkpoint import checkpoint_paths, resolve_checkpoint
+from latalign.translate.decode import SearchOptions
 from latalign.translate.distill import distill
-from latalign.translate.doubled import double_inputs, doubled_greedy_decode
-from latalign.translate.nat import nat_translate_sentences
-from latalign.translate.regimes import decoding_model, evaluation_inputs, regime_config
+from latalign.translate.run import TrainedRun, load_run
 from latalign.translate.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained run as loaded from one checkpoint.
+    """A trained run as loaded from one checkpoint (the stack's
+    :class:`~latalign.translate.run.TrainedRun`, with its config as a dict for the records).
 
     Attributes:
+        run: the stack's trained run (it alone decides how the run decodes).
         model: the model, eval mode, on the CPU.
         tokenizer: the run's tokenizer (its fingerprint checked against the checkpoint's).
         train_config: the ``TrainConfig`` it was trained with, as a dict.
@@ -44,6 +43,7 @@ class Trained:
         checkpoint: the checkpoint file.
     """
 
+    run: TrainedRun
     model: torch.nn.Module
     tokenizer: Tokenizer
     train_config: dict[str, Any]
@@ -64,40 +64,34 @@ def best_checkpoint(run_dir: str | Path) -> Path:
 
 def load_trained(checkpoint: str | Path) -> Trained:
     """The run saved in ``checkpoint`` (its tokenizer from the run directory)."""
-    model, tokenizer, state = load_model(checkpoint=checkpoint)
+    run = load_run(checkpoint)
     return Trained(
-        model=model,
-        tokenizer=tokenizer,
-        train_config=dict(state.get("train_config") or {}),
-        arch=str(state.get("arch", "ar")),
-        step=int(state.get("step", 0)),
+        run=run,
+        model=run.model,
+        tokenizer=run.tokenizer,
+        train_config=run.config.to_dict(),
+        arch=run.config.arch,
+        step=run.step,
         checkpoint=Path(checkpoint),
     )
 
 
+def _search(beam: int, batch_size: int) -> SearchOptions:
+    # the reproduction decodes on the CPU in float32, whatever the machine
+    return SearchOptions(beam=beam, batch_size=batch_size, bf16=False)
+
+
 def translate(run: Trained, lines: Sequence[str], *, beam: int, batch_size: int) -> list[str]:
     """One detokenised hypothesis (ε removed) per source line, decoded as ``run`` was trained
-    (see the module docstring), in batches of ``batch_size`` sentences."""
-    if run.arch == "nat":
-        return nat_translate_sentences(run.model, run.tokenizer, list(lines), batch_size=batch_size)
-    if run.train_config.get("regime") == "doubled":
-        decode = partial(doubled_greedy_decode, blank_id=run.tokenizer.blank_id)
-        return translate_sentences(
-            run.model, run.tokenizer, list(lines), batch_size=batch_size, decode_batch=decode
-        )
-    model = decoding_model(run.model, run.train_config)
-    return translate_sentences(model, run.tokenizer, list(lines), beam=beam, batch_size=batch_size)
+    (:meth:`TrainedRun.translate`), in batches of ``batch_size`` sentences."""
+    return run.run.translate(list(lines), _search(beam, batch_size))
 
 
-def validation_inputs(run: Trained, prev_output_tokens: torch.Tensor) -> torch.Tensor:
-    """The (B, T) decoder input that gold ``prev_output_tokens`` (``bos y_1 … y_n``, B × T)
-    become for ``run`` at inference time: ``bos bos y_1 y_1 …`` (B × 2T) for doubled CTC,
-    the delayed input for delayed teacher forcing, the tokens themselves for every other
-    regime."""
-    if run.train_config.get("regime") == "doubled":
-        return double_inputs(prev_output_tokens)
-    regime = regime_config(types.SimpleNamespace(**run.train_config))
-    return evaluation_inputs(regime, prev_output_tokens)
+def validation_inputs(run: Trained, batch: Batch) -> torch.Tensor:
+    """The decoder input that ``batch``'s gold ``prev_output_tokens`` become for ``run``:
+    doubled for doubled CTC, delayed for delayed teacher forcing, the tokens themselves for
+    every other regime (:meth:`TrainedRun.validation_inputs`)."""
+    return run.run.validation_inputs(batch)
 
 
 def distill_training_set(
@@ -114,5 +108,5 @@ def distill_training_set(
 ) -> None:
     """Write ``teacher``'s beam translations of the first ``limit`` (None: all) training
     pairs of ``data_dir`` as the data directory ``out`` (reused when finished)."""
-    distill(None, data_dir, out, checkpoint=teacher, src=src, tgt=tgt, beam=beam,
-            batch_size=batch_size, limit=limit, progress=progress)  # fmt: skip
+    distill(teacher, data_dir, out, options=_search(beam, batch_size), src=src, tgt=tgt,
+            limit=limit, progress=progress)  # fmt: skip

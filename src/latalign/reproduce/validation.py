@@ -35,7 +35,7 @@ def validation_logits(
     valid = ctx.data.valid
     for start in range(0, len(ids), BATCH):
         batch = collate([valid[i] for i in ids[start : start + BATCH]])
-        inputs = validation_inputs(run, batch.prev_output_tokens)
+        inputs = validation_inputs(run, batch)
         logits = run.model(batch.src_tokens, batch.src_lengths, inputs).float()
         yield batch, inputs, logits
 

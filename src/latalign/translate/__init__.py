@@ -1,4 +1,12 @@
-"""The translation stack: data, BPE, transformer, criteria, training, decoding, metrics.
+"""The translation stack: data, BPE, transformer, criteria, regimes, training, decoding, metrics.
 
 Imports the alignment library (:mod:`latalign.align`); the library never imports this.
+Importing the package registers the built-in entries of :mod:`latalign.translate.registry`,
+explicitly and in this order: the criteria, the decoder-input regimes, then the archs ``ar``,
+``ar_aux_ctc`` and ``nat``. A configuration (:class:`~latalign.translate.config.TrainConfig`)
+is validated against that registry, so it knows every built-in name whichever module of the
+stack was imported first.
 """
+
+from latalign.translate import ar, aux_ctc, criteria, regimes  # noqa: F401  (registers)
+from latalign.translate.nat import plugin  # noqa: F401  (registers ``nat``)

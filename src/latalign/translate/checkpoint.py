@@ -1,15 +1,16 @@
 """Checkpoints: atomic writes, the last few kept, resuming from the newest intact one, RNG
-capture/restore, and loading a trained model back.
+capture/restore, and finding the checkpoint and tokenizer of a run. Files only: building a
+model from a checkpoint is :func:`latalign.translate.run.load_run`.
 
 A run directory keeps ``checkpoints/checkpoint_last.pt`` (the newest), ``checkpoint_best.pt``
 (lowest validation loss) and ``checkpoint_<update>.pt`` for the newest ``keep`` validations
 (:func:`save_training_checkpoint`). A training checkpoint is a dict with keys:
 
-``model`` (state dict), ``arch`` (its name in :data:`~latalign.translate.arch.ARCHS`; absent
-= ``"ar"``), ``model_config`` (dict, the model's ``cfg.to_dict()``),
+``model`` (state dict), ``model_config`` (dict, the model's ``cfg.to_dict()``),
 ``optimizer``, ``scheduler``, ``step`` (updates done), ``epoch``, ``sampler`` (data
 position), ``rng`` (python / numpy / torch [/ cuda] states), ``best_valid_loss``,
-``bad_validations`` (early-stopping counter), ``train_config`` (dict), ``tokenizer``
+``bad_validations`` (early-stopping counter), ``train_config`` (dict: the run's
+:class:`~latalign.translate.config.TrainConfig`, the one record of its arch), ``tokenizer``
 (fingerprint) and ``format`` (int). Everything is stored as tensors or plain Python values
 so :func:`load_checkpoint` can use ``torch.load(weights_only=True)``.
 
@@ -262,31 +263,3 @@ def find_tokenizer_dir(checkpoint_path: Path, state: dict[str, Any]) -> Path:
         f"expected the run's tokenizer folder next to {checkpoint_path}; looked in "
         f"{[str(c) for c in candidates]}"
     )
-
-
-def load_model(
-    run_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """Load a trained model for inference: ``(model in eval mode, tokenizer, checkpoint dict)``.
-
-    Give a run directory (uses ``checkpoint_best.pt``, else ``checkpoint_last.pt``) or an
-    explicit checkpoint path; the tokenizer is read from the run's ``tokenizer/`` folder.
-    """
-    from latalign.translate.arch import get_arch
-    from latalign.translate.tokenizer import Tokenizer
-
-    path = resolve_checkpoint(run_dir, checkpoint)
-    state = load_checkpoint(path, map_location="cpu")
-    model = get_arch(state.get("arch", "ar")).load(state["model_config"])
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    tokenizer = Tokenizer.load(find_tokenizer_dir(path, state))
-    fingerprint = state.get("tokenizer")
-    if fingerprint and tokenizer.fingerprint != fingerprint:
-        raise ValueError(
-            f"expected the tokenizer the model was trained with ({fingerprint[:12]}); "
-            f"found {tokenizer.fingerprint[:12]} in {find_tokenizer_dir(path, state)}"
-        )
-    return model, tokenizer, state

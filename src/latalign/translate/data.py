@@ -31,6 +31,7 @@ import torch
 
 from latalign.io import atomic_write
 from latalign.translate.batching import Example
+from latalign.translate.config import DataConfig
 from latalign.translate.corpus import (
     ParallelCorpus,
     find_file,
@@ -230,44 +231,6 @@ def binarize(
 # ---------------------------------------------------------------------------------------------
 # the trainer's entry point
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class DataConfig:
-    """What to translate. Validated on construction (``ValueError`` on bad values)."""
-
-    data: str | None = None  # data directory; None -> the built-in synthetic corpus
-    src: str = "de"  # source language suffix of the files (ignored for synthetic: "syn")
-    tgt: str = "en"  # target language suffix (ignored for synthetic: "en")
-    train_prefix: str = "train"
-    valid_prefix: str = "valid"  # default absent -> val/dev/validation (see detect_splits)
-    test_prefix: str = "test"  # default absent -> test_2016_flickr/tst
-    vocab_size: int = 8000  # joint BPE pieces (upper bound), 5 special ids included
-    max_positions: int = 256  # max collated length (tokens + eos); longer train pairs dropped
-    synthetic_size: int = 20000  # train pairs of the synthetic corpus
-    synthetic_eval_size: int = 500  # valid and test pairs (each) of the synthetic corpus
-    synthetic_seed: int = 0
-    train_limit: int | None = None  # use only the first K training pairs
-
-    def __post_init__(self) -> None:
-        for name in ("src", "tgt", "train_prefix", "valid_prefix", "test_prefix"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value or "/" in value:
-                raise ValueError(f"expected {name} to be a non-empty name, found {value!r}")
-        if self.data is not None and self.src == self.tgt:
-            raise ValueError(f"expected different src and tgt languages, found {self.src!r} twice")
-        if not isinstance(self.vocab_size, int) or self.vocab_size < 16:
-            raise ValueError(f"expected vocab_size >= 16, found {self.vocab_size!r}")
-        if not isinstance(self.max_positions, int) or self.max_positions < 2:
-            raise ValueError(f"expected max_positions >= 2, found {self.max_positions!r}")
-        for name in ("synthetic_size", "synthetic_eval_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"expected {name} >= 1, found {value!r}")
-        if self.train_limit is not None and (
-            not isinstance(self.train_limit, int) or self.train_limit < 1
-        ):
-            raise ValueError(f"expected train_limit None or >= 1, found {self.train_limit!r}")
-
-
 @dataclass
 class PreparedData:
     """Everything the trainer needs: the tokenizer and the three encoded splits."""

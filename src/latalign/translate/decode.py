@@ -15,15 +15,22 @@ Conventions (fairseq-like):
   ``score / (len + 1) ** lenpen`` where ``len + 1`` counts the eos (fairseq's length penalty).
 - A sentence stops once ``beam`` hypotheses have ended (eos among the top ``beam``
   candidates of a step), as in fairseq.
-- ``autocast_bf16`` defaults to False: on the project's AVX2-only CPU (no bf16 instructions)
-  bf16 autocast made beam search 3-5x *slower* than fp32 and changed 3/100 beam outputs
-  (``benchmarks/bench_decode.py``), so fp32 is the default for decoding.
+- ``autocast_bf16`` defaults to False here; :class:`SearchOptions` turns it on by default on a
+  CUDA device with bf16 (:func:`~latalign.translate.device.default_bf16`). On a CPU without
+  bf16 instructions bf16 autocast is slower than fp32 and changes a few beam outputs
+  (``benchmarks/bench_decode.py`` measures both).
 - Devices: every tensor the decoders make lives on the model's device (its parameters'
   device; a parameterless model: the device of ``src_tokens``), sources are moved there, and
   bf16 autocast runs on that device's type. Only finished token ids come back to the CPU.
 - Sources longer than the model's ``max_positions`` (tokens + eos) are cut to fit by
   :func:`translate_sentences`, which warns with :class:`SourceTruncatedWarning` (it carries the
   indices); the other sentences are unaffected.
+- :class:`SearchOptions` holds every decoding default (beam 5, length penalty 1, max length
+  1.2 · S + 10, batch 64, …) and generates the ``latalign translate|evaluate|distill``
+  flags; the decoders' keyword defaults are read from it. A *batch decoder*
+  (:data:`BatchDecoder`) is ``decode(model, src_tokens (B, S), src_lengths (B,)) -> token id
+  lists``; :func:`search_decoder` makes the stack's (beam search, greedy for beam 1), and
+  :func:`translate_sentences` turns strings into batches for one.
 - pad and bos are never generated. The blank token (ε) is generated like any other token;
   remove it with :func:`strip_blank` or the tokenizer's ``decode``.
 """
@@ -34,26 +41,133 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
+
+from latalign.translate.device import default_bf16, model_device, resolve_device
 
 __all__ = [
+    "BatchDecoder",
     "Hypothesis",
     "IncrementalModel",
+    "OptionError",
+    "SearchOptions",
     "SourceTruncatedWarning",
     "beam_search",
     "beam_search_hypotheses",
     "encode_sources",
     "greedy_decode",
     "max_lengths",
+    "search_decoder",
     "strip_blank",
     "translate_sentences",
 ]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+#: ``decode(model, src_tokens (B, S), src_lengths (B,)) -> B token id lists`` (no bos/eos)
+BatchDecoder = Callable[[Any, Tensor, Tensor], list[list[int]]]
+
+
+class OptionError(ValueError):
+    """A bad decoding option, named so that the CLI can say its flag: ``str()`` names the
+    field (``beam``), :meth:`for_flag` the flag (``--beam``)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name, self.message = name, message
+        super().__init__(message.replace("{name}", name))
+
+    def for_flag(self) -> str:
+        return self.message.replace("{name}", "--" + self.name.replace("_", "-"))
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to decode a run: the decoding defaults of the stack, validated on construction
+    (:class:`OptionError`, a ``ValueError``). ``latalign translate|evaluate|distill``
+    generate their decoding flags from these fields (``--max-len-a`` for ``max_len_a``).
+
+    Output length per sentence (tokens, without eos) is at most ``int(max_len_a * source
+    tokens + max_len_b)`` and at least 1. ``greedy`` sets ``beam`` to 1. ``length_beam`` and
+    the beam options apply to the runs whose decoding has them (the run refuses an option it
+    cannot honour: :meth:`latalign.translate.run.TrainedRun.batch_decoder`). ``bf16`` None:
+    :func:`~latalign.translate.device.default_bf16` of the device. ``device`` and ``int8``:
+    where the run's model decodes (:func:`~latalign.translate.device.resolve_device`).
+    """
+
+    beam: int = _option(5, "beam size")
+    greedy: bool = _option(False, "greedy decoding (same as --beam 1)")
+    lenpen: float = _option(1.0, "length penalty exponent of beam search")
+    max_len_a: float = _option(1.2, "max output length = a * source length + b")
+    max_len_b: int = _option(10, "see --max-len-a")
+    batch_size: int = _option(64, "sentences decoded together")
+    length_beam: int | None = _option(
+        None,
+        "NAT runs with a length predictor (criterion ce or axe): decode the K most likely "
+        "lengths in one batch and keep the best by mean log-probability (default: the run's "
+        "own); refused for other runs",
+    )
+    bf16: bool | None = _option(
+        None,
+        "bfloat16 autocast on the decoding device (default: on for a CUDA device with bf16 "
+        "support, off on the CPU, where it is slower; see docs/decoding.md)",
+    )
+    int8: bool = _option(
+        False,
+        "int8 matrix products on the CPU (per-channel weights, fbgemm): faster beam search, "
+        "outputs close to but not equal to fp32's; see docs/decoding.md",
+    )
+    device: str = _option(
+        "auto",
+        "auto (CUDA when available, else the CPU; the CPU for --int8), cpu, cuda or cuda:N",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("beam", "batch_size", "length_beam"):
+            value = getattr(self, name)
+            if name == "length_beam" and value is None:
+                continue
+            if not _is_int(value) or value < 1:
+                raise OptionError(name, f"expected {{name}} >= 1; found {value!r}")
+        if not _is_int(self.max_len_b):
+            raise OptionError(
+                "max_len_b", f"expected an integer {{name}}; found {self.max_len_b!r}"
+            )
+        for name in ("lenpen", "max_len_a"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise OptionError(name, f"expected a finite number for {{name}}; found {value!r}")
+        if self.max_len_a < 0:
+            raise OptionError("max_len_a", f"expected {{name}} >= 0; found {self.max_len_a!r}")
+        if self.greedy:  # after the checks: --greedy with --beam 0 is still refused
+            object.__setattr__(self, "beam", 1)
+
+    def placement(self) -> tuple[torch.device, bool]:
+        """``(device, bf16)``: the device to decode on and whether bf16 autocast is on there.
+        ``ValueError`` for a device this machine lacks, int8 off the CPU, bf16 on a GPU
+        without it."""
+        device = resolve_device(self.device, int8=self.int8)
+        bf16 = default_bf16(device) if self.bf16 is None else bool(self.bf16)
+        if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise OptionError(
+                "bf16", f"expected a CUDA device with bfloat16 for {{name}}; found {device}"
+            )
+        return device, bf16
+
+
+_D = SearchOptions()  # the defaults the decoders' keyword arguments read
 
 
 class IncrementalModel(Protocol):
@@ -107,8 +221,8 @@ def max_lengths(
     src_tokens: Tensor,
     *,
     pad_id: int = PAD_ID,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b,
     max_positions: int | None = None,
 ) -> Tensor:
     """(B,) longest allowed output per sentence: ``int(a * src_len + b)``, at least 1.
@@ -125,16 +239,6 @@ def max_lengths(
 def _model_max_positions(model: Any) -> int | None:
     cfg = getattr(model, "cfg", None)
     return getattr(cfg, "max_positions", None)
-
-
-def model_device(model: Any, fallback: torch.device | str = "cpu") -> torch.device:
-    """The device of ``model``'s parameters (buffers if it has none), else ``fallback``."""
-    for get in ("parameters", "buffers"):
-        tensors = getattr(model, get, None)
-        if callable(tensors):
-            for t in tensors():
-                return t.device
-    return torch.device(fallback)
 
 
 @contextlib.contextmanager
@@ -187,13 +291,26 @@ def _mask_special(
         lprobs[:, eos_id] = -math.inf
 
 
+def _encode(
+    model: Any, src_tokens: Tensor, src_lengths: Tensor, pad_id: int, max_len_a: float,
+    max_len_b: int, use_cache: bool,
+) -> tuple[Tensor, Any, Any]:  # fmt: skip
+    """``(limits (B,), encoder output, cache or None)``: the start of every search."""
+    limits = max_lengths(
+        src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b,
+        max_positions=_model_max_positions(model),
+    )  # fmt: skip
+    enc = model.encode(src_tokens, src_lengths)
+    return limits, enc, model.init_cache(enc) if use_cache else None
+
+
 def greedy_decode(
     model: IncrementalModel,
     src_tokens: Tensor,
     src_lengths: Tensor | None = None,
     *,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b,
     min_len: int = 1,
     use_cache: bool = True,
     autocast_bf16: bool = False,
@@ -212,15 +329,9 @@ def greedy_decode(
     if bsz == 0:
         return results
     with _decoding_context(model, autocast_bf16, device):
-        limits = max_lengths(
-            src_tokens,
-            pad_id=pad_id,
-            max_len_a=max_len_a,
-            max_len_b=max_len_b,
-            max_positions=_model_max_positions(model),
-        )  # (B,)
-        enc = model.encode(src_tokens, src_lengths)
-        cache = model.init_cache(enc) if use_cache else None
+        limits, enc, cache = _encode(
+            model, src_tokens, src_lengths, pad_id, max_len_a, max_len_b, use_cache
+        )
         active = torch.arange(bsz, device=device)  # sentence id of each row
         limits_active = limits.clone()
         tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=device)
@@ -254,10 +365,10 @@ def beam_search_hypotheses(
     src_tokens: Tensor,
     src_lengths: Tensor | None = None,
     *,
-    beam: int = 5,
-    lenpen: float = 1.0,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    beam: int = _D.beam,
+    lenpen: float = _D.lenpen,
+    max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b,
     min_len: int = 1,
     use_cache: bool = True,
     autocast_bf16: bool = False,
@@ -277,15 +388,9 @@ def beam_search_hypotheses(
     if bsz == 0:
         return finished
     with _decoding_context(model, autocast_bf16, device):
-        limits = max_lengths(
-            src_tokens,
-            pad_id=pad_id,
-            max_len_a=max_len_a,
-            max_len_b=max_len_b,
-            max_positions=_model_max_positions(model),
-        )  # (B,)
-        enc = model.encode(src_tokens, src_lengths)
-        cache = model.init_cache(enc) if use_cache else None
+        limits, enc, cache = _encode(
+            model, src_tokens, src_lengths, pad_id, max_len_a, max_len_b, use_cache
+        )
         # with a cache, a model that supports it keeps one encoder row per sentence (the
         # beams of a sentence share the cross-attention keys/values)
         grouped = cache is not None and getattr(model, "grouped_cross_attention", False)
@@ -381,39 +486,29 @@ def beam_search_hypotheses(
 
 
 def beam_search(
-    model: IncrementalModel,
-    src_tokens: Tensor,
-    src_lengths: Tensor | None = None,
-    *,
-    beam: int = 5,
-    lenpen: float = 1.0,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    min_len: int = 1,
-    use_cache: bool = True,
-    autocast_bf16: bool = False,
-    pad_id: int = PAD_ID,
-    bos_id: int = BOS_ID,
-    eos_id: int = EOS_ID,
+    model: IncrementalModel, src_tokens: Tensor, src_lengths: Tensor | None = None, **options: Any
 ) -> list[list[int]]:
-    """Beam search (default beam 5, lenpen 1.0): src_tokens (B, S) -> best token ids per
-    sentence (no bos/eos), in input order. Arguments as :func:`beam_search_hypotheses`."""
-    hyps = beam_search_hypotheses(
-        model,
-        src_tokens,
-        src_lengths,
-        beam=beam,
-        lenpen=lenpen,
-        max_len_a=max_len_a,
-        max_len_b=max_len_b,
-        min_len=min_len,
-        use_cache=use_cache,
-        autocast_bf16=autocast_bf16,
-        pad_id=pad_id,
-        bos_id=bos_id,
-        eos_id=eos_id,
-    )
+    """Beam search: src_tokens (B, S) -> best token ids per sentence (no bos/eos), in input
+    order. Keyword options (beam, lenpen, max lengths, ...) as :func:`beam_search_hypotheses`."""
+    hyps = beam_search_hypotheses(model, src_tokens, src_lengths, **options)
     return [h[0].tokens if h else [] for h in hyps]
+
+
+def search_decoder(
+    options: SearchOptions, tokenizer: Any, *, use_cache: bool = True
+) -> BatchDecoder:
+    """The stack's search as a :data:`BatchDecoder`: beam search with ``options`` (greedy for
+    beam 1), the tokenizer's special ids, bf16 autocast when ``options.bf16`` is true (None
+    counts as off here: :meth:`SearchOptions.placement` resolves it)."""
+    kwargs: dict[str, Any] = dict(
+        max_len_a=options.max_len_a, max_len_b=options.max_len_b, use_cache=use_cache,
+        autocast_bf16=bool(options.bf16), pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+    )  # fmt: skip
+    if options.beam == 1:
+        return lambda model, src, lengths: greedy_decode(model, src, lengths, **kwargs)
+    kwargs.update(beam=options.beam, lenpen=options.lenpen)
+    return lambda model, src, lengths: beam_search(model, src, lengths, **kwargs)
 
 
 def _collate_sources(
@@ -474,39 +569,46 @@ def translate_sentences(
     tokenizer: Any,
     sentences: Sequence[str],
     *,
-    beam: int = 5,
-    batch_size: int = 64,
-    lenpen: float = 1.0,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    beam: int = _D.beam,
+    batch_size: int = _D.batch_size,
+    lenpen: float = _D.lenpen,
+    max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b,
     use_cache: bool = True,
     autocast_bf16: bool = False,
     append_eos: bool = True,
     remove_blank: bool = True,
     progress: Callable[[int], None] | bool | None = None,
     device: torch.device | str | None = None,
-    decode_batch: Callable[..., list[list[int]]] | None = None,
+    decode_batch: BatchDecoder | None = None,
 ) -> list[str]:
-    """Translate raw strings; returns detokenised strings in input order.
+    """Translate raw strings with a model; returns detokenised strings in input order.
 
     ``tokenizer`` provides ``encode(str) -> list[int]``, ``decode(list[int]) -> str`` and the
     ids ``pad_id``, ``bos_id``, ``eos_id``, ``blank_id``. Sources get eos appended
     (``append_eos``, as in training batches) unless the tokenizer already put it there; a source
     longer than the model's ``cfg.max_positions`` is truncated to fit (eos kept) and reported
     with one :class:`SourceTruncatedWarning` naming every such index. Sentences are sorted by
-    length, decoded in batches of ``batch_size`` (greedy when ``beam == 1``), and restored to
-    input order; blanks (ε) are stripped before ``decode`` when ``remove_blank``.
+    length, decoded in batches of ``batch_size`` and restored to input order; blanks (ε) are
+    stripped before ``decode`` when ``remove_blank``.
+
+    ``decode_batch``: the :data:`BatchDecoder` (how a trained run decodes:
+    :meth:`latalign.translate.run.TrainedRun.translate` passes its own); default: the stack's
+    search with ``beam``, ``lenpen``, ``max_len_a``/``max_len_b``, ``use_cache`` and
+    ``autocast_bf16`` (:func:`search_decoder`; greedy when ``beam == 1``).
     ``progress``: a callable given the number of sentences just finished, or True for tqdm.
     ``device``: where the sources are built (default and normally: the model's device; the
     decoders move them there in any case).
-    ``decode_batch``: another batch decoder, called like :func:`greedy_decode` (``(model,
-    src_tokens, src_lengths, **options) -> token id lists``) in place of greedy/beam search.
     """
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, found {batch_size}")
     if beam < 1:
         raise ValueError(f"expected beam >= 1, found {beam}")
-    pad_id, bos_id, eos_id = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
+    if decode_batch is None:
+        options = SearchOptions(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+                                bf16=autocast_bf16)  # fmt: skip
+        decode_batch = search_decoder(options, tokenizer, use_cache=use_cache)
+    pad_id = tokenizer.pad_id
     blank_id = getattr(tokenizer, "blank_id", None)
     device = model_device(model) if device is None else torch.device(device)
     limit = _model_max_positions(model)
@@ -517,34 +619,13 @@ def translate_sentences(
         warnings.warn(SourceTruncatedWarning(truncated, limit), stacklevel=2)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(encoded), unit="sent")
-        callback: Callable[[int], None] | None = bar.update
-    else:
-        callback = progress or None
-    kwargs = dict(
-        max_len_a=max_len_a,
-        max_len_b=max_len_b,
-        use_cache=use_cache,
-        autocast_bf16=autocast_bf16,
-        pad_id=pad_id,
-        bos_id=bos_id,
-        eos_id=eos_id,
-    )
+    bar = tqdm(total=len(encoded), unit="sent") if progress is True else None
+    callback = bar.update if bar is not None else (progress or None)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             src, lengths = _collate_sources([encoded[i] for i in idx], pad_id, device)
-            if decode_batch is not None:
-                hyps = decode_batch(model, src, lengths, **kwargs)
-            elif beam == 1:
-                hyps = greedy_decode(model, src, lengths, **kwargs)
-            else:
-                hyps = beam_search(model, src, lengths, beam=beam, lenpen=lenpen, **kwargs)
-            for i, h in zip(idx, hyps):
+            for i, h in zip(idx, decode_batch(model, src, lengths)):
                 if remove_blank and blank_id is not None:
                     h = strip_blank(h, blank_id)
                 outputs[i] = tokenizer.decode(h)

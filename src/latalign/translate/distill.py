@@ -1,14 +1,18 @@
 """Sequence-level knowledge distillation (Kim & Rush 2016): an autoregressive model's beam
 translations of the training set as a new data directory.
 
-``distill(run_dir, data, out)`` reads the training split of ``data`` (the file naming of
-:mod:`latalign.translate.data`), translates its source side with the AR run's best checkpoint
-(beam 5 by default, :func:`latalign.translate.decode.translate_sentences`) and writes ``out``:
+``distill(run, data, out)`` reads the training split of ``data`` (the file naming of
+:mod:`latalign.translate.data`), translates its source side with an autoregressive run (a run
+directory's best checkpoint, a checkpoint file, or a loaded
+:class:`~latalign.translate.run.TrainedRun`) exactly as ``latalign translate`` does
+(:meth:`TrainedRun.translate <latalign.translate.run.TrainedRun.translate>` with the
+:class:`~latalign.translate.decode.SearchOptions`, beam 5 by default) and writes ``out``:
 
 - ``{train}.{tgt}[.gz]``: the translations, line *i* translating line *i* of the source;
 - ``{train}.{src}[.gz]`` and every valid/test file: byte copies of the input files (same
   names, same compression);
-- ``distill.json``: what was distilled with what (run, checkpoint, beam, line count).
+- ``distill.json``: what was distilled with what (checkpoint, beam and any other search
+  option that is not the default, line count).
 
 Resumable: the source is cut into chunks of ``chunk_size`` lines; each finished chunk is
 written atomically as ``out/.distill/chunk-NNNNN.txt`` and counted in
@@ -22,20 +26,23 @@ with a ``ValueError`` before any work; nothing in it is overwritten.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latalign.io import atomic_write
+from tqdm import tqdm
 
-__all__ = ["DistillResult", "add_arguments", "distill", "main"]
+from latalign.io import atomic_write
+from latalign.translate.data import detect_splits, find_file, read_lines
+from latalign.translate.decode import SearchOptions
+from latalign.translate.run import TrainedRun, load_run
+
+__all__ = ["DistillResult", "distill"]
 
 WORK_DIR = ".distill"
 PROGRESS_FILE = "progress.json"
@@ -53,13 +60,10 @@ class DistillResult:
     reused: bool
 
 
-def _languages(state: dict[str, Any], src: str | None, tgt: str | None) -> tuple[str, str]:
-    """Language suffixes: given ones, else the AR run's (``syn``/``en`` for a synthetic run)."""
-    data = state.get("train_config", {}).get("data", {}) or {}
-    if data.get("data") is None:
-        default = ("syn", "en")
-    else:
-        default = (data.get("src", "de"), data.get("tgt", "en"))
+def _languages(run: TrainedRun, src: str | None, tgt: str | None) -> tuple[str, str]:
+    """Language suffixes: given ones, else the run's (``syn``/``en`` for a synthetic run)."""
+    data = run.config.data
+    default = ("syn", "en") if data.data is None else (data.src, data.tgt)
     return src or default[0], tgt or default[1]
 
 
@@ -67,20 +71,30 @@ def _spec(
     checkpoint: Path,
     data_dir: Path,
     files: dict[str, dict[str, str]],
-    beam: int,
+    options: SearchOptions,
     chunk: int,
     n: int,
 ) -> dict[str, Any]:
+    """What a distillation depends on (an interrupted one resumes only into the same): the
+    checkpoint's bytes, the data files, the search options that change outputs (``beam``
+    always, the others when not the default), the chunking."""
     digest = hashlib.sha256()
     with checkpoint.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    default = SearchOptions()
+    search = {
+        name: getattr(options, name)
+        for name in ("lenpen", "max_len_a", "max_len_b", "bf16", "int8")
+        if getattr(options, name) != getattr(default, name)
+    }
     return {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": digest.hexdigest(),
         "data": str(data_dir.resolve()),
         "files": files,
-        "beam": beam,
+        "beam": options.beam,
+        **({"search": search} if search else {}),
         "chunk_size": chunk,
         "lines": n,
     }
@@ -119,51 +133,44 @@ def _check_out(out: Path, spec: dict[str, Any]) -> str:
 
 
 def distill(
-    run_dir: str | Path | None,
+    run: str | Path | TrainedRun,
     data: str | Path,
     out: str | Path,
     *,
-    checkpoint: str | Path | None = None,
+    options: SearchOptions | None = None,
     src: str | None = None,
     tgt: str | None = None,
-    beam: int = 5,
-    batch_size: int = 64,
     chunk_size: int = 1000,
     limit: int | None = None,
-    device: str = "auto",
     progress: bool | Callable[[int], None] = False,
 ) -> DistillResult:
-    """Write the AR run's beam translations of ``data``'s training split as data dir ``out``.
+    """Write the translations of ``data``'s training split by the autoregressive ``run`` (a
+    run directory, a checkpoint, or a :class:`TrainedRun`, loaded once) as data dir ``out``.
 
-    ``limit``: distill only the first ``limit`` training pairs (the output's training files
-    then hold those lines). See the module docstring. Raises ``ValueError``/``FileNotFoundError`` (before any
-    decoding) for a missing run or data file, a NAT run, or an ``out`` holding other data.
+    ``options``: how to decode (:class:`SearchOptions`; the defaults of ``latalign
+    translate``). ``limit``: distill only the first ``limit`` training pairs (the output's
+    training files then hold those lines). See the module docstring. Raises
+    ``ValueError``/``FileNotFoundError`` (before any decoding) for a missing run or data file,
+    a run that is not autoregressive (NAT), or an ``out`` holding other data.
     """
-    from latalign.translate.checkpoint import load_checkpoint, resolve_checkpoint
-    from latalign.translate.data import detect_splits, find_file, read_lines
-
-    if beam < 1:
-        raise ValueError(f"expected beam >= 1, found {beam}")
+    options = options or SearchOptions()
     if chunk_size < 1:
         raise ValueError(f"expected chunk_size >= 1, found {chunk_size}")
-    if batch_size < 1:
-        raise ValueError(f"expected batch_size >= 1, found {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"expected limit >= 1 or None, found {limit}")
-    from latalign.translate.inference import resolve_device
-
-    dev = resolve_device(device)  # a bad or missing device is refused before any work
-    ckpt = resolve_checkpoint(run_dir, checkpoint)
-    state = load_checkpoint(ckpt)
-    arch = state.get("arch") or (state.get("train_config") or {}).get("arch") or "ar"
-    if arch != "ar":
+    device, _ = options.placement()  # a bad or missing device is refused before any work
+    if not isinstance(run, TrainedRun):
+        run = load_run(run, device=device)
+    if not run.arch.autoregressive or run.checkpoint is None:
         raise ValueError(
-            f"expected an autoregressive (arch 'ar') run to distill from, found {arch!r}"
+            f"expected an autoregressive run from a checkpoint to distill from (arch ar, "
+            f"ar_aux_ctc); found arch {run.config.arch!r}"
         )
+    run.batch_decoder(options)  # an option this run refuses, before any work
     data_dir = Path(data)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"expected a data directory at {data_dir}, found none")
-    src, tgt = _languages(state, src, tgt)
+    src, tgt = _languages(run, src, tgt)
     prefixes = detect_splits(data_dir, src, tgt)
     files = {
         split: {lang: find_file(data_dir, prefix, lang).name for lang in (src, tgt)}  # type: ignore[union-attr]
@@ -181,13 +188,10 @@ def distill(
     total = len(sources)
     sources = sources[:limit]
     out = Path(out)
-    spec = _spec(ckpt, data_dir, files, beam, chunk_size, len(sources))
+    spec = _spec(run.checkpoint, data_dir, files, options, chunk_size, len(sources))
     status = _check_out(out, spec)
     if status == "done":
         return DistillResult(out, len(sources), 0, True)
-
-    from latalign.translate.checkpoint import load_model
-    from latalign.translate.decode import translate_sentences
 
     work = out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -201,12 +205,9 @@ def distill(
 
     write_progress()
     reused = sum(have)
-    model, tokenizer, _ = load_model(None, ckpt, device=dev)
     bar = None
     callback: Callable[[int], None] | None = progress if callable(progress) else None
     if progress is True:
-        from tqdm import tqdm
-
         done_lines = sum(
             min(chunk_size, len(sources) - i * chunk_size) for i in range(n_chunks) if have[i]
         )
@@ -217,10 +218,7 @@ def distill(
             if have[i]:
                 continue
             lines = sources[i * chunk_size : (i + 1) * chunk_size]
-            hyps = translate_sentences(
-                model, tokenizer, lines, beam=beam, batch_size=batch_size, progress=callback,
-                device=dev,
-            )  # fmt: skip
+            hyps = run.translate(lines, options, progress=callback)
             text = "".join(" ".join(h.split()) + "\n" for h in hyps)
             atomic_write(chunk_path[i], text.encode("utf-8"))
             have[i] = True
@@ -249,65 +247,3 @@ def distill(
     atomic_write(out / DONE_FILE, (json.dumps(record, indent=2) + "\n").encode())
     shutil.rmtree(work)
     return DistillResult(out, len(sources), reused, False)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``latalign distill``."""
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run-dir", type=Path, help="the autoregressive run (checkpoint_best.pt)")
-    src.add_argument("--checkpoint", type=Path, help="a checkpoint file of an AR run")
-    parser.add_argument(
-        "--data", type=Path, required=True, help="data directory whose training split to distill"
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True,
-        help="new data directory (must not exist, be empty, or hold an interrupted distillation "
-        "of the same run and data, which is then resumed)",
-    )  # fmt: skip
-    parser.add_argument("--src", default=None, help="source language suffix (default: the run's)")
-    parser.add_argument("--tgt", default=None, help="target language suffix (default: the run's)")
-    parser.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
-    )
-    parser.add_argument(
-        "--chunk-size", type=int, default=1000,
-        help="sentences per resumable chunk (default: 1000)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--limit", type=int, default=None,
-        help="distill only the first N training pairs (default: all)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--device", default="auto",
-        help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default: auto)",
-    )  # fmt: skip
-
-
-def main(args: argparse.Namespace) -> int:
-    """``latalign distill``: one line per problem and exit 2 on bad input (before decoding)."""
-    from latalign.cli import UsageError
-
-    try:
-        result = distill(
-            args.run_dir, args.data, args.out, checkpoint=args.checkpoint, src=args.src,
-            tgt=args.tgt, beam=args.beam, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, limit=args.limit, device=args.device,
-            progress=sys.stderr.isatty(),
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
-    print(
-        json.dumps(
-            {
-                "out": str(result.out),
-                "lines": result.lines,
-                "chunks_reused": result.chunks_reused,
-                "reused": result.reused,
-            }
-        )
-    )
-    return 0

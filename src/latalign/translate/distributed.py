@@ -14,6 +14,9 @@ import os
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from latalign.translate.device import resolve_device
 
 
 @dataclass
@@ -34,26 +37,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: ``cuda:<local_rank>`` when CUDA is available, else the CPU; ``cuda`` gets the
-    local rank's GPU; anything else as given."""
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"expected a CUDA device for device={device!r}; found none available")
-    return dev
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Read ``torchrun``'s ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; init the process group
     (NCCL on CUDA, gloo on the CPU) when ``WORLD_SIZE > 1``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank=local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():
@@ -93,8 +83,6 @@ def wrap_ddp(model: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
     """
     if not dist.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [dist.device.index] if dist.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
@@ -106,3 +94,8 @@ def loss_scale(local_tokens: float, dist: DistInfo) -> tuple[float, float]:
     ``total_tokens`` = target tokens of the update over all ranks (at least 1)."""
     total = max(all_reduce_sum([float(local_tokens)], dist)[0], 1.0)
     return dist.world_size / total, total
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (or ``model`` itself)."""
+    return getattr(model, "module", model)

@@ -1,5 +1,18 @@
-"""Doubled CTC's decoder-input layout and its greedy decoding (training: regime ``doubled`` +
-criterion ``doubled_ctc``, see :mod:`latalign.translate.criteria.doubled_ctc`).
+"""Doubled CTC: real CTC with the prediction sequence doubled (the exploit the paper argued in
+§5, run here): regime ``doubled`` (:func:`double_inputs`) + criterion ``doubled_ctc`` (the
+criterion ``ctc`` given ``2L`` predictions for the ``L`` targets), and its greedy decoding.
+
+Layout (target ``y_1 … y_n eos``, ``L = n + 1`` tokens)::
+
+    decoder input   bos bos y_1 y_1 y_2 y_2 … y_n y_n      (2L positions: the usual input,
+                                                             each token repeated)
+    predictions     p_1 p_2 p_3 p_4 …           p_2L        (m = 2L)
+    CTC targets     y_1 y_2 … y_n eos                       (the usual L targets)
+
+So the pair of predictions ``(p_{2k−1}, p_{2k})`` has seen ``y_1 … y_{k−1}``; the honest
+alignment gives pair ``k`` to ``y_k``. CTC also admits ``ε ε`` for pair 1 and ``y_{k−1}``
+for pair ``k`` — each pair copying its own input — which is the exploit: with ``m = 2L`` a
+prediction can score a target it has already seen.
 
 Inference mirrors training: decoding proceeds one *pair* at a time. The model reads the
 pairs fed so far (``bos bos``, then each fed token twice), greedily picks the two predictions
@@ -19,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import _decoding_context, ctc_collapse, max_lengths
+from latalign.translate.decode import _D, _decoding_context, ctc_collapse, max_lengths
 
 
 def double_inputs(prev_output_tokens: Tensor) -> Tensor:
@@ -36,8 +49,8 @@ def doubled_greedy_decode(
     pad_id: int = 0,
     bos_id: int = 1,
     eos_id: int = 2,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b,
     autocast_bf16: bool = False,
     **_: Any,
 ) -> list[list[int]]:

@@ -1,17 +1,15 @@
-"""The per-step loss of the one training loop, and the decoder-input regimes.
+"""The per-step loss of the one training loop, and the autoregressive archs' loss.
 
 :func:`~latalign.translate.train.train` knows nothing about models or criteria: each update it
 calls a :class:`LossFn` ``loss_fn(model, batch, update=step)`` under autocast and
 backpropagates the returned sum; validation calls the same object with ``update=None`` under
 ``torch.no_grad()`` with the model in eval mode. The arch of the run builds the loss
-(:attr:`latalign.translate.arch.Arch.make_loss`).
+(:attr:`latalign.translate.registry.Arch.make_loss`).
 
-For the autoregressive arch the loss is a :class:`DecoderInputLoss`: a *regime* makes the
-decoder input of the batch (teacher forcing: ``bos y_1 … y_n``; ``doubled``: every token
-twice), one forward pass gives logits, a criterion of :data:`~latalign.translate.criteria.CRITERIA`
-scores them. Regimes are registered in :data:`REGIMES` (:func:`register_regime`); each declares
-the decoder-input *layout* it produces, and a criterion that needs another layout than
-``"shifted"`` says so in :data:`~latalign.translate.criteria.LAYOUTS`.
+For the autoregressive archs the loss is a :class:`DecoderInputLoss`: the run's *regime*
+(:mod:`latalign.translate.regimes`) makes the decoder input of the batch (teacher forcing:
+``bos y_1 … y_n``; ``doubled``: every token twice), one forward pass gives logits, the
+criterion scores them (:func:`latalign.translate.criteria.criterion_loss`).
 
 Stats contract (what the log and validation read): ``stats`` is a dict of float *sums* over
 the batch with at least ``loss`` (nats), ``ntokens`` (target tokens incl. eos, the
@@ -23,17 +21,17 @@ teacher forcing, nats; the loss adds it in validation). Every other key is logge
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from latalign.translate.arch import load_extensions
-from latalign.translate.criteria import cross_entropy_sum, get_criterion, layout_of
+from latalign.translate.config import TrainConfig
+from latalign.translate.criteria import criterion_loss, cross_entropy_sum
+from latalign.translate.regimes import teacher_forcing
+from latalign.translate.registry import LAYOUTS, Criterion, get_criterion, get_regime
 
-if TYPE_CHECKING:  # pragma: no cover
-    from latalign.translate.train import TrainConfig
+__all__ = ["DecoderInput", "DecoderInputLoss", "LossFn", "teacher_forced_loss"]
 
 
 class LossFn(Protocol):
@@ -41,7 +39,7 @@ class LossFn(Protocol):
 
     ``model`` is what the loop trains: under ``torchrun`` the ``DistributedDataParallel``
     wrapper, so every computation that carries gradient must go through ONE call of
-    ``model(...)`` (its forward); use :func:`unwrap` for no-grad passes or attributes.
+    ``model(...)`` (its forward); use :func:`~latalign.translate.distributed.unwrap` for no-grad passes or attributes.
     ``batch`` is a :class:`~latalign.translate.batching.Batch` on the model's device.
     ``update``: updates done before this one (0 for the first; schedules read it), or None in
     validation. ``loss_sum``: 0-dim tensor, nats summed over the batch (the loop divides the
@@ -57,180 +55,85 @@ class DecoderInput(Protocol):
     """A regime instance: ``decoder_input(model, batch, *, update) -> (B, T') int64`` tokens.
 
     Runs under the loop's autocast; a first pass through the model (scheduled sampling, free
-    running) must be wrapped in ``torch.no_grad()`` and may call ``unwrap(model)``. Random
-    choices must use torch's global RNG (checkpointed: resume stays exact).
+    running) must be wrapped in ``torch.no_grad()`` and may call ``distributed.unwrap(model)``. Random
+    choices must use torch's global RNG (checkpointed: resume stays exact). ``update=None``
+    (validation): the input inference feeds, with gold tokens.
     """
 
     def __call__(self, model: torch.nn.Module, batch: Any, *, update: int | None) -> Tensor: ...
 
 
-@dataclass(frozen=True)
-class Regime:
-    """A registered decoder-input regime.
-
-    - ``make(cfg, tokenizer) -> DecoderInput``.
-    - ``layout``: what the input looks like to the criterion: ``"shifted"`` (length T, position
-      j predicts ``target[j]``) or ``"doubled"`` (2T); a criterion runs only with its layout.
-    - ``options``: TrainConfig fields it reads; ``check(cfg)``: raises ``ValueError``.
-    """
-
-    name: str
-    make: Callable[[TrainConfig, Any], DecoderInput]
-    layout: str = "shifted"
-    options: frozenset[str] = field(default_factory=frozenset)
-    check: Callable[[TrainConfig], None] | None = None
-    help: str = ""
-
-
-REGIMES: dict[str, Regime] = {}
-
-
-def register_regime(regime: Regime) -> Regime:
-    """Add ``regime`` to :data:`REGIMES` (``ValueError`` if the name is taken); returns it."""
-    if regime.name in REGIMES and REGIMES[regime.name] is not regime:
-        raise ValueError(f"expected a new regime name; found {regime.name!r} registered already")
-    REGIMES[regime.name] = regime
-    return regime
-
-
-def get_regime(name: str) -> Regime:
-    """The regime registered under ``name``; ``ValueError`` listing the known names."""
-    load_extensions()
-    try:
-        return REGIMES[name]
-    except KeyError:
-        raise ValueError(f"expected a regime in {{{', '.join(REGIMES)}}}; found {name!r}") from None
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a ``DistributedDataParallel`` wrapper (or ``model`` itself)."""
-    return getattr(model, "module", model)
-
-
-# --------------------------------------------------------------------------- the AR loss
-
-
 class DecoderInputLoss:
     """Regime + criterion: ``criterion(model(src, src_len, regime(batch)), batch)``.
 
-    In validation (``update=None``) it adds ``stats["ce"]``, the plain cross entropy of the
-    same logits when they are position-aligned with the target (layout ``"shifted"``).
+    The criterion gets ``input_lengths = k · target_lengths`` for a regime whose layout gives
+    ``k`` predictions per target position (1 shifted, 2 doubled). In validation
+    (``update=None``) it adds ``stats["ce"]``, the plain cross entropy of the same logits
+    when they are position-aligned with the target (layout ``"shifted"``).
     """
 
     def __init__(
         self,
         decoder_input: DecoderInput,
-        criterion: Callable[..., tuple[Tensor, dict[str, float]]],
+        criterion: Criterion,
         options: dict[str, Any],
         *,
         blank_id: int,
-        pad_id: int,
     ) -> None:
         self.decoder_input = decoder_input
         self.criterion = criterion
         self.options = dict(options)
         self.blank_id = blank_id
-        self.pad_id = pad_id
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, tokenizer: Any) -> DecoderInputLoss:
-        regime = get_regime(cfg.regime).make(cfg, tokenizer)
+    def from_config(cls, cfg: TrainConfig, tokenizer: Any, **extra: Any) -> DecoderInputLoss:
         return cls(
-            regime,
+            get_regime(cfg.regime).make(cfg, tokenizer),
             get_criterion(cfg.criterion),
             cfg.criterion_options(),
             blank_id=tokenizer.blank_id,
-            pad_id=tokenizer.pad_id,
+            **extra,
         )
 
     def __call__(
         self, model: torch.nn.Module, batch: Any, *, update: int | None
     ) -> tuple[Tensor, dict[str, float]]:
         prev = self.decoder_input(model, batch, update=update)
-        logits = model(batch.src_tokens, batch.src_lengths, prev)
-        loss, stats = self.criterion(logits, batch, self.blank_id, self.pad_id, **self.options)
-        if update is None and tuple(logits.shape[:2]) == tuple(batch.target.shape):
-            stats["ce"] = float(cross_entropy_sum(logits, batch.target, self.pad_id))
+        return self.score(model(batch.src_tokens, batch.src_lengths, prev), batch, update)
+
+    def score(
+        self, logits: Tensor, batch: Any, update: int | None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The criterion on decoder logits (B, k·T, V) of ``batch`` (targets (B, T))."""
+        k = LAYOUTS[self.criterion.layout]
+        b, t = batch.target.shape
+        if logits.dim() != 3 or tuple(logits.shape[:2]) != (b, k * t):
+            raise ValueError(
+                f"expected logits (B, {k if k > 1 else ''}T, V) with (B, T) = {(b, t)}, the "
+                f"targets' shape; found {tuple(logits.shape)}"
+            )
+        lengths = batch.target_lengths
+        loss, stats = criterion_loss(
+            self.criterion, logits, batch.target, k * lengths, lengths, blank=self.blank_id,
+            **self.options,
+        )  # fmt: skip
+        if update is None and k == 1:
+            stats["ce"] = float(cross_entropy_sum(logits, batch.target, lengths))
         return loss, stats
 
 
 def teacher_forced_loss(
-    criterion: str | Callable[..., tuple[Tensor, dict[str, float]]],
+    criterion: str | Criterion | Callable[..., tuple[Tensor, Tensor | None]],
     options: dict[str, Any] | None = None,
     *,
     blank_id: int = 4,
-    pad_id: int = 0,
 ) -> DecoderInputLoss:
-    """A :class:`DecoderInputLoss` with teacher forcing (benchmarks, tests)."""
-    fn = get_criterion(criterion) if isinstance(criterion, str) else criterion
-    return DecoderInputLoss(teacher_forcing, fn, options or {}, blank_id=blank_id, pad_id=pad_id)
-
-
-# --------------------------------------------------------------------------- built-in regimes
-
-
-def teacher_forcing(model: torch.nn.Module, batch: Any, *, update: int | None) -> Tensor:
-    """``bos y_1 … y_n`` (+pad): the batch's ``prev_output_tokens``."""
-    return batch.prev_output_tokens
-
-
-def doubled(model: torch.nn.Module, batch: Any, *, update: int | None) -> Tensor:
-    """Every decoder input token twice (layout ``"doubled"``; see :mod:`.doubled`)."""
-    from latalign.translate.doubled import double_inputs
-
-    return double_inputs(batch.prev_output_tokens)
-
-
-register_regime(
-    Regime(
-        "teacher_forcing",
-        lambda cfg, tok: teacher_forcing,
-        help="decoder input bos y_1 … y_n (the default)",
-    )
-)
-register_regime(
-    Regime(
-        "doubled",
-        lambda cfg, tok: doubled,
-        layout="doubled",
-        help="every decoder input token fed twice (2T positions; criterion doubled_ctc)",
-    )
-)
-
-
-def check_combination(cfg: TrainConfig) -> None:
-    """One validation of arch x regime x criterion x options; ``ValueError`` naming the
-    offending value. Called by ``TrainConfig.__post_init__``."""
-    from latalign.translate.arch import get_arch
-    from latalign.translate.train import PLUGIN_OPTION_FIELDS
-
-    arch = get_arch(cfg.arch)
-    regime = get_regime(cfg.regime)
-    if arch.criteria is not None and cfg.criterion not in arch.criteria:
-        raise ValueError(
-            f"expected a criterion of arch {arch.name!r} among {sorted(arch.criteria)}; "
-            f"found {cfg.criterion!r}"
-        )
-    if arch.regimes is not None and cfg.regime not in arch.regimes:
-        raise ValueError(
-            f"expected a regime of arch {arch.name!r} among {sorted(arch.regimes)}; "
-            f"found {cfg.regime!r}"
-        )
-    if layout_of(cfg.criterion) != regime.layout:
-        raise ValueError(
-            f"expected criterion {cfg.criterion!r} with a regime of layout "
-            f"{layout_of(cfg.criterion)!r}; found regime {cfg.regime!r} ({regime.layout!r})"
-        )
-    used = arch.options | regime.options
-    unused = sorted(
-        name for name in PLUGIN_OPTION_FIELDS if name not in used and getattr(cfg, name) is not None
-    )
-    if unused:
-        raise ValueError(
-            f"expected options of arch {arch.name!r} and regime {regime.name!r} among "
-            f"{sorted(used) or 'none'}; found {unused}"
-        )
-    if arch.check is not None:
-        arch.check(cfg)
-    if regime.check is not None:
-        regime.check(cfg)
+    """A :class:`DecoderInputLoss` with teacher forcing (benchmarks, tests); ``criterion``: a
+    registered name, an entry, or a criterion function."""
+    if isinstance(criterion, str):
+        entry = get_criterion(criterion)
+    elif isinstance(criterion, Criterion):
+        entry = criterion
+    else:
+        entry = Criterion(getattr(criterion, "__name__", "criterion"), criterion)
+    return DecoderInputLoss(teacher_forcing, entry, options or {}, blank_id=blank_id)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF
+
 __all__ = ["evaluate_translations"]
 
 
@@ -24,9 +27,6 @@ def evaluate_translations(
     - ``length_ratio``: sys_len / ref_len in 13a tokens as counted by BLEU;
       ``sys_len``, ``ref_len``; ``n_sentences``.
     """
-    import sacrebleu
-    from sacrebleu.metrics import BLEU, CHRF
-
     if isinstance(hyps, str) or isinstance(refs, str):
         raise ValueError("expected lists of strings, found a single str")
     hyps, refs = list(hyps), list(refs)

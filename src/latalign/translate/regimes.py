@@ -8,14 +8,17 @@ so each is usable with any criterion (``ce``, ``axe``, ``causal_axe``, …):
 
 ``teacher_forcing``
     the plain input (the identity transform).
+``doubled``
+    every input token twice (``2T`` positions, layout ``"doubled"``; criterion
+    ``doubled_ctc``, decoded by :func:`~latalign.translate.doubled.doubled_greedy_decode`).
 ``scheduled_sampling``
     the two-pass form used for transformers (Mihaylova & Martins, 2019): a first pass
     without gradient under teacher forcing (eval mode, so no dropout) gives the model's greedy
     predictions ``ŷ_j = argmax p_j``; the second pass feeds position ``j + 1`` the prediction
     ``ŷ_j`` with probability ``q(step)`` and the gold ``y_j`` otherwise (independently per
-    position). ``q`` follows a schedule (:func:`sampling_probability`): ``constant``,
-    ``linear`` or ``inverse_sigmoid`` (Bengio et al., 2015), rising from 0 to ``sample_prob``
-    over ``ramp_updates`` updates.
+    position). ``q`` follows a ``schedule`` (:func:`sampling_probability`): ``constant``,
+    ``linear`` or ``inverse_sigmoid`` (Bengio et al., 2015), rising from 0 to ``regime_p``
+    over ``schedule_updates`` updates.
 ``free_running``
     every input is the model's own previous prediction (greedy, or sampled at a
     ``temperature``). Done in two passes: an incremental decode without gradient
@@ -26,32 +29,31 @@ so each is usable with any criterion (``ce``, ``axe``, ``causal_axe``, …):
     cost of one extra no-grad incremental decode per batch. Gradients do not flow through
     the argmax/sampling (as in the scheduled-sampling literature).
 ``corruption``
-    word dropout: every non-bos input position is replaced by ``mask_id`` (the tokenizer's
-    ``unk``) with probability ``corrupt_prob``.
+    word dropout: every non-bos input position is replaced by ``unk`` with probability
+    ``regime_p``.
 ``delayed``
-    delayed teacher forcing: position ``j`` is fed ``y_{j−k}`` (``bos`` when ``j − k < 1``);
-    ``k = 1`` is plain teacher forcing. Decoding must mirror it:
-    :class:`DelayedInputModel` wraps a model so the decoders feed it ``ŷ_{j−k}``.
-``ctc_control``
-    the positive control (Yan et al., 2023): teacher forcing for the decoder (any criterion)
-    plus ``ctc_weight ×`` CTC on the encoder states upsampled ``ctc_upsample`` times
-    (:class:`UpsampledCTCHead`); decoded with the AR decoder as usual. The alignment is then
-    not tied to the decoder's teacher-forced positions.
+    delayed teacher forcing: position ``j`` is fed ``y_{j−k}`` (``bos`` when ``j − k < 1``),
+    ``k = delay``; ``k = 1`` is plain teacher forcing. Decoding mirrors it:
+    :class:`DelayedInputModel` wraps the model so the decoders feed it ``ŷ_{j−k}``.
 
-As training options of the one ``train()`` (registered with the trainer's seam when this module
-is imported; ``latalign.translate.arch.EXTENSIONS`` imports it)::
+The positive control (teacher forcing plus CTC on upsampled encoder states) is an arch, not a
+regime: ``ar_aux_ctc`` (:mod:`latalign.translate.aux_ctc`), trainable under teacher forcing and
+the four regimes that change the input (not ``doubled``).
+
+Each regime is an entry of :data:`latalign.translate.registry.REGIMES` that reads its options
+from TrainConfig's own fields (``regime_p``, ``schedule``, ``schedule_updates``,
+``temperature``, ``delay``; None = the default declared below)::
 
     TrainConfig(regime="scheduled_sampling", schedule="linear", schedule_updates=500,
                 regime_p=0.5)                      # q rises 0 -> 0.5 over 500 updates
     TrainConfig(regime="free_running", temperature=0.0)
     TrainConfig(regime="corruption", regime_p=0.3)
     TrainConfig(regime="delayed", delay=2)
-    TrainConfig(arch="ar_aux_ctc", aux_ctc_weight=1.0, upsample=3)   # the positive control
 
 (CLI: ``--regime … --regime-p …`` etc.; bad values are a ``ValueError`` from ``TrainConfig``,
-exit status 2 on the CLI.) Validation feeds :func:`evaluation_inputs`. A model trained with
-``delayed`` must be decoded through :func:`decoding_model` (which wraps it in
-:class:`DelayedInputModel`).
+exit status 2 on the CLI.) Validation feeds what inference feeds with gold tokens: the
+delayed input for ``delayed``, the doubled one for ``doubled``, plain teacher forcing for the
+others.
 
 Shapes: B sentences, T decoder positions, S source positions, C model width, V vocabulary.
 Token ids follow ``docs/ARCHITECTURE.md`` (pad 0, bos 1, eos 2, unk 3, ε 4).
@@ -60,143 +62,33 @@ Token ids follow ``docs/ARCHITECTURE.md`` (pad 0, bos 1, eos 2, unk 3, ε 4).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-import latalign
-from latalign.translate.config import ModelConfig
-from latalign.translate.model import Transformer
+from latalign.translate.decode import BatchDecoder, SearchOptions, search_decoder
+from latalign.translate.distributed import unwrap
+from latalign.translate.doubled import double_inputs, doubled_greedy_decode
+from latalign.translate.registry import Regime, register_regime
 
 __all__ = [
-    "AUX_CTC_ARCH",
-    "REGIMES",
     "SCHEDULES",
-    "AuxCTCLoss",
-    "AuxCTCModelConfig",
-    "AuxCTCTransformer",
     "DelayedInputModel",
-    "RegimeConfig",
-    "RegimeInput",
-    "UpsampledCTCHead",
     "corrupt_inputs",
-    "ctc_control_loss",
-    "decoder_inputs",
-    "decoding_model",
     "delayed_inputs",
-    "evaluation_inputs",
+    "doubled",
     "free_running_inputs",
     "mix_inputs",
-    "regime_config",
     "sampling_probability",
     "scheduled_sampling_inputs",
     "teacher_forced_predictions",
-    "upsampled_ctc_sum",
+    "teacher_forcing",
 ]
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-
-REGIMES: dict[str, str] = {
-    "teacher_forcing": "position j is fed the gold y_{j-1} (the paper's setting)",
-    "scheduled_sampling": "two-pass scheduled sampling: y_{j-1} or the model's greedy "
-    "prediction, the latter with a scheduled probability",
-    "free_running": "every input is the model's own previous prediction",
-    "corruption": "word dropout: each input replaced by unk with probability corrupt_prob",
-    "delayed": "delayed teacher forcing: position j is fed y_{j-k}",
-    "ctc_control": "teacher forcing + auxiliary CTC on upsampled encoder states (positive control)",
-}
 SCHEDULES = ("constant", "linear", "inverse_sigmoid")
-#: architectures that have a decoder input a regime could change
-REGIME_ARCHS = ("ar",)
-
-
-@dataclass(frozen=True)
-class RegimeConfig:
-    """A decoder-input regime and its parameters; validated on construction (``ValueError``).
-
-    Only the parameters of the chosen ``name`` are used; the others keep their defaults.
-
-    Attributes:
-        name: a key of :data:`REGIMES`.
-        schedule: scheduled sampling: ``constant``, ``linear`` or ``inverse_sigmoid``.
-        sample_prob: scheduled sampling: the final probability of feeding the model's
-            prediction, in [0, 1].
-        ramp_updates: scheduled sampling: updates over which the probability rises from 0 to
-            ``sample_prob`` (ignored by ``constant``), ≥ 1.
-        temperature: free running: 0 = greedy, > 0 = sample from softmax(logits / T).
-        corrupt_prob: corruption: probability of masking each non-bos input, in [0, 1].
-        mask_id: corruption: the token that replaces a masked input (default unk = 3).
-        delay: delayed teacher forcing: ``k ≥ 1`` (1 = teacher forcing).
-        ctc_weight: positive control: weight of the auxiliary CTC loss, ≥ 0.
-        ctc_upsample: positive control: encoder states are upsampled this many times, ≥ 1.
-    """
-
-    name: str = "teacher_forcing"
-    schedule: str = "linear"
-    sample_prob: float = 0.5
-    ramp_updates: int = 1000
-    temperature: float = 0.0
-    corrupt_prob: float = 0.1
-    mask_id: int = UNK_ID
-    delay: int = 2
-    ctc_weight: float = 1.0
-    ctc_upsample: int = 3
-
-    def __post_init__(self) -> None:
-        if self.name not in REGIMES:
-            raise ValueError(f"expected a regime in {{{', '.join(REGIMES)}}}; found {self.name!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"expected a schedule in {{{', '.join(SCHEDULES)}}}; found {self.schedule!r}"
-            )
-        for field_name in ("sample_prob", "corrupt_prob"):
-            value = getattr(self, field_name)
-            _expect(
-                _is_number(value) and 0.0 <= float(value) <= 1.0, f"{field_name} in [0, 1]", value
-            )
-        r, m, d, u = self.ramp_updates, self.mask_id, self.delay, self.ctc_upsample
-        t, w = self.temperature, self.ctc_weight
-        _expect(_is_int(r) and r >= 1, "ramp_updates >= 1", r)
-        _expect(_is_number(t) and math.isfinite(t) and t >= 0, "temperature >= 0 (0 = greedy)", t)
-        _expect(_is_int(m) and m >= 0, "mask_id >= 0", m)
-        _expect(_is_int(d) and d >= 1, "delay k >= 1 (1 = teacher forcing)", d)
-        _expect(_is_number(w) and math.isfinite(w) and w >= 0, "ctc_weight >= 0", w)
-        _expect(_is_int(u) and u >= 1, "ctc_upsample >= 1", u)
-
-    def check_arch(self, arch: str) -> None:
-        """``ValueError`` when architecture ``arch`` cannot use this regime (a
-        non-autoregressive model has no previous-token input to change)."""
-        if self.name != "teacher_forcing" and arch not in REGIME_ARCHS:
-            raise ValueError(
-                f"expected --arch ar for the {self.name} regime (it changes the decoder's "
-                f"previous-token inputs); found --arch {arch}"
-            )
-
-    @property
-    def needs_head(self) -> bool:
-        """True when training needs :class:`UpsampledCTCHead` (the positive control)."""
-        return self.name == "ctc_control"
-
-    def summary(self) -> str:
-        """A short label, e.g. ``"corruption p=0.3"``."""
-        n = self.name
-        if n == "scheduled_sampling":
-            return f"scheduled sampling ({self.schedule}, q→{self.sample_prob:g})"
-        if n == "free_running":
-            return "free running" + (f" (T={self.temperature:g})" if self.temperature else "")
-        if n == "corruption":
-            return f"corruption p={self.corrupt_prob:g}"
-        if n == "delayed":
-            return f"delayed k={self.delay}"
-        if n == "ctc_control":
-            return f"+CTC on encoder ×{self.ctc_upsample} (w={self.ctc_weight:g})"
-        return "teacher forcing"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _is_number(x: Any) -> bool:
@@ -431,56 +323,6 @@ def free_running_inputs(
     return tokens.masked_fill(~_real_positions(prev, pad_id), pad_id)
 
 
-# --------------------------------------------------------------------------- dispatch
-
-
-def decoder_inputs(
-    regime: RegimeConfig,
-    model: nn.Module,
-    batch: Any,
-    step: int,
-    *,
-    pad_id: int = PAD_ID,
-    bos_id: int = BOS_ID,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """The (B, T) decoder input of a training batch under ``regime`` at update ``step``
-    (0-based). Teacher forcing and the positive control return ``prev_output_tokens``
-    itself (no copy)."""
-    name = regime.name
-    prev = batch.prev_output_tokens
-    if name in ("teacher_forcing", "ctc_control"):
-        return prev
-    if name == "scheduled_sampling":
-        q = sampling_probability(regime.schedule, step, regime.sample_prob, regime.ramp_updates)
-        return scheduled_sampling_inputs(
-            model, batch, q, pad_id=pad_id, bos_id=bos_id, generator=generator
-        )
-    if name == "free_running":
-        return free_running_inputs(
-            model, batch, temperature=regime.temperature, pad_id=pad_id, bos_id=bos_id,
-            generator=generator,
-        )  # fmt: skip
-    if name == "corruption":
-        return corrupt_inputs(
-            prev, regime.corrupt_prob, mask_id=regime.mask_id, pad_id=pad_id, generator=generator
-        )
-    if name == "delayed":
-        return delayed_inputs(prev, regime.delay, bos_id=bos_id, pad_id=pad_id)
-    raise ValueError(f"expected a regime in {{{', '.join(REGIMES)}}}; found {name!r}")
-
-
-def evaluation_inputs(
-    regime: RegimeConfig, prev_output_tokens: Tensor, *, bos_id: int = BOS_ID, pad_id: int = PAD_ID
-) -> Tensor:
-    """The decoder input that mirrors inference with gold tokens (validation, analysis):
-    the delayed input for ``delayed``, plain teacher forcing for every other regime (their
-    inference feeds the previous token)."""
-    if regime.name == "delayed":
-        return delayed_inputs(prev_output_tokens, regime.delay, bos_id=bos_id, pad_id=pad_id)
-    return prev_output_tokens
-
-
 # --------------------------------------------------------------------------- delayed decoding
 
 
@@ -534,274 +376,126 @@ class DelayedInputModel(nn.Module):
         return self.inner.reorder_cache(cache, new_order, **kwargs)
 
 
-# --------------------------------------------------------------------------- positive control
+# --------------------------------------------------------------------------- the registry
 
 
-class UpsampledCTCHead(nn.Module):
-    """CTC head on upsampled encoder states (Yan et al., 2023, the "CTC alignments improve
-    autoregressive translation" setting).
-
-    Each encoder state (C,) becomes ``upsample`` states by one linear map C -> upsample·C,
-    then ReLU, LayerNorm and a linear layer over the vocabulary:
-    (B, S, C) -> logits (B, S·upsample, V); lengths ``upsample · S_b`` (source padding
-    removed). Used only for the auxiliary loss; the decoder is untouched.
-    """
-
-    def __init__(self, d_model: int, vocab_size: int, upsample: int = 3) -> None:
-        super().__init__()
-        if not _is_int(upsample) or upsample < 1:
-            raise ValueError(f"expected upsample >= 1; found {upsample!r}")
-        self.upsample = upsample
-        self.expand = nn.Linear(d_model, upsample * d_model)
-        self.norm = nn.LayerNorm(d_model)
-        self.out = nn.Linear(d_model, vocab_size)
-        nn.init.xavier_uniform_(self.expand.weight)
-        nn.init.zeros_(self.expand.bias)
-        nn.init.normal_(self.out.weight, mean=0.0, std=d_model**-0.5)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, states: Tensor, padding_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """states (B, S, C), padding_mask (B, S) True at padding -> (logits (B, S·u, V),
-        lengths (B,)). Padding must be on the right (as :func:`collate` pads)."""
-        b, s, c = states.shape
-        up = self.expand(states).view(b, s * self.upsample, c)  # state i -> rows i·u … i·u+u−1
-        logits = self.out(self.norm(F.relu(up)))
-        lengths = (~padding_mask).sum(dim=1) * self.upsample
-        return logits, lengths
+def teacher_forcing(model: nn.Module, batch: Any, *, update: int | None) -> Tensor:
+    """``bos y_1 … y_n`` (+pad): the batch's ``prev_output_tokens``."""
+    return batch.prev_output_tokens
 
 
-@dataclass
-class AuxCTCModelConfig(ModelConfig):
-    """:class:`ModelConfig` plus the upsampling of the auxiliary CTC head."""
-
-    aux_upsample: int = 3
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not _is_int(self.aux_upsample) or self.aux_upsample < 1:
-            raise ValueError(f"expected upsample >= 1; found {self.aux_upsample!r}")
+def doubled(model: nn.Module, batch: Any, *, update: int | None) -> Tensor:
+    """Every decoder input token twice (layout ``"doubled"``; see :mod:`.doubled`)."""
+    return double_inputs(batch.prev_output_tokens)
 
 
-class AuxCTCTransformer(Transformer):
-    """The positive control's model: a :class:`Transformer` (so the AR decoders,
-    ``load_model`` and the analysis use it unchanged) with an :class:`UpsampledCTCHead` on
-    the encoder. ``forward(..., aux=True)`` also returns the head's ``(logits (B, S·u, V),
-    lengths (B,))`` from the same encoder pass (one call: what DDP needs)."""
+class _Sampled:
+    """A regime that transforms the input in training and feeds teacher forcing in
+    validation: ``transform(model, batch, update)`` (model unwrapped, ids bound)."""
 
-    def __init__(self, cfg: AuxCTCModelConfig) -> None:
-        super().__init__(cfg)
-        self.aux_head = UpsampledCTCHead(cfg.d_model, cfg.vocab_size, cfg.aux_upsample)
-
-    def forward(  # type: ignore[override]
-        self,
-        src_tokens: Tensor,
-        src_lengths: Tensor | None,
-        prev_output_tokens: Tensor,
-        *,
-        aux: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """logits (B, T, V); with ``aux`` also the CTC head's logits and lengths."""
-        enc = self.encode(src_tokens, src_lengths)
-        logits = self.decode(prev_output_tokens, enc)
-        if not aux:
-            return logits
-        aux_logits, aux_lengths = self.aux_head(enc.out, enc.padding_mask)
-        return logits, aux_logits, aux_lengths
-
-
-def upsampled_ctc_sum(aux_logits: Tensor, aux_lengths: Tensor, batch: Any, blank_id: int) -> Tensor:
-    """Summed CTC (nats; ``latalign.ctc_loss`` with ``from_logits`` and ``zero_infinity``:
-    sentences too long for the upsampled source contribute 0) of the head's logits
-    (B, S·u, V) against ``batch.target`` (B, T) with ``batch.target_lengths``."""
-    return latalign.ctc_loss(
-        aux_logits.float(),
-        batch.target,
-        aux_lengths,
-        batch.target_lengths,
-        blank=blank_id,
-        reduction="sum",
-        zero_infinity=True,
-        from_logits=True,
-    )
-
-
-def ctc_control_loss(
-    model: nn.Module,
-    batch: Any,
-    criterion: Any,
-    options: dict[str, Any],
-    *,
-    weight: float,
-    blank_id: int,
-    pad_id: int = PAD_ID,
-    prev_output_tokens: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float], Tensor]:
-    """The positive control's loss: ``criterion`` on the decoder (teacher forcing unless
-    ``prev_output_tokens`` is given) plus ``weight ×`` :func:`upsampled_ctc_sum`, from one
-    call of ``model(..., aux=True)`` (an :class:`AuxCTCTransformer`, possibly DDP-wrapped).
-
-    Returns ``(loss_sum, stats, decoder_logits)``: ``stats`` are the criterion's with
-    ``loss`` the total and ``aux_ctc`` the unweighted CTC sum (nats).
-    """
-    prev = batch.prev_output_tokens if prev_output_tokens is None else prev_output_tokens
-    logits, aux_logits, aux_lengths = model(batch.src_tokens, batch.src_lengths, prev, aux=True)
-    dec_loss, stats = criterion(logits, batch, blank_id, pad_id, **options)
-    ctc = upsampled_ctc_sum(aux_logits, aux_lengths, batch, blank_id)
-    total = dec_loss + weight * ctc
-    stats = dict(stats)
-    stats["aux_ctc"] = float(ctc.detach())
-    stats["loss"] = float(total.detach())
-    return total, stats, logits
-
-
-# --------------------------------------------------------------------------- the trainer seam
-
-
-def regime_config(cfg: Any) -> RegimeConfig:
-    """The :class:`RegimeConfig` of a ``TrainConfig`` (its ``regime``/``arch`` and option
-    fields; None = the defaults here). ``ValueError`` on bad values."""
-    name = cfg.regime if cfg.regime in REGIMES else "teacher_forcing"  # e.g. "doubled"
-    kw: dict[str, Any] = {"name": name}
-    fields = {
-        "schedule": "schedule",
-        "schedule_updates": "ramp_updates",
-        "temperature": "temperature",
-        "delay": "delay",
-        "aux_ctc_weight": "ctc_weight",
-        "upsample": "ctc_upsample",
-    }
-    for src, dst in fields.items():
-        value = getattr(cfg, src, None)
-        if value is not None:
-            kw[dst] = value
-    p = getattr(cfg, "regime_p", None)
-    if p is not None:
-        kw["corrupt_prob" if cfg.regime == "corruption" else "sample_prob"] = p
-    try:
-        return RegimeConfig(**kw)
-    except ValueError as e:  # name the TrainConfig field (the CLI flag), not ours
-        message = str(e)
-        for ours, theirs in _FIELD_NAMES.items():
-            message = message.replace(f"expected {ours} ", f"expected {theirs} ")
-        raise ValueError(message) from None
-
-
-#: RegimeConfig field -> the TrainConfig field (CLI flag) that sets it
-_FIELD_NAMES = {
-    "sample_prob": "regime_p",
-    "corrupt_prob": "regime_p",
-    "ramp_updates": "schedule_updates",
-    "ctc_weight": "aux_ctc_weight",
-    "ctc_upsample": "upsample",
-}
-
-
-class RegimeInput:
-    """A registered regime's :class:`~latalign.translate.loss.DecoderInput`: training
-    batches get :func:`decoder_inputs` at the update; validation (``update=None``) gets
-    :func:`evaluation_inputs` (what inference feeds, with gold tokens)."""
-
-    def __init__(self, regime: RegimeConfig, tokenizer: Any) -> None:
-        self.regime = regime
-        self.pad_id = getattr(tokenizer, "pad_id", PAD_ID)
-        self.bos_id = getattr(tokenizer, "bos_id", BOS_ID)
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
 
     def __call__(self, model: nn.Module, batch: Any, *, update: int | None) -> Tensor:
-        from latalign.translate.loss import unwrap
-
         if update is None:
-            return evaluation_inputs(
-                self.regime, batch.prev_output_tokens, bos_id=self.bos_id, pad_id=self.pad_id
-            )
-        return decoder_inputs(
-            self.regime, unwrap(model), batch, update, pad_id=self.pad_id, bos_id=self.bos_id
-        )
+            return batch.prev_output_tokens
+        return self.transform(unwrap(model), batch, update)
 
 
-class AuxCTCLoss:
-    """The ``ar_aux_ctc`` arch's LossFn: the run's regime makes the decoder input, then
-    :func:`ctc_control_loss`; validation adds ``ce`` (plain cross entropy, nats)."""
-
-    def __init__(self, cfg: Any, tokenizer: Any) -> None:
-        from latalign.translate.criteria import get_criterion
-        from latalign.translate.loss import get_regime
-
-        self.decoder_input = get_regime(cfg.regime).make(cfg, tokenizer)
-        self.criterion = get_criterion(cfg.criterion)
-        self.options = cfg.criterion_options()
-        self.weight = regime_config(cfg).ctc_weight
-        self.blank_id, self.pad_id = tokenizer.blank_id, tokenizer.pad_id
-
-    def __call__(
-        self, model: nn.Module, batch: Any, *, update: int | None
-    ) -> tuple[Tensor, dict[str, float]]:
-        from latalign.translate.criteria import cross_entropy_sum
-
-        prev = self.decoder_input(model, batch, update=update)
-        loss, stats, logits = ctc_control_loss(
-            model, batch, self.criterion, self.options, weight=self.weight,
-            blank_id=self.blank_id, pad_id=self.pad_id, prev_output_tokens=prev,
-        )  # fmt: skip
-        if update is None:
-            stats["ce"] = float(cross_entropy_sum(logits, batch.target, self.pad_id))
-        return loss, stats
+def _ids(tokenizer: Any) -> dict[str, int]:
+    return {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id}
 
 
-AUX_CTC_ARCH = "ar_aux_ctc"
+def _scheduled_sampling(cfg: Any, tokenizer: Any) -> _Sampled:
+    schedule, ramp, p = (
+        cfg.option("schedule"),
+        cfg.option("schedule_updates"),
+        cfg.option("regime_p"),
+    )
+    ids = _ids(tokenizer)
+
+    def transform(model: nn.Module, batch: Any, update: int) -> Tensor:
+        q = sampling_probability(schedule, update, p, ramp)
+        return scheduled_sampling_inputs(model, batch, q, **ids)
+
+    return _Sampled(transform)
 
 
-def _check(cfg: Any) -> None:
-    regime_config(cfg)
+def _free_running(cfg: Any, tokenizer: Any) -> _Sampled:
+    temperature, ids = cfg.option("temperature"), _ids(tokenizer)
+    return _Sampled(lambda model, batch, update: free_running_inputs(
+        model, batch, temperature=temperature, **ids))  # fmt: skip
 
 
-def decoding_model(model: nn.Module, train_config: dict[str, Any] | None) -> nn.Module:
-    """The model as the decoders must see it: wrapped in :class:`DelayedInputModel` when
-    ``train_config`` (a checkpoint's ``train_config`` / the run's ``config.json``) trained it
-    with delayed teacher forcing; ``model`` itself otherwise."""
-    tc = train_config or {}
-    if tc.get("regime") == "delayed":
-        delay = tc.get("delay") or RegimeConfig().delay
-        if delay > 1:
-            return DelayedInputModel(model, int(delay))
-    return model
+def _corruption(cfg: Any, tokenizer: Any) -> _Sampled:
+    p, pad_id = cfg.option("regime_p"), tokenizer.pad_id
+    return _Sampled(lambda model, batch, update: corrupt_inputs(
+        batch.prev_output_tokens, p, mask_id=UNK_ID, pad_id=pad_id))  # fmt: skip
 
 
-def _register() -> None:
-    from latalign.translate.arch import Arch, register_arch
-    from latalign.translate.loss import Regime, register_regime
+def _delayed(cfg: Any, tokenizer: Any) -> Any:
+    k, ids = cfg.option("delay"), _ids(tokenizer)
+    return lambda model, batch, *, update: delayed_inputs(batch.prev_output_tokens, k, **ids)
 
-    def maker(cfg: Any, tokenizer: Any) -> RegimeInput:
-        return RegimeInput(regime_config(cfg), tokenizer)
 
-    options = {
-        "scheduled_sampling": {"schedule", "schedule_updates", "regime_p"},
-        "free_running": {"temperature"},
-        "corruption": {"regime_p"},
-        "delayed": {"delay"},
-    }
-    for name, opts in options.items():
-        register_regime(
-            Regime(name, maker, options=frozenset(opts), check=_check, help=REGIMES[name])
-        )
+def _check_p(cfg: Any) -> None:
+    p = cfg.option("regime_p")
+    _expect(_is_number(p) and 0.0 <= float(p) <= 1.0, "regime_p in [0, 1]", p)
 
-    def build(cfg: Any, vocab_size: int) -> AuxCTCTransformer:
-        up = cfg.upsample if cfg.upsample is not None else RegimeConfig().ctc_upsample
-        return AuxCTCTransformer(
-            AuxCTCModelConfig.preset(cfg.preset, vocab_size, aux_upsample=up, **cfg.model)
-        )
 
-    register_arch(
-        Arch(
-            name=AUX_CTC_ARCH,
-            build=build,
-            load=lambda model_config: AuxCTCTransformer(AuxCTCModelConfig(**model_config)),
-            make_loss=AuxCTCLoss,
-            options=frozenset({"aux_ctc_weight", "upsample"}),
-            regimes=frozenset(["teacher_forcing", *options]),
-            check=_check,
-            help="positive control: ar transformer + auxiliary CTC on upsampled encoder states",
-        )
+def _check_scheduled_sampling(cfg: Any) -> None:
+    schedule, ramp = cfg.option("schedule"), cfg.option("schedule_updates")
+    _expect(schedule in SCHEDULES, f"a schedule in {{{', '.join(SCHEDULES)}}}", schedule)
+    _expect(_is_int(ramp) and ramp >= 1, "schedule_updates >= 1", ramp)
+    _check_p(cfg)
+
+
+def _check_free_running(cfg: Any) -> None:
+    t = cfg.option("temperature")
+    _expect(_is_number(t) and math.isfinite(t) and t >= 0, "temperature >= 0 (0 = greedy)", t)
+
+
+def _check_delayed(cfg: Any) -> None:
+    k = cfg.option("delay")
+    _expect(_is_int(k) and k >= 1, "delay k >= 1 (1 = teacher forcing)", k)
+
+
+def _delayed_decoder(cfg: Any, tokenizer: Any, options: SearchOptions) -> BatchDecoder:
+    """Beam search (or greedy) through :class:`DelayedInputModel`: the input it trained on."""
+    search, k = search_decoder(options, tokenizer), cfg.option("delay")
+    if k == 1:
+        return search
+    return lambda model, src, lengths: search(
+        DelayedInputModel(model, k, bos_id=tokenizer.bos_id), src, lengths
     )
 
 
-_register()
+def _doubled_decoder(cfg: Any, tokenizer: Any, options: SearchOptions) -> BatchDecoder:
+    """The doubled greedy decoder (beam options do not apply)."""
+    return partial(
+        doubled_greedy_decode, blank_id=tokenizer.blank_id, pad_id=tokenizer.pad_id,
+        bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, max_len_a=options.max_len_a,
+        max_len_b=options.max_len_b, autocast_bf16=bool(options.bf16),
+    )  # fmt: skip
+
+
+for _regime in (
+    Regime("teacher_forcing", lambda cfg, tok: teacher_forcing,
+           help="decoder input bos y_1 … y_n (the paper's setting, the default)"),
+    Regime("doubled", lambda cfg, tok: doubled, layout="doubled", decoder=_doubled_decoder,
+           help="every decoder input token fed twice (2T positions; criterion doubled_ctc)"),
+    Regime("scheduled_sampling", _scheduled_sampling,
+           options={"schedule": "linear", "schedule_updates": 1000, "regime_p": 0.5},
+           check=_check_scheduled_sampling,
+           help="two-pass scheduled sampling: y_{j-1} or the model's greedy prediction, the "
+           "latter with a scheduled probability"),
+    Regime("free_running", _free_running, options={"temperature": 0.0},
+           check=_check_free_running,
+           help="every input is the model's own previous prediction"),
+    Regime("corruption", _corruption, options={"regime_p": 0.1}, check=_check_p,
+           help="word dropout: each input replaced by unk with probability regime_p"),
+    Regime("delayed", _delayed, options={"delay": 2}, check=_check_delayed,
+           decoder=_delayed_decoder,
+           help="delayed teacher forcing: position j is fed y_{j-k}"),
+):  # fmt: skip
+    register_regime(_regime)

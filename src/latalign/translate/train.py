@@ -12,8 +12,9 @@ A run lives in one directory::
       tensorboard/         only with ``tensorboard=True``
 
 What is trained is plugged in, not written here: the run's arch
-(:mod:`latalign.translate.arch`) builds the model and its per-step loss
-(:class:`latalign.translate.loss.LossFn`: decoder-input regime + criterion for ``"ar"``).
+(:mod:`latalign.translate.registry`) builds the model and its per-step loss
+(:class:`latalign.translate.loss.LossFn`: decoder-input regime + criterion for ``"ar"``). The
+run's configuration is a :class:`~latalign.translate.config.TrainConfig`.
 
 Losses are normalised like fairseq: the loss is a sum over target tokens (nats), and the
 gradient is the sum over ranks divided by the total number of target tokens of the update
@@ -30,16 +31,17 @@ import os
 import random
 import sys
 import time
-import typing
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from latalign.io import atomic_write
+from latalign.translate.batching import TokenBatchSampler, collate
 from latalign.translate.checkpoint import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -52,9 +54,9 @@ from latalign.translate.checkpoint import (
     rng_state,
     save_training_checkpoint,
 )
-from latalign.translate.config import read_config_file
-from latalign.translate.criteria import CRITERIA, check_options, get_criterion
-from latalign.translate.data import DataConfig
+from latalign.translate.config import TrainConfig
+from latalign.translate.data import prepare_data
+from latalign.translate.device import default_bf16
 from latalign.translate.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -64,11 +66,10 @@ from latalign.translate.distributed import (
     loss_scale,
     wrap_ddp,
 )
+from latalign.translate.loss import LossFn
 from latalign.translate.optim import InverseSqrtSchedule, build_optimizer
+from latalign.translate.registry import get_arch
 from latalign.translate.runlog import RunLog
-
-if typing.TYPE_CHECKING:  # pragma: no cover
-    from latalign.translate.loss import LossFn
 
 # Fields that may change between a run and its resumption (budgets, logging, hardware).
 # Every other field must match the saved config, or the resume is refused.
@@ -88,221 +89,6 @@ RESUMABLE_CHANGES = frozenset(
         "run_dir",
     }
 )
-
-# Criterion options exposed as TrainConfig fields (None = the criterion's default).
-OPTION_FIELDS = ("delta", "operators", "aggregate", "causal", "epsilon")
-# Arch and regime options (None = the plugin's default). An arch/regime lists the ones it reads
-# in its ``options``; setting one the run's arch and regime do not read is a config error.
-PLUGIN_OPTION_FIELDS = (
-    "upsample",
-    "length_loss_weight",
-    "length_beam",
-    "nat_input",
-    "aux_ctc_weight",
-    "schedule",
-    "schedule_updates",
-    "regime_p",
-    "temperature",
-    "delay",
-)
-
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a ``help`` text (used by the CLI)."""
-    if isinstance(default, (list, dict, tuple)) or callable(default):
-        factory = default if callable(default) else (lambda d=default: type(d)(d))
-        return field(default_factory=factory, metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; validated on construction (``ValueError``).
-
-    Load with :meth:`from_file` (TOML or YAML; a ``[data]`` table for :class:`DataConfig`,
-    a ``[model]`` table for preset overrides) and :meth:`from_dict`; :meth:`to_dict`
-    round-trips through JSON.
-    """
-
-    run_dir: str = _f("runs/default", "run directory (config, tokenizer, checkpoints, log)")
-    data: DataConfig = _f(DataConfig, "data settings (see DataConfig)")
-    preset: str = _f("small", "model preset: paper, small or tiny")
-    model: dict[str, Any] = _f({}, "ModelConfig field overrides of the preset")
-    arch: str = _f("ar", "architecture: ar (autoregressive transformer) or a registered one")
-    regime: str = _f(
-        "teacher_forcing", "decoder-input regime of the ar arch: teacher_forcing, doubled, …"
-    )
-    criterion: str = _f("ce", f"training criterion: {', '.join(CRITERIA)}")
-    delta: float | None = _f(None, "AXE clone_prediction weight (axe, causal_axe; default 1.0)")
-    operators: tuple[str, ...] | None = _f(
-        None, "latent: operators, comma separated (default align,clone_target,delimiter)"
-    )
-    aggregate: str | None = _f(None, "latent: sum (forward-backward) or max (Viterbi)")
-    causal: bool | None = _f(None, "latent: causal restriction (p_j scores y_i only if i >= j)")
-    epsilon: float | None = _f(None, "label_smoothed_ce: smoothing (default 0.1)")
-    # -- arch / regime options (PLUGIN_OPTION_FIELDS; None = the plugin's default) --
-    upsample: int | None = _f(None, "nat+ctc: decoder positions per source token (default 2)")
-    length_loss_weight: float | None = _f(None, "nat: weight of the length loss (default 0.1)")
-    length_beam: int | None = _f(None, "nat: lengths decoded at inference (default 3)")
-    nat_input: str | None = _f(None, "nat: decoder input, copy (source embeddings) or mask")
-    aux_ctc_weight: float | None = _f(None, "aux CTC on upsampled encoder states: its weight")
-    schedule: str | None = _f(None, "scheduled sampling: linear or inverse_sigmoid")
-    schedule_updates: int | None = _f(None, "scheduled sampling: updates of the schedule")
-    regime_p: float | None = _f(None, "regime probability (corruption p, sampling p) in [0, 1]")
-    temperature: float | None = _f(None, "free running: sampling temperature (0 = greedy)")
-    delay: int | None = _f(None, "delayed teacher forcing: position j is fed y_(j-k), k >= 2")
-    lr: float = _f(5e-4, "peak learning rate")
-    betas: tuple[float, float] = _f((0.9, 0.98), "Adam betas, comma separated")
-    weight_decay: float = _f(1e-4, "decoupled weight decay")
-    warmup_updates: int = _f(4000, "linear warm-up updates of the inverse-sqrt schedule")
-    warmup_init_lr: float = _f(1e-7, "learning rate at update 0")
-    max_tokens: int = _f(4096, "target+source token budget of a batch (per process)")
-    clip_norm: float = _f(0.0, "clip the gradient norm to this (0 = off)")
-    max_updates: int = _f(0, "stop after this many updates (0 = no limit)")
-    max_epochs: int = _f(0, "stop after this many epochs (0 = no limit)")
-    max_minutes: float = _f(
-        0.0, "wall-clock training budget in minutes, resumes included (0 = none)"
-    )
-    validate_every: int = _f(1000, "validate (and checkpoint) every N updates, and at epoch ends")
-    patience: int = _f(0, "stop after N validations without improvement (0 = off)")
-    bf16: bool | None = _f(
-        None,
-        "bfloat16 autocast for forward/backward; default (None) auto: on for CUDA devices that "
-        "support bf16, off on the CPU (on the 2-core dev CPU it was ~37x slower than fp32, "
-        "benchmarks/bench_train.py)",
-    )
-    seed: int = _f(1, "random seed (model init, dropout, batch order)")
-    log_every: int = _f(100, "log training metrics every N updates")
-    keep_checkpoints: int = _f(3, "numbered checkpoints kept besides last and best (>= 1)")
-    tensorboard: bool = _f(False, "also write TensorBoard events (needs tensorboard)")
-    num_workers: int = _f(
-        0, "data loading worker processes (only 0: collate in the training process)"
-    )
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    cache_dir: str | None = _f(None, "cache for tokenizers/tensors (default ~/.cache/latalign)")
-    init_from: str | None = _f(
-        None,
-        "fine-tune: initialise the model with this checkpoint's weights (same tokenizer; fresh "
-        "optimizer, schedule and data order; parameters it lacks keep their initialisation)",
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data, dict):
-            self.data = _data_config_from_dict(self.data)
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"expected data to be a DataConfig, found {type(self.data).__name__}")
-        if isinstance(self.operators, str):
-            self.operators = tuple(o.strip() for o in self.operators.split(",") if o.strip())
-        elif self.operators is not None:
-            self.operators = tuple(self.operators)
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        self.model = dict(self.model)
-        from latalign.translate.config import PRESETS, ModelConfig
-
-        if self.preset not in PRESETS:
-            raise ValueError(
-                f"expected a preset in {{{', '.join(PRESETS)}}}; found {self.preset!r}"
-            )
-        try:  # catch bad model overrides now, before data preparation (vocab size unknown yet)
-            ModelConfig.preset(self.preset, 1024, **dict(self.model))
-        except TypeError as e:
-            raise ValueError(f"expected ModelConfig fields in model overrides; found {e}") from None
-        get_criterion(self.criterion)  # ValueError listing the known names
-        check_options(self.criterion, self.criterion_options())
-        if self.criterion == "latent":  # the library's own validation of an objective
-            from latalign.align.objective import Objective
-            from latalign.translate.criteria import criterion_options
-
-            defaults = criterion_options("latent")
-            opts = {**defaults, **self.criterion_options()}
-            Objective.make(opts["operators"], opts["aggregate"], opts["weights"], opts["causal"])
-        from latalign.translate.loss import check_combination
-
-        check_combination(self)  # arch x regime x criterion x their options
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"expected two betas in [0, 1); found {self.betas}")
-        for name in ("lr", "warmup_init_lr", "weight_decay", "clip_norm", "max_minutes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"expected {name} >= 0; found {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"expected lr > 0; found {self.lr}")
-        for name in ("warmup_updates", "max_updates", "max_epochs", "patience", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"expected {name} >= 0; found {getattr(self, name)}")
-        if self.num_workers != 0:
-            raise ValueError(
-                "expected num_workers 0 (batches are collated in the training process so the "
-                f"sampler position stays exact for resuming); found {self.num_workers}"
-            )
-        for name in ("max_tokens", "validate_every", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"expected {name} >= 1; found {getattr(self, name)}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"expected device auto, cpu, cuda or cuda:N; found {self.device!r}")
-        if self.init_from is not None and not Path(self.init_from).is_file():
-            raise ValueError(
-                f"expected a checkpoint to initialise from at {self.init_from}; found none"
-            )
-
-    def criterion_options(self) -> dict[str, Any]:
-        """The criterion options that were set (the others take the criterion's defaults)."""
-        return {k: getattr(self, k) for k in OPTION_FIELDS if getattr(self, k) is not None}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (``TrainConfig.from_dict(cfg.to_dict()) == cfg``)."""
-        out = dataclasses.asdict(self)
-        return json.loads(json.dumps(out))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"expected TrainConfig fields; found unknown keys {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Read a ``.toml``/``.json``/``.yaml`` file, then apply ``overrides`` (flat fields;
-        DataConfig field names go into ``data``)."""
-        data = read_config_file(path)
-        return cls.from_dict(merge_overrides(data, overrides))
-
-
-def data_field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(DataConfig)]
-
-
-def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` (a TrainConfig mapping) with flat ``overrides`` applied; keys naming a
-    DataConfig field go into ``base["data"]``, ``model`` overrides are merged key by key."""
-    out = dict(base)
-    data = dict(out.get("data") or {})
-    if isinstance(out.get("data"), DataConfig):
-        data = dataclasses.asdict(out["data"])
-    data_fields = set(data_field_names())
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key, value in overrides.items():
-        if key == "model":
-            out["model"] = {**dict(out.get("model") or {}), **dict(value)}
-        elif key in train_fields and key != "data":
-            out[key] = value
-        elif key in data_fields:
-            data[key] = value
-        else:
-            raise ValueError(f"expected a TrainConfig or DataConfig field; found {key!r}")
-    out["data"] = data
-    return out
-
-
-def _data_config_from_dict(data: dict[str, Any]) -> DataConfig:
-    known = set(data_field_names())
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"expected DataConfig fields {sorted(known)}; found unknown keys {unknown}"
-        )
-    return DataConfig(**data)
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -397,9 +183,11 @@ def check_run_dir(
     a damaged one), or None for a fresh start. ``resume=None``: resume automatically when the
     run has checkpoints; ``True``: require one; ``False``: refuse a run dir that has some.
     Raises ``ValueError`` when the saved config differs in fields that matter (fields a saved
-    config lacks take their defaults), :class:`CheckpointError` when every checkpoint is
-    damaged.
+    config lacks take their defaults) or ``init_from`` names no file, :class:`CheckpointError`
+    when every checkpoint is damaged.
     """
+    if cfg.init_from is not None and not Path(cfg.init_from).is_file():
+        raise ValueError(f"expected a checkpoint to initialise from at {cfg.init_from}; found none")
     run_dir = Path(cfg.run_dir)
     last, _ = checkpoint_paths(run_dir)
     saved_cfg = None
@@ -434,16 +222,14 @@ def seed_everything(seed: int) -> None:
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """``cfg.bf16``, or when it is None (auto): True on a CUDA device that supports bf16."""
+    """``cfg.bf16``, or when it is None (auto): :func:`~latalign.translate.device.default_bf16`."""
     if cfg.bf16 is not None:
         return bool(cfg.bf16)
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return default_bf16(device)
 
 
 def _batches(sampler: Any, dataset: Any, device: torch.device) -> Iterator[Any]:
     """Collated batches for the sampler's current epoch, from its current position."""
-    from latalign.translate.batching import collate
-
     for indices in sampler:
         yield collate([dataset[i] for i in indices]).to(device, non_blocking=True)
 
@@ -568,9 +354,6 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
     """Train (or resume) the run described by ``cfg``; see the module docstring for the
     run directory layout. ``resume``: None = automatic, True = require a checkpoint,
     False = refuse an existing run. Returns a :class:`TrainResult`."""
-    from latalign.translate.arch import get_arch
-    from latalign.translate.batching import TokenBatchSampler
-
     # -- setup: everything that can fail on bad input fails here, before a file is written
     try:
         dist = init_distributed(cfg.device)
@@ -638,7 +421,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
         }  # fmt: skip
         if dist.is_main:
             ckpt = {
-                "format": FORMAT_VERSION, "arch": cfg.arch, "model": model.state_dict(),
+                "format": FORMAT_VERSION, "model": model.state_dict(),
                 "model_config": model.cfg.to_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": run.step, "epoch": sampler.epoch,
                 "sampler": sampler.state_dict(), "rng": rng_state(),
@@ -706,8 +489,6 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
 
 def _prepare_data(cfg: TrainConfig, dist: DistInfo) -> Any:
     """``prepare_data`` on rank 0 first (it fills the cache), then on the other ranks."""
-    from latalign.translate.data import prepare_data
-
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     try:
         data = prepare_data(cfg.data, cache_dir) if dist.is_main else None
@@ -755,13 +536,6 @@ def _train_record(
 def _progress_bar(cfg: TrainConfig, initial: int, enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
     return tqdm(
         total=cfg.max_updates or None, initial=initial, unit="upd", desc="train", dynamic_ncols=True
     )
-
-
-def type_hints() -> dict[str, Any]:
-    """Resolved annotations of :class:`TrainConfig` (for the CLI)."""
-    return typing.get_type_hints(TrainConfig)

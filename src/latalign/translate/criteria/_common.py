@@ -1,46 +1,15 @@
-"""Helpers shared by the criteria: the stats dict every criterion returns."""
+"""What the criteria share: the float32 upcast, input checks, per-position targets."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 import torch
+from torch import Tensor
+
+#: target id of positions that score nothing (past a sentence's length)
+IGNORE = -100
 
 
-class TargetBatch(Protocol):
-    """What a criterion reads from a batch (see :class:`latalign.translate.batching.Batch`)."""
-
-    target: torch.Tensor  # (B, T) int64, ``y_1 … y_n eos`` padded with pad_id
-    target_lengths: torch.Tensor  # (B,) int64, m = n + 1
-
-
-def make_stats(
-    loss_sum: torch.Tensor, batch: Any, nll_loss_sum: torch.Tensor | None = None
-) -> dict[str, float]:
-    """Detached sums for logging: ``loss`` (nats), ``nll_loss`` (nats, when given),
-    ``ntokens`` (target tokens incl. eos) and ``nsentences``."""
-    stats = {
-        "loss": float(loss_sum.detach()),
-        "ntokens": int(batch.target_lengths.sum()),
-        "nsentences": int(batch.target.size(0)),
-    }
-    if nll_loss_sum is not None:
-        stats["nll_loss"] = float(nll_loss_sum.detach())
-    return stats
-
-
-def check_logits(logits: torch.Tensor, batch: Any) -> None:
-    """Raise ``ValueError`` unless logits is (B, T, V) matching ``batch.target`` (B, T)."""
-    if logits.dim() != 3:
-        raise ValueError(f"expected logits of shape (B, T, V); found {tuple(logits.shape)}")
-    if tuple(logits.shape[:2]) != tuple(batch.target.shape):
-        raise ValueError(
-            f"expected logits (B, T, V) with (B, T) == target shape {tuple(batch.target.shape)}; "
-            f"found {tuple(logits.shape)}"
-        )
-
-
-def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+def at_least_float32(logits: Tensor) -> Tensor:
     """``logits`` in float32 when it is half/bfloat16 (autocast output); float64 stays.
 
     Summed losses over thousands of tokens need float32 precision.
@@ -48,3 +17,37 @@ def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
     if logits.dtype in (torch.float16, torch.bfloat16):
         return logits.float()
     return logits
+
+
+def check_lengths(
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor
+) -> None:
+    """``ValueError`` unless logits (B, T, V), targets (B, N) and lengths (B,) fit together
+    and no sentence has more predictions than ``T``."""
+    if logits.dim() != 3 or targets.dim() != 2 or logits.size(0) != targets.size(0):
+        raise ValueError(
+            f"expected logits (B, T, V) and targets (B, N); found {tuple(logits.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
+    b = logits.size(0)
+    if input_lengths.shape != (b,) or target_lengths.shape != (b,):
+        raise ValueError(
+            f"expected input and target lengths of shape ({b},); found "
+            f"{tuple(input_lengths.shape)} and {tuple(target_lengths.shape)}"
+        )
+    if b and int(input_lengths.max()) > logits.size(1):
+        raise ValueError(
+            f"expected at most T = {logits.size(1)} predictions per sentence; found "
+            f"{int(input_lengths.max())}"
+        )
+
+
+def position_targets(logits: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """(B, T) targets position by position for logits (B, T, V): ``targets[b, j]`` for ``j <
+    target_lengths[b]``, :data:`IGNORE` elsewhere (also where ``targets`` is narrower)."""
+    b, t = logits.shape[:2]
+    out = targets[:, :t]
+    if out.size(1) < t:
+        out = torch.cat([out, out.new_full((b, t - out.size(1)), IGNORE)], dim=1)
+    keep = torch.arange(t, device=out.device)[None, :] < target_lengths[:, None]
+    return out.masked_fill(~keep, IGNORE)

@@ -1,43 +1,49 @@
-"""AXE (Ghazvininejad et al., 2020) under teacher forcing."""
+"""AXE (Ghazvininejad et al., 2020) and causal AXE (the paper, §5)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from torch import Tensor
 
 import latalign
-from latalign.translate.criteria._common import at_least_float32, check_logits, make_stats
-
-
-def axe_sum(
-    logits: torch.Tensor,
-    batch: Any,
-    blank_id: int,
-    *,
-    delta: float,
-    causal: bool,
-) -> torch.Tensor:
-    """Summed AXE loss in nats (a 0-dim tensor), predictions and targets of equal length m."""
-    lengths = batch.target_lengths
-    return latalign.axe_loss(
-        at_least_float32(logits),
-        batch.target,
-        lengths,
-        lengths,
-        blank=blank_id,
-        delta=delta,
-        causal=causal,
-        reduction="sum",
-        zero_infinity=True,
-        from_logits=True,
-    )
+from latalign.translate.criteria._common import check_lengths
+from latalign.translate.criteria.ce import BLANK
 
 
 def axe(
-    logits: torch.Tensor, batch: Any, blank_id: int, pad_id: int, *, delta: float = 1.0
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Criterion ``axe``: ``{align, clone_prediction (weight delta), delimiter}``, max."""
-    check_logits(logits, batch)
-    loss = axe_sum(logits, batch, blank_id, delta=delta, causal=False)
-    return loss, make_stats(loss, batch)
+    logits: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    *,
+    delta: float = 1.0,
+    blank: int = BLANK,
+) -> tuple[Tensor, None]:
+    """Criterion ``axe``: ``{align, clone_prediction (weight delta), delimiter}``, max; summed
+    over sentences (nats)."""
+    return _axe(logits, targets, input_lengths, target_lengths, delta, blank, causal=False)
+
+
+def causal_axe(
+    logits: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    *,
+    delta: float = 1.0,
+    blank: int = BLANK,
+) -> tuple[Tensor, None]:
+    """Criterion ``causal_axe``: AXE restricted to alignments where ``p_j`` scores ``y_i``
+    only if ``i >= j``; summed over sentences (nats)."""
+    return _axe(logits, targets, input_lengths, target_lengths, delta, blank, causal=True)
+
+
+def _axe(
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor,
+    delta: float, blank: int, *, causal: bool,
+) -> tuple[Tensor, None]:  # fmt: skip
+    check_lengths(logits, targets, input_lengths, target_lengths)
+    loss = latalign.axe_loss(
+        logits, targets, input_lengths, target_lengths, blank=blank, delta=delta,
+        causal=causal, reduction="sum", zero_infinity=True, from_logits=True,
+    )  # fmt: skip
+    return loss, None

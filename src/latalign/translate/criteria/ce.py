@@ -1,32 +1,48 @@
-"""Cross entropy (negative log likelihood of the reference under teacher forcing)."""
+"""Cross entropy: position j scores ``targets[j]`` (the reference's negative log likelihood)."""
 
 from __future__ import annotations
 
-from typing import Any
+from torch import Tensor
 
-import torch
-
-from latalign.translate.criteria._common import at_least_float32, check_logits, make_stats
+from latalign.translate.criteria._common import IGNORE, check_lengths, position_targets
 from latalign.translate.criteria._xent import smoothed_cross_entropy
 
-
-def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Summed token cross entropy in nats.
-
-    logits (B, T, V) unnormalised; target (B, T) with ``pad_id`` at padding (ignored).
-    Returns a 0-dim float32 tensor. Computed in at least float32 (bf16 autocast output is upcast)
-    by the fused kernel of :mod:`latalign.translate.criteria._xent` (equal to
-    ``F.cross_entropy(..., reduction="sum")``, with less memory traffic).
-    """
-    x = at_least_float32(logits).reshape(-1, logits.size(-1))
-    loss, _ = smoothed_cross_entropy(x, target.reshape(-1), 0.0, pad_id)
-    return loss
+BLANK = 4
 
 
 def ce(
-    logits: torch.Tensor, batch: Any, blank_id: int, pad_id: int
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Criterion ``ce``: returns (loss_sum in nats, stats with ``loss``/``nll_loss``)."""
-    check_logits(logits, batch)
-    loss = cross_entropy_sum(logits, batch.target, pad_id)
-    return loss, make_stats(loss, batch, nll_loss_sum=loss)
+    logits: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    *,
+    blank: int = BLANK,
+) -> tuple[Tensor, Tensor]:
+    """Criterion ``ce``: summed token cross entropy (nats) and the same sum as the NLL.
+
+    logits (B, T, V) unnormalised; targets (B, N); position ``j < target_lengths[b]`` scores
+    ``targets[b, j]`` (``input_lengths >= target_lengths`` is required: one prediction per
+    target). ``blank`` is not used. Computed by the fused kernel of
+    :mod:`latalign.translate.criteria._xent` (equal to ``F.cross_entropy(...,
+    reduction="sum")``, with less memory traffic).
+    """
+    return label_smoothed_sums(logits, targets, input_lengths, target_lengths, 0.0)
+
+
+def label_smoothed_sums(
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, epsilon: float
+) -> tuple[Tensor, Tensor]:
+    """``(label-smoothed loss, NLL)`` summed over target positions (nats); ``epsilon = 0`` is
+    cross entropy."""
+    check_lengths(logits, targets, input_lengths, target_lengths)
+    if bool((input_lengths < target_lengths).any()):
+        raise ValueError("expected one prediction per target (input_lengths >= target_lengths)")
+    rows = position_targets(logits, targets, target_lengths).reshape(-1)
+    return smoothed_cross_entropy(logits.reshape(-1, logits.size(-1)), rows, epsilon, IGNORE)
+
+
+def cross_entropy_sum(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+    """Summed cross entropy (nats, 0-dim) of logits (B, T, V) against targets (B, T) with
+    ``lengths`` (B,) target tokens each: the ``ce`` statistic validation logs."""
+    loss, _ = ce(logits, targets, lengths, lengths)
+    return loss

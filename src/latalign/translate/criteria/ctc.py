@@ -1,33 +1,31 @@
-"""Real CTC (Graves et al., 2006) under teacher forcing: m = n predictions per target."""
+"""Real CTC (Graves et al., 2006)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from torch import Tensor
 
 import latalign
-from latalign.translate.criteria._common import at_least_float32, check_logits, make_stats
+from latalign.translate.criteria._common import check_lengths
+from latalign.translate.criteria.ce import BLANK
 
 
 def ctc(
-    logits: torch.Tensor, batch: Any, blank_id: int, pad_id: int
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Criterion ``ctc``: summed CTC loss in nats at equal lengths (``zero_infinity=True``).
+    logits: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    *,
+    blank: int = BLANK,
+) -> tuple[Tensor, None]:
+    """Criterion ``ctc`` (and ``doubled_ctc``): summed CTC loss in nats
+    (``zero_infinity=True``: an infeasible sentence contributes 0, no gradient).
 
-    With m = n only the trivial alignment exists, so this equals cross entropy unless a
-    target has two equal neighbours (infeasible: the sentence contributes 0, no gradient).
+    Under teacher forcing (``m = n`` predictions) only the trivial alignment exists, so this
+    equals cross entropy unless a target has two equal neighbours (infeasible).
     """
-    check_logits(logits, batch)
-    lengths = batch.target_lengths
+    check_lengths(logits, targets, input_lengths, target_lengths)
     loss = latalign.ctc_loss(
-        at_least_float32(logits),
-        batch.target,
-        lengths,
-        lengths,
-        blank=blank_id,
-        reduction="sum",
-        zero_infinity=True,
-        from_logits=True,
-    )
-    return loss, make_stats(loss, batch)
+        logits, targets, input_lengths, target_lengths, blank=blank, reduction="sum",
+        zero_infinity=True, from_logits=True,
+    )  # fmt: skip
+    return loss, None

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from torch import Tensor
 
-from latalign.translate.criteria._common import at_least_float32, check_logits, make_stats
-from latalign.translate.criteria._xent import smoothed_cross_entropy
+from latalign.translate.criteria.ce import BLANK, label_smoothed_sums
 
 
 def label_smoothed_nll_loss(
-    lprobs: torch.Tensor, target: torch.Tensor, epsilon: float, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    lprobs: Tensor, target: Tensor, epsilon: float, ignore_index: int
+) -> tuple[Tensor, Tensor]:
     """fairseq's label smoothing, summed over tokens (the reference formula; the criterion
     computes the same values with the fused :func:`smoothed_cross_entropy`).
 
@@ -32,12 +30,16 @@ def label_smoothed_nll_loss(
 
 
 def label_smoothed_ce(
-    logits: torch.Tensor, batch: Any, blank_id: int, pad_id: int, *, epsilon: float = 0.1
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Criterion ``label_smoothed_ce`` (default ``epsilon`` = 0.1, fairseq's IWSLT recipe)."""
-    check_logits(logits, batch)
+    logits: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    *,
+    epsilon: float = 0.1,
+    blank: int = BLANK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Criterion ``label_smoothed_ce`` (default ``epsilon`` = 0.1, fairseq's IWSLT recipe):
+    ``(loss, NLL)`` summed over target positions, positions as :func:`~.ce.ce`."""
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"expected 0 <= epsilon < 1; found {epsilon}")
-    x = at_least_float32(logits).reshape(-1, logits.size(-1))
-    loss, nll = smoothed_cross_entropy(x, batch.target.reshape(-1), epsilon, pad_id)
-    return loss, make_stats(loss, batch, nll_loss_sum=nll)
+    return label_smoothed_sums(logits, targets, input_lengths, target_lengths, epsilon)

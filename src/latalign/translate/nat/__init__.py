@@ -2,15 +2,16 @@
 
 - :mod:`.model`: :class:`NATransformer` (the AR model's encoder and decoder layers, run without
   causal mask from a copied-source or mask input) and :class:`NATConfig`.
-- :mod:`.criteria`: :func:`nat_loss` over ``ce``, ``label_smoothed_ce``, ``axe``, ``ctc``,
-  ``latent`` (all from :mod:`latalign.align`), plus the length-predictor term.
+- :mod:`.criteria`: :func:`nat_loss`, the stack's criteria ``ce``, ``label_smoothed_ce``,
+  ``axe``, ``ctc``, ``latent`` at the decoder's output lengths, plus the length-predictor term.
 - :mod:`.decode`: the length beam (``ce``/``axe``) and the CTC collapse (``ctc``/``latent``).
+- :mod:`.plugin`: the ``nat`` arch of :mod:`latalign.translate.registry`.
 
 See docs/nat.md.
 """
 
 from latalign.translate.nat.criteria import (
-    NAT_CRITERIA,
+    LENGTH_MODE_OF,
     check_nat_criterion,
     length_mode,
     nat_loss,
@@ -21,16 +22,15 @@ from latalign.translate.nat.decode import (
     ctc_decode,
     decode_batch,
     length_beam_decode,
-    nat_translate_sentences,
 )
 from latalign.translate.nat.model import NATConfig, NATOutput, NATransformer
-from latalign.translate.nat.plugin import NAT, NATLoss, check_nat
+from latalign.translate.nat.plugin import NAT, NATLoss, check_nat, nat_decoder
 
 __all__ = [
     "NAT",
     "NATLoss",
     "check_nat",
-    "NAT_CRITERIA",
+    "LENGTH_MODE_OF",
     "NATConfig",
     "NATOutput",
     "NATransformer",
@@ -41,6 +41,6 @@ __all__ = [
     "length_beam_decode",
     "length_mode",
     "nat_loss",
+    "nat_decoder",
     "nat_targets",
-    "nat_translate_sentences",
 ]

@@ -1,18 +1,19 @@
-"""Training losses of the non-autoregressive model, all from :mod:`latalign.align` (no new
-dynamic program) or the stack's fused cross entropy.
+"""The NAT wrapper of the stack's criteria (:data:`latalign.translate.registry.CRITERIA`,
+the same functions the autoregressive loss calls, with the decoder's output lengths as
+``input_lengths``), plus the length-predictor term.
 
 Targets carry **no eos**: a NAT model predicts the sentence ``y_1 .. y_n`` itself (its length
 is the output length, so eos would only be one more token to place). The batch's target ``y_1
 .. y_n eos`` is cut by :func:`nat_targets`.
 
 ==================  ===========  =============================================================
-criterion           length       token loss (summed, nats)
+criterion           length       predictions T the criterion scores against the n targets
 ==================  ===========  =============================================================
-``ce``              predict      cross entropy position by position at the gold length n
-``label_smoothed_ce`` predict    the same with fairseq's label smoothing (``epsilon``)
-``axe``             predict      :func:`latalign.axe_loss` at the gold length (T = n), ``delta``
-``ctc``             upsample     :func:`latalign.ctc_loss`, T = upsample * S, ``zero_infinity``
-``latent``          upsample     :func:`latalign.latent_alignment_loss` (any operator set)
+``ce``              predict      the gold length (T = n), position by position
+``label_smoothed_ce`` predict    the same, with label smoothing (``epsilon``)
+``axe``             predict      the gold length (T = n), ``delta``
+``ctc``             upsample     T = upsample * S, ``zero_infinity``
+``latent``          upsample     T = upsample * S, any operator set (not causal)
 ==================  ===========  =============================================================
 
 ``causal_axe`` is refused: its causality restricts alignments to those an autoregressive
@@ -32,21 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import latalign
-from latalign.translate.criteria._common import at_least_float32
-from latalign.translate.criteria._xent import smoothed_cross_entropy
+from latalign.translate.criteria import criterion_loss
 from latalign.translate.nat.model import NATOutput
+from latalign.translate.registry import get_criterion
 
 __all__ = [
-    "NAT_CRITERIA",
+    "LENGTH_MODE_OF",
     "check_nat_criterion",
     "length_mode",
     "nat_loss",
     "nat_targets",
 ]
 
-#: criterion -> how the output length is chosen
-NAT_CRITERIA: dict[str, str] = {
+#: the criteria a NAT model trains with -> how its output length is chosen
+LENGTH_MODE_OF: dict[str, str] = {
     "ce": "predict",
     "label_smoothed_ce": "predict",
     "axe": "predict",
@@ -54,33 +54,26 @@ NAT_CRITERIA: dict[str, str] = {
     "latent": "upsample",
 }
 
-_OPTIONS: dict[str, set[str]] = {
-    "ce": set(),
-    "label_smoothed_ce": {"epsilon"},
-    "axe": {"delta"},
-    "ctc": set(),
-    "latent": {"operators", "aggregate", "weights", "causal"},
-}
-
 
 def length_mode(criterion: str) -> str:
     """``"predict"`` or ``"upsample"`` for a NAT criterion; ``ValueError`` for the others."""
     check_nat_criterion(criterion, {})
-    return NAT_CRITERIA[criterion]
+    return LENGTH_MODE_OF[criterion]
 
 
 def check_nat_criterion(criterion: str, options: dict[str, Any]) -> None:
     """``ValueError`` (one line) for a criterion or option the NAT model cannot train with."""
-    if criterion not in NAT_CRITERIA:
+    if criterion not in LENGTH_MODE_OF:
         raise ValueError(
-            f"expected a NAT criterion in {{{', '.join(NAT_CRITERIA)}}} with --arch nat, "
+            f"expected a NAT criterion in {{{', '.join(LENGTH_MODE_OF)}}} with --arch nat, "
             f"found {criterion!r}"
         )
-    bad = sorted(set(options) - _OPTIONS[criterion])
+    known = get_criterion(criterion).options
+    bad = sorted(set(options) - set(known))
     if bad:
         raise ValueError(
             f"expected options of NAT criterion {criterion!r} among "
-            f"{sorted(_OPTIONS[criterion]) or 'none'}, found {bad}"
+            f"{sorted(known) or 'none'}, found {bad}"
         )
     if options.get("causal"):
         raise ValueError("expected causal=False for a NAT criterion, found causal=True")
@@ -104,7 +97,6 @@ def nat_loss(
     criterion: str,
     *,
     blank_id: int,
-    pad_id: int,
     length_loss_weight: float = 0.1,
     **options: Any,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -119,39 +111,11 @@ def nat_loss(
     check_nat_criterion(criterion, options)
     if length_loss_weight < 0:
         raise ValueError(f"expected length_loss_weight >= 0, found {length_loss_weight}")
-    logits = at_least_float32(output.logits)  # (B, T, V)
-    out_len = output.output_lengths
-    ntokens = int(target_lengths.sum())
-    nsent = int(target.size(0))
-    stats: dict[str, float] = {"ntokens": ntokens, "nsentences": nsent}
-    if criterion in ("ce", "label_smoothed_ce"):
-        t = logits.size(1)
-        tgt = target[:, :t]
-        if tgt.size(1) < t:
-            tgt = F.pad(tgt, (0, t - tgt.size(1)), value=pad_id)
-        eps = float(options.get("epsilon", 0.1)) if criterion == "label_smoothed_ce" else 0.0
-        loss, nll = smoothed_cross_entropy(
-            logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), eps, pad_id
-        )
-        stats["nll_loss"] = float(nll.detach())
-    elif criterion == "axe":
-        loss = latalign.axe_loss(
-            logits, target, out_len, target_lengths, blank=blank_id,
-            delta=float(options.get("delta", 1.0)), reduction="sum", zero_infinity=True,
-            from_logits=True,
-        )  # fmt: skip
-    elif criterion == "ctc":
-        loss = latalign.ctc_loss(
-            logits, target, out_len, target_lengths, blank=blank_id, reduction="sum",
-            zero_infinity=True, from_logits=True,
-        )  # fmt: skip
-    else:  # latent
-        loss = latalign.latent_alignment_loss(
-            logits, target, out_len, target_lengths,
-            operators=tuple(options.get("operators") or ("align", "clone_target", "delimiter")),
-            aggregate=options.get("aggregate") or "sum", weights=options.get("weights"),
-            blank=blank_id, reduction="sum", zero_infinity=True, from_logits=True,
-        )  # fmt: skip
+    loss, stats = criterion_loss(
+        criterion, output.logits, target, output.output_lengths, target_lengths,
+        blank=blank_id, **options,
+    )  # fmt: skip
+    ntokens, nsent = stats["ntokens"], stats["nsentences"]
     if output.length_logits is not None:
         classes = model.length_classes(target_lengths, src_tokens)
         length_nll = F.cross_entropy(output.length_logits, classes, reduction="sum")

@@ -10,19 +10,19 @@
   CTC collapse: merge repeated tokens, drop ε.
 
 pad, bos and eos are never produced (NAT targets carry no eos). Results are token id lists
-without specials; :func:`nat_translate_sentences` adds tokenisation, batching and BPE undoing.
+without specials; :meth:`latalign.translate.run.TrainedRun.translate` adds tokenisation,
+batching and BPE undoing (through :func:`~latalign.translate.nat.plugin.nat_decoder`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import ctc_collapse, translate_sentences
+from latalign.translate.decode import ctc_collapse
 from latalign.translate.nat.model import NATransformer
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "ctc_decode",
     "decode_batch",
     "length_beam_decode",
-    "nat_translate_sentences",
 ]
 
 
@@ -44,15 +43,6 @@ def _best_tokens(logits: Tensor, banned: Sequence[int], scores: bool) -> tuple[T
     logits[..., list(banned)] = -math.inf  # in place: the caller's logits are not used again
     best, tokens = logits.max(dim=-1)
     return tokens, (best - lse) if scores else lse
-
-
-def _special_ids(tokenizer_or_ids: Any) -> tuple[int, int, int, int]:
-    return (
-        int(getattr(tokenizer_or_ids, "pad_id", 0)),
-        int(getattr(tokenizer_or_ids, "bos_id", 1)),
-        int(getattr(tokenizer_or_ids, "eos_id", 2)),
-        int(getattr(tokenizer_or_ids, "blank_id", 4)),
-    )
 
 
 def length_beam_decode(
@@ -136,32 +126,3 @@ def decode_batch(
             return out  # type: ignore[return-value]
     finally:
         model.train(was_training)
-
-
-def nat_translate_sentences(
-    model: NATransformer,
-    tokenizer: Any,
-    sentences: Sequence[str],
-    *,
-    length_beam: int | None = None,
-    batch_size: int = 64,
-    progress: Callable[[int], None] | bool | None = None,
-) -> list[str]:
-    """Translate raw strings with a NAT model (eos appended to each source, as in training);
-    detokenised strings in input order. ``progress``: a callable given the number of sentences
-    just finished, or True for tqdm. ``length_beam``: None = the model's
-    ``cfg.length_beam``. Decodes on the model's device. Sorting, batching, truncation to
-    ``cfg.max_positions`` (with a :class:`~latalign.translate.decode.SourceTruncatedWarning`)
-    and restoring input order are :func:`~latalign.translate.decode.translate_sentences`'s,
-    with :func:`decode_batch` as its ``decode_batch``."""
-    k = model.cfg.length_beam if length_beam is None else length_beam
-    pad_id, bos_id, eos_id, blank_id = _special_ids(tokenizer)
-
-    def decode(m: NATransformer, src: Tensor, _lengths: Tensor, **_: Any) -> list[list[int]]:
-        return decode_batch(
-            m, src, length_beam=k, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, blank_id=blank_id
-        )
-
-    return translate_sentences(
-        model, tokenizer, sentences, batch_size=batch_size, progress=progress, decode_batch=decode
-    )

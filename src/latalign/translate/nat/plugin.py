@@ -1,27 +1,34 @@
-"""``--arch nat`` in the one training loop: build/load the model, the per-step loss, checks.
+"""``--arch nat`` in the one training loop: build/load the model, the per-step loss, checks,
+decoding.
 
-Registered in :data:`latalign.translate.arch.ARCHS` when :mod:`latalign.translate.nat` is
-imported (the registry imports it on its first lookup). TrainConfig fields read:
-``nat_input`` (copy / mask), ``upsample`` (ctc / latent), ``length_loss_weight`` and
-``length_beam`` (ce / label_smoothed_ce / axe); model overrides (``--model``) go to the
-:class:`~latalign.translate.config.ModelConfig` part.
+Registered in :data:`latalign.translate.registry.ARCHS` when this module is imported
+(:mod:`latalign.translate` imports it). TrainConfig fields read (defaults: :class:`NATConfig`'s
+and the length-loss weight below): ``nat_input`` (copy / mask), ``upsample`` (ctc / latent),
+``length_loss_weight`` and ``length_beam`` (ce / label_smoothed_ce / axe); model overrides
+(``--model``) go to the :class:`~latalign.translate.config.ModelConfig` part.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from latalign.translate.arch import Arch, register_arch
-from latalign.translate.nat.criteria import NAT_CRITERIA, check_nat_criterion, nat_loss, nat_targets
+from latalign.translate.config import ModelConfig, TrainConfig
+from latalign.translate.decode import BatchDecoder, OptionError, SearchOptions
+from latalign.translate.distributed import unwrap
+from latalign.translate.nat.criteria import (
+    LENGTH_MODE_OF,
+    check_nat_criterion,
+    nat_loss,
+    nat_targets,
+)
+from latalign.translate.nat.decode import decode_batch
 from latalign.translate.nat.model import NATConfig, NATransformer
+from latalign.translate.registry import Arch, register_arch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from latalign.translate.train import TrainConfig
-
-__all__ = ["NAT", "NATLoss", "build_nat", "check_nat", "load_nat", "nat_config_of"]
+__all__ = ["NAT", "NATLoss", "build_nat", "check_nat", "load_nat", "nat_config_of", "nat_decoder"]
 
 _PREDICT_ONLY = ("length_loss_weight", "length_beam")
 
@@ -29,7 +36,7 @@ _PREDICT_ONLY = ("length_loss_weight", "length_beam")
 def check_nat(cfg: TrainConfig) -> None:
     """``ValueError`` (one line, before any work) for a config ``--arch nat`` cannot train."""
     check_nat_criterion(cfg.criterion, cfg.criterion_options())
-    mode = NAT_CRITERIA[cfg.criterion]
+    mode = LENGTH_MODE_OF[cfg.criterion]
     if mode == "upsample":
         bad = [f"--{n.replace('_', '-')}" for n in _PREDICT_ONLY if getattr(cfg, n) is not None]
         if bad:
@@ -57,17 +64,11 @@ def check_nat(cfg: TrainConfig) -> None:
 def nat_config_of(cfg: TrainConfig, vocab_size: int) -> NATConfig:
     """The model config of a NAT run: the preset with ``cfg.model`` overrides, plus the NAT
     fields the run sets (the others keep :class:`NATConfig`'s defaults)."""
-    from latalign.translate.config import ModelConfig
-
     base = ModelConfig.preset(cfg.preset, vocab_size, **cfg.model)
-    nat: dict[str, Any] = {"length": NAT_CRITERIA[cfg.criterion]}
-    if cfg.nat_input is not None:
-        nat["decoder_input"] = cfg.nat_input
-    if cfg.upsample is not None:
-        nat["upsample"] = cfg.upsample
-    if cfg.length_beam is not None:
-        nat["length_beam"] = cfg.length_beam
-    return NATConfig.from_model_config(base, **nat)
+    return NATConfig.from_model_config(
+        base, length=LENGTH_MODE_OF[cfg.criterion], decoder_input=cfg.option("nat_input"),
+        upsample=cfg.option("upsample"), length_beam=cfg.option("length_beam"),
+    )  # fmt: skip
 
 
 def build_nat(cfg: TrainConfig, vocab_size: int) -> NATransformer:
@@ -86,24 +87,36 @@ class NATLoss:
     def __init__(self, cfg: TrainConfig, tokenizer: Any) -> None:
         self.criterion = cfg.criterion
         self.options = cfg.criterion_options()
-        self.length_loss_weight = (
-            0.1 if cfg.length_loss_weight is None else float(cfg.length_loss_weight)
-        )
+        self.length_loss_weight = float(cfg.option("length_loss_weight"))
         self.blank_id = tokenizer.blank_id
         self.pad_id = tokenizer.pad_id
 
     def __call__(
         self, model: torch.nn.Module, batch: Any, *, update: int | None
     ) -> tuple[Tensor, dict[str, float]]:
-        from latalign.translate.loss import unwrap
-
         target, lengths = nat_targets(batch.target, batch.target_lengths, self.pad_id)
         output = model(batch.src_tokens, batch.src_lengths, lengths)
         return nat_loss(
             output, target, lengths, batch.src_tokens, unwrap(model), self.criterion,
-            blank_id=self.blank_id, pad_id=self.pad_id,
-            length_loss_weight=self.length_loss_weight, **self.options,
+            blank_id=self.blank_id, length_loss_weight=self.length_loss_weight, **self.options,
         )  # fmt: skip
+
+
+def nat_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> BatchDecoder:
+    """How a NAT run decodes: one decoder pass with its own length rule (the length beam of
+    ``options.length_beam``, default the run's, or the CTC collapse); beam options do not
+    apply. ``length_beam`` is refused for a run without a length predictor."""
+    if options.length_beam is not None and LENGTH_MODE_OF[cfg.criterion] != "predict":
+        raise OptionError(
+            "length_beam",
+            "expected a NAT run with a length predictor (criterion ce or axe) for {name}; "
+            f"found one that decodes at {cfg.option('upsample')} x the source length "
+            "(criterion ctc or latent: no length to search)",
+        )
+    k = cfg.option("length_beam") if options.length_beam is None else options.length_beam
+    ids = dict(pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+               blank_id=tokenizer.blank_id)  # fmt: skip
+    return lambda model, src, _lengths: decode_batch(model, src, length_beam=k, **ids)
 
 
 NAT = register_arch(
@@ -112,8 +125,15 @@ NAT = register_arch(
         build=build_nat,
         load=load_nat,
         make_loss=NATLoss,
-        options=frozenset({"upsample", "length_loss_weight", "length_beam", "nat_input"}),
-        criteria=frozenset(NAT_CRITERIA),
+        decoder=nat_decoder,
+        options={
+            "upsample": NATConfig.upsample,
+            "length_loss_weight": 0.1,
+            "length_beam": NATConfig.length_beam,
+            "nat_input": NATConfig.decoder_input,
+        },
+        criteria=frozenset(LENGTH_MODE_OF),
+        autoregressive=False,
         regimes=frozenset({"teacher_forcing"}),
         check=check_nat,
         help="non-autoregressive transformer (one decoder pass; docs/nat.md)",
