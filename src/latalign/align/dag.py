@@ -14,6 +14,7 @@ are gathered once (``em (N, L, S)``, the log-softmax fused in from logits, by th
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -136,10 +137,8 @@ def _check_used_entries(em: torch.Tensor, tr: torch.Tensor, inputs: DagInputs, w
 def _backend_module(name: str) -> ModuleType:
     if name == "numba":
         return _NumbaDag
-    if name == "triton":
-        from .backends import dag_triton
-
-        return dag_triton
+    if name == "triton":  # imports triton: only when asked for
+        return importlib.import_module(".backends.dag_triton", __package__)
     return dag_torch
 
 
@@ -201,7 +200,7 @@ class _DagDP(torch.autograd.Function):
 def _emissions_and_transitions(inputs: DagInputs, from_logits: bool, backend: str):
     """``(et (N, S, L), trans (N, L, L))`` in float64, differentiable, checked."""
     em = _Emissions.apply(
-        inputs.log_probs, inputs.targets, inputs.vertex_lengths, from_logits, backend == "triton"
+        inputs.log_probs, inputs.targets, inputs.vertex_lengths, from_logits, backend
     )  # (N, L, S)
     trans = inputs.transitions.to(torch.float64)
     _check_used_entries(
