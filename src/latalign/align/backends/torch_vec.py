@@ -147,7 +147,7 @@ def algebra_forward(scores: AlgebraScores, use_max: bool):
     s_down = _skew(scores.clone_prediction, n_diag)
     s_right = _skew(scores.right, n_diag)
     alpha = torch.full((n_diag, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
-    alpha[0, :, 0] = 0.0
+    alpha[0, :, 0].fill_(0.0)
     cand = torch.full((3, nb, s1), NEG_INF, dtype=DP_DTYPE, device=dev)
     for d in range(1, n_diag):
         if d >= 2:

@@ -113,6 +113,45 @@ def kernel_name(kernel) -> str:
     return fn.__name__
 
 
+_TYPE_NAMES = {
+    torch.float64: "fp64",
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.int8: "i8",
+    torch.bool: "i1",
+}
+
+
+def launch_signature(kernel, args: tuple, kwargs: dict) -> tuple[dict, dict, dict]:
+    """A recorded launch as the compiler sees it: ``(signature, constexprs, options)`` —
+    parameter name -> ``"*fp64"``/``"i32"``/``"constexpr"``…, constexpr values, and the
+    launch options (``num_warps``, …). Used to compile every launch ahead of time
+    (``tests/align/triton_aot.py``) and to enumerate variants
+    (``benchmarks/triton_variants.py``)."""
+    names = list(getattr(kernel, "arg_names", None) or kernel.fn.__code__.co_varnames)
+    bound = dict(zip(names, args)) | {k: v for k, v in kwargs.items() if k in names}
+    signature: dict[str, str] = {}
+    constexprs: dict[str, object] = {}
+    for name in names:
+        value = bound[name]
+        if name in kwargs:
+            signature[name] = "constexpr"
+            constexprs[name] = value
+        elif isinstance(value, torch.Tensor):
+            signature[name] = "*" + _TYPE_NAMES[value.dtype]
+        elif isinstance(value, bool):
+            signature[name] = "i1"
+        elif isinstance(value, int):
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+        else:
+            signature[name] = "fp32"
+    options = {k: v for k, v in kwargs.items() if k not in names}
+    return signature, constexprs, options
+
+
 def _launch(kernel, grid: tuple[int, ...], device: torch.device, *args, **kwargs) -> None:
     """Launch ``kernel[grid](*args, **kwargs)`` under ``device`` (the tensors' GPU, not the
     current one), counted for :func:`~latalign.align._counting.count_host_syncs`."""
@@ -207,7 +246,7 @@ def _algebra_forward_kernel(
     codes_ptr,  # (N, S1, T+1) int8 (max only)
     loss_ptr,  # (N,) -alpha[n, m]
     w_ptr,  # (4,) weights in canonical order, em's dtype
-    cnt_ptr,  # (N, T, S1): minus the best path's weighted move counts (TAIL == 1), zero on entry
+    cnt_ptr,  # (N, T, S1): minus the best path's weighted move counts (TAIL == 1)
     steps_ptr,  # (N, L) int8: the best path's codes from the end backwards (TAIL == 2)
     plen_ptr,  # (N,) int32: its length, -1 where (n, m) is unreachable (TAIL == 2)
     T,
@@ -252,6 +291,11 @@ def _algebra_forward_kernel(
     al_b = alpha_ptr + b64 * S1 * t1
     cd_b = codes_ptr + b64 * S1 * t1
     neg = float("-inf")
+    cnt_b = cnt_ptr + b64 * T * S1
+    if USE_MAX and TAIL == 1:  # the counts start at 0 (the tail writes the path's entries)
+        for c0 in range(0, T * S1, BLOCK):
+            c = c0 + tl.arange(0, BLOCK)
+            tl.store(cnt_b + c, tl.zeros((BLOCK,), dtype=em_ptr.dtype.element_ty), mask=c < T * S1)
     tl.store(al_b, 0.0)
     if USE_MAX:
         tl.store(cd_b, C_NONE)
@@ -297,7 +341,6 @@ def _algebra_forward_kernel(
     tl.store(loss_ptr + b, -tl.load(al_b + n * t1 + m))
     if USE_MAX and TAIL > 0:
         # the tail: walk the back-pointers from (n, m), reading each move off the spec table
-        cnt_b = cnt_ptr + b64 * T * S1
         end = tl.load(cd_b + n * t1 + m).to(tl.int32)
         reachable = (end != C_NONE) | ((n == 0) & (m == 0))
         i = n
@@ -548,7 +591,7 @@ def algebra_forward(
     codes = torch.empty((nb, s1, tmax + 1) if use_max else (1,), dtype=torch.int8, device=dev)
     loss = torch.empty(nb, dtype=em.dtype, device=dev)
     max_len = max(s1 - 1 + tmax, 1)
-    cnt = torch.zeros(em.shape if tail == 1 else (1,), dtype=em.dtype, device=dev)
+    cnt = torch.empty(em.shape if tail == 1 else (1,), dtype=em.dtype, device=dev)
     steps = torch.empty((nb, max_len) if tail == 2 else (1,), dtype=torch.int8, device=dev)
     plen = torch.empty(nb if tail == 2 else 1, dtype=torch.int32, device=dev)
     block = _diag_block(s1, tmax)
