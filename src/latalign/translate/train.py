@@ -98,6 +98,9 @@ PLUGIN_OPTION_FIELDS = (
     "length_loss_weight",
     "length_beam",
     "nat_input",
+    "glat_ratio",
+    "glat_ratio_end",
+    "glat_updates",
     "aux_ctc_weight",
     "schedule",
     "schedule_updates",
@@ -145,6 +148,11 @@ class TrainConfig:
     length_loss_weight: float | None = _f(None, "nat: weight of the length loss (default 0.1)")
     length_beam: int | None = _f(None, "nat: lengths decoded at inference (default 3)")
     nat_input: str | None = _f(None, "nat: decoder input, copy (source embeddings) or mask")
+    glat_ratio: float | None = _f(
+        None, "nat: glancing training, reference shown at ratio x distance positions (in [0, 1])"
+    )
+    glat_ratio_end: float | None = _f(None, "nat: glancing ratio at the schedule's end (linear)")
+    glat_updates: int | None = _f(None, "nat: updates of the glancing schedule (max_updates)")
     aux_ctc_weight: float | None = _f(None, "aux CTC on upsampled encoder states: its weight")
     schedule: str | None = _f(None, "scheduled sampling: linear or inverse_sigmoid")
     schedule_updates: int | None = _f(None, "scheduled sampling: updates of the schedule")

@@ -112,7 +112,8 @@ def nat_loss(
 
     ``target`` (B, N) ``y_1 .. y_n`` without eos, ``target_lengths`` (B,) n (see
     :func:`nat_targets`); ``output`` from ``model(src_tokens, ..., target_lengths)``. Stats:
-    ``loss``, ``ntokens`` (sum of n), ``nsentences``, ``nll_loss`` (``ce`` family),
+    ``loss``, ``ntokens`` (target tokens that are not ``pad_id``: the sum of n, less the
+    positions glancing leaves out of a ``ce`` loss), ``nsentences``, ``nll_loss`` (``ce`` family),
     ``length_loss`` (predict mode: the length NLL scaled so that ``length_loss / ntokens``, the
     loop's ``train_length_loss``, is the mean length NLL per sentence).
     """
@@ -121,7 +122,8 @@ def nat_loss(
         raise ValueError(f"expected length_loss_weight >= 0, found {length_loss_weight}")
     logits = at_least_float32(output.logits)  # (B, T, V)
     out_len = output.output_lengths
-    ntokens = int(target_lengths.sum())
+    # tokens the loss scores: n, less any glanced positions the ce family leaves out (pad)
+    ntokens = int(target.ne(pad_id).sum())
     nsent = int(target.size(0))
     stats: dict[str, float] = {"ntokens": ntokens, "nsentences": nsent}
     if criterion in ("ce", "label_smoothed_ce"):

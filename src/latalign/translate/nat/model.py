@@ -147,8 +147,14 @@ class NATransformer(Transformer):
         return lengths.clamp(1, self.cfg.max_positions)
 
     # ------------------------------------------------------------------ decoder
-    def decoder_input(self, src_tokens: Tensor, output_lengths: Tensor) -> Tensor:
-        """(B, T, C) decoder input for ``output_lengths`` (B,), before the decoder layers."""
+    def decoder_input(
+        self, src_tokens: Tensor, output_lengths: Tensor, glanced: Tensor | None = None
+    ) -> Tensor:
+        """(B, T, C) decoder input for ``output_lengths`` (B,), before the decoder layers.
+
+        ``glanced`` (B, T) int64 (glancing training, :mod:`.glancing`): a token id at the
+        positions that are fed the reference token's embedding instead of the normal input,
+        -1 elsewhere; None = no glancing."""
         b, t_max = src_tokens.size(0), int(output_lengths.max())
         t = torch.arange(t_max, device=src_tokens.device)  # (T,)
         out_mask = t[None, :] < output_lengths[:, None]  # (B, T)
@@ -170,15 +176,24 @@ class NATransformer(Transformer):
             index = torch.minimum(index, (src_len - 1)[:, None])
             src_embed = self.embed_scale * self.encoder_embed(src_tokens)  # (B, S, C)
             x = src_embed.gather(1, index[..., None].expand(-1, -1, src_embed.size(-1)))
+        if glanced is not None:
+            embed = self.decoder_embed if self.decoder_embed is not None else self.encoder_embed
+            ref = self.embed_scale * embed(glanced.clamp(min=0))  # (B, T, C)
+            x = torch.where(glanced.ge(0)[..., None], ref, x)
         x = (x + self.positions_table[positions]) * out_mask[..., None]
         return self.dropout(x)
 
     def decode_all(
-        self, encoder_out: EncoderOut, src_tokens: Tensor, output_lengths: Tensor
+        self,
+        encoder_out: EncoderOut,
+        src_tokens: Tensor,
+        output_lengths: Tensor,
+        glanced: Tensor | None = None,
     ) -> Tensor:
         """Every position in one pass: ``output_lengths`` (B,) -> logits (B, T, V) float,
-        T = max length; positions past a row's length are padding (attended by nobody)."""
-        x = self.decoder_input(src_tokens, output_lengths)  # (B, T, C)
+        T = max length; positions past a row's length are padding (attended by nobody).
+        ``glanced``: see :meth:`decoder_input`."""
+        x = self.decoder_input(src_tokens, output_lengths, glanced)  # (B, T, C)
         t = torch.arange(x.size(1), device=x.device)
         self_mask = (t[None, :] < output_lengths[:, None])[:, None, None, :]  # (B, 1, 1, T)
         cross_mask = encoder_out.attn_mask()
@@ -192,20 +207,23 @@ class NATransformer(Transformer):
         src_tokens: Tensor,
         src_lengths: Tensor | None = None,
         target_lengths: Tensor | None = None,
+        glanced: Tensor | None = None,
     ) -> NATOutput:
         """src_tokens (B, S) -> :class:`NATOutput`.
 
         ``target_lengths`` (B,): gold output lengths (tokens without eos), required in predict
-        mode (training decodes at the gold length); ignored in upsample mode.
+        mode (training decodes at the gold length); ignored in upsample mode. ``glanced``
+        (B, T): reference tokens fed at some positions (glancing training; see
+        :meth:`decoder_input`).
         """
         enc = self.encode(src_tokens, src_lengths)
         if self.cfg.length == "upsample":
             lengths = self.upsampled_lengths(src_tokens)
-            return NATOutput(self.decode_all(enc, src_tokens, lengths), lengths, None)
+            return NATOutput(self.decode_all(enc, src_tokens, lengths, glanced), lengths, None)
         if target_lengths is None:
             raise ValueError("expected target_lengths for a length-predicting NAT, found None")
         lengths = target_lengths.clamp(min=1)
-        logits = self.decode_all(enc, src_tokens, lengths)
+        logits = self.decode_all(enc, src_tokens, lengths, glanced)
         return NATOutput(logits, lengths, self.length_logits(enc))
 
     # ------------------------------------------------------------------ not autoregressive

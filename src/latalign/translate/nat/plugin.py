@@ -16,6 +16,12 @@ from torch import Tensor
 
 from latalign.translate.arch import Arch, register_arch
 from latalign.translate.nat.criteria import NAT_CRITERIA, check_nat_criterion, nat_loss, nat_targets
+from latalign.translate.nat.glancing import (
+    GLANCING_OPTIONS,
+    GlancingSchedule,
+    check_glancing,
+    glancing_forward,
+)
 from latalign.translate.nat.model import NATConfig, NATransformer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +58,7 @@ def check_nat(cfg: TrainConfig) -> None:
         raise ValueError(f"expected length_loss_weight >= 0, found {cfg.length_loss_weight}")
     if cfg.nat_input is not None and cfg.nat_input not in ("copy", "mask"):
         raise ValueError(f"expected nat_input copy or mask, found {cfg.nat_input!r}")
+    check_glancing(cfg)
 
 
 def nat_config_of(cfg: TrainConfig, vocab_size: int) -> NATConfig:
@@ -91,6 +98,7 @@ class NATLoss:
         )
         self.blank_id = tokenizer.blank_id
         self.pad_id = tokenizer.pad_id
+        self.glancing = GlancingSchedule.from_config(cfg)
 
     def __call__(
         self, model: torch.nn.Module, batch: Any, *, update: int | None
@@ -98,12 +106,17 @@ class NATLoss:
         from latalign.translate.loss import unwrap
 
         target, lengths = nat_targets(batch.target, batch.target_lengths, self.pad_id)
-        output = model(batch.src_tokens, batch.src_lengths, lengths)
-        return nat_loss(
-            output, target, lengths, batch.src_tokens, unwrap(model), self.criterion,
+        output, loss_target, extra = glancing_forward(
+            model, batch, target, lengths, schedule=self.glancing, update=update,
+            criterion=self.criterion, blank_id=self.blank_id, pad_id=self.pad_id,
+            options=self.options,
+        )  # fmt: skip
+        loss, stats = nat_loss(
+            output, loss_target, lengths, batch.src_tokens, unwrap(model), self.criterion,
             blank_id=self.blank_id, pad_id=self.pad_id,
             length_loss_weight=self.length_loss_weight, **self.options,
         )  # fmt: skip
+        return loss, {**stats, **extra}
 
 
 NAT = register_arch(
@@ -112,7 +125,8 @@ NAT = register_arch(
         build=build_nat,
         load=load_nat,
         make_loss=NATLoss,
-        options=frozenset({"upsample", "length_loss_weight", "length_beam", "nat_input"}),
+        options=frozenset({"upsample", "length_loss_weight", "length_beam", "nat_input"})
+        | GLANCING_OPTIONS,
         criteria=frozenset(NAT_CRITERIA),
         regimes=frozenset({"teacher_forcing"}),
         check=check_nat,
