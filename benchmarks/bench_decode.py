@@ -40,6 +40,15 @@ its own tokenizer and scored with BLEU like the AR rows. ``--skip-nat`` leaves t
     python benchmarks/bench_decode.py --run-dir runs/m30k-ce \
         --nat-run-dir runs/nat_ctc --nat-run-dir runs/nat_axe --skip-bf16 --skip-int8
 
+``--nat-reference-src DIR`` times every ``--nat-run-dir`` run a second time with the NAT model
+and decoder (``translate/nat/model.py``, ``translate/nat/decode.py``) of another checkout's
+``src`` (e.g. ``git worktree add /tmp/before HEAD~1``, then ``--nat-reference-src
+/tmp/before/src``), rows marked ``(ref)``, in the same interleaved rounds: a before/after
+comparison of a NAT decoding change in one run, beside the same AR beam row:
+
+    python benchmarks/bench_decode.py --run-dir runs/ar --nat-run-dir runs/nat_ctc \
+        --nat-reference-src /tmp/before/src --skip-bf16 --skip-int8 --skip-uncached
+
 Timings are medians of ``--repeats`` interleaved passes (default 3); the load average is printed
 before and after. ``python benchmarks/profile_step.py`` (torch.profiler) shows where beam
 search spends its time (matrix products, topk, log_softmax).
@@ -222,6 +231,34 @@ def nat_decode(model: torch.nn.Module, src: torch.Tensor, _lengths: torch.Tensor
     return decode_batch(model, src, **ids)
 
 
+def reference_nat(src_dir: Path, model: torch.nn.Module) -> tuple[torch.nn.Module, Callable]:
+    """``model``'s weights in the NAT model class of ``src_dir``'s ``latalign`` and that
+    checkout's ``decode_batch`` (its two NAT files loaded under other module names; the rest of
+    the stack is this checkout's)."""
+    import importlib.util
+
+    def load_file(name: str, path: Path) -> Any:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise SystemExit(f"bench_decode: expected {path}; found none")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    nat = src_dir / "latalign" / "translate" / "nat"
+    ref_model = load_file("_bench_ref_nat_model", nat / "model.py")
+    ref_decode = load_file("_bench_ref_nat_decode", nat / "decode.py")
+    fields = set(ref_model.NATConfig.__dataclass_fields__)
+    cfg = ref_model.NATConfig(**{k: v for k, v in model.cfg.to_dict().items() if k in fields})
+    ref = ref_model.NATransformer(cfg)
+    ref.load_state_dict(model.state_dict())
+
+    def decode(m: torch.nn.Module, src: torch.Tensor, _lengths: torch.Tensor, **ids: Any):
+        return ref_decode.decode_batch(m, src, **ids)
+
+    return ref.eval(), decode
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -247,6 +284,10 @@ def main(argv: list[str] | None = None) -> None:
         help="a trained NAT run to time beside the AR rows (repeatable)",
     )  # fmt: skip
     p.add_argument("--skip-nat", action="store_true", help="no NAT rows")
+    p.add_argument(
+        "--nat-reference-src", type=Path, default=None,
+        help="also time each --nat-run-dir with the NAT model/decoder of this src directory",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -299,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         ("greedy", "cached", "bf16"),
     ]
     runs = []
+    nat_names = {name for name, *_ in nat}
     for kind, cache, precision in configs:
         if (
             (cache == "uncached" and args.skip_uncached)
@@ -321,6 +363,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         nat_decode(m, *nat_batches[0], **kwargs)  # warm-up
         runs.append((name, nat_decode, m, kwargs, nat_batches, nat_inverse, nat_detok))
+        if args.nat_reference_src is not None and args.nat_run_dir:
+            ref, ref_decode = reference_nat(args.nat_reference_src, m)
+            ref_decode(ref, *nat_batches[0], **kwargs)  # warm-up
+            ref_name = f"{name[:22]} (ref)"
+            runs.append((ref_name, ref_decode, ref, kwargs, nat_batches, nat_inverse, nat_detok))
+            nat_names.add(ref_name)
     # interleaved repeats (config order reversed every other round), median per config:
     # on a shared machine the load drifts, and interleaving spreads it over every config
     times: dict[str, list[float]] = {name: [] for name, *_ in runs}
@@ -349,10 +397,14 @@ def main(argv: list[str] | None = None) -> None:
     for name, speed, vs, vs_beam, out_len, bleu in rows:
         print(f"{name:28s} {speed:8.1f} {out_len:8.1f} {bleu:6.2f} {vs:7.2f}x {vs_beam:9.2f}x")
     print(f"# median of {args.repeats} interleaved repeats; load average now {os.getloadavg()}")
-    nat_names = {name for name, *_ in nat}
     for name, _, _, vs_beam, _, _ in rows:
         if name in nat_names:
             print(f"# {name}: {vs_beam:.1f}x the sentences/s of AR {b} (cached fp32), goal >= 10x")
+    for name in nat_names:
+        if name.endswith(" (ref)"):
+            new = next(r for r in results if r.startswith(name[: -len(" (ref)")]) and r != name)
+            same = sum(x == y for x, y in zip(results[new], results[name]))
+            print(f"# {new}: outputs identical to its (ref) row for {same}/{n} sentences")
     if f"{b} uncached fp32" in results:
         same = results[f"{b} cached fp32"] == results[f"{b} uncached fp32"]
         print(f"# cached == uncached outputs (beam {args.beam}, fp32): {same}")
