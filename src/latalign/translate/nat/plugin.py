@@ -25,7 +25,6 @@ from latalign.translate.nat.criteria import (
     nat_targets,
 )
 from latalign.translate.nat.decode import decode_batch
-from latalign.translate.criteria._common import IGNORE
 from latalign.translate.nat.glancing import (
     GLANCING_OPTIONS,
     GlancingSchedule,
@@ -110,15 +109,11 @@ class NATLoss:
             criterion=self.criterion, blank_id=self.blank_id, pad_id=self.pad_id,
             options=self.options,
         )  # fmt: skip
-        glanced_out = self.criterion in ("ce", "label_smoothed_ce")
-        if glanced_out:  # glanced positions (pad in loss_target) are left out of the ce loss
-            loss_target = loss_target.masked_fill(loss_target.eq(self.pad_id), IGNORE)
         loss, stats = nat_loss(
             output, loss_target, lengths, batch.src_tokens, unwrap(model), self.criterion,
-            blank_id=self.blank_id, length_loss_weight=self.length_loss_weight, **self.options,
+            blank_id=self.blank_id, pad_id=self.pad_id,
+            length_loss_weight=self.length_loss_weight, **self.options,
         )  # fmt: skip
-        if glanced_out:
-            stats["ntokens"] = int(loss_target.ne(IGNORE).sum())
         return loss, {**stats, **extra}
 
 
