@@ -271,7 +271,9 @@ class _StubLengthModel:
     def lengths_of_classes(self, classes: torch.Tensor, src_tokens: torch.Tensor) -> torch.Tensor:
         return classes + 2  # class c -> length c + 2
 
-    def decode_all(self, enc: Any, src: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def decode_all(
+        self, enc: Any, src: torch.Tensor, lengths: torch.Tensor, rows: Any = None
+    ) -> torch.Tensor:
         t = int(lengths.max())
         logits = torch.zeros(lengths.numel(), t, self.vocab)
         for row, n in enumerate(lengths.tolist()):

@@ -269,6 +269,9 @@ PLUGIN_OPTION_FIELDS = (
     "length_loss_weight",
     "length_beam",
     "nat_input",
+    "glat_ratio",
+    "glat_ratio_end",
+    "glat_updates",
     "aux_ctc_weight",
     "schedule",
     "schedule_updates",
@@ -316,6 +319,11 @@ class TrainConfig:
     length_loss_weight: float | None = _f(None, "nat: weight of the length loss")
     length_beam: int | None = _f(None, "nat: lengths decoded at inference")
     nat_input: str | None = _f(None, "nat: decoder input, copy (source embeddings) or mask")
+    glat_ratio: float | None = _f(
+        None, "nat: glancing training, reference shown at ratio x distance positions (in [0, 1])"
+    )
+    glat_ratio_end: float | None = _f(None, "nat: glancing ratio at the schedule's end (linear)")
+    glat_updates: int | None = _f(None, "nat: updates of the glancing schedule (max_updates)")
     aux_ctc_weight: float | None = _f(None, "ar_aux_ctc: weight of the CTC on encoder states")
     schedule: str | None = _f(None, "scheduled sampling: constant, linear or inverse_sigmoid")
     schedule_updates: int | None = _f(None, "scheduled sampling: updates of the schedule")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from latalign.translate.criteria import criterion_loss
+from latalign.translate.criteria._common import IGNORE, position_targets
 from latalign.translate.nat.model import NATOutput
 from latalign.translate.registry import get_criterion
 
@@ -97,6 +98,7 @@ def nat_loss(
     criterion: str,
     *,
     blank_id: int,
+    pad_id: int | None = None,
     length_loss_weight: float = 0.1,
     **options: Any,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -104,17 +106,25 @@ def nat_loss(
 
     ``target`` (B, N) ``y_1 .. y_n`` without eos, ``target_lengths`` (B,) n (see
     :func:`nat_targets`); ``output`` from ``model(src_tokens, ..., target_lengths)``. Stats:
-    ``loss``, ``ntokens`` (sum of n), ``nsentences``, ``nll_loss`` (``ce`` family),
+    ``loss``, ``ntokens`` (sum of n; for the ``ce`` family less the positions where
+    ``target`` holds ``pad_id``: glancing leaves its glanced positions out so), ``nsentences``, ``nll_loss`` (``ce`` family),
     ``length_loss`` (predict mode: the length NLL scaled so that ``length_loss / ntokens``, the
     loop's ``train_length_loss``, is the mean length NLL per sentence).
     """
     check_nat_criterion(criterion, options)
     if length_loss_weight < 0:
         raise ValueError(f"expected length_loss_weight >= 0, found {length_loss_weight}")
+    left_out = pad_id is not None and criterion in ("ce", "label_smoothed_ce")
+    if left_out:  # glanced positions (pad_id inside the lengths) score nothing
+        target = target.masked_fill(target.eq(pad_id), IGNORE)
     loss, stats = criterion_loss(
         criterion, output.logits, target, output.output_lengths, target_lengths,
         blank=blank_id, **options,
     )  # fmt: skip
+    if left_out:
+        stats["ntokens"] = int(
+            position_targets(output.logits, target, target_lengths).ne(IGNORE).sum()
+        )
     ntokens, nsent = stats["ntokens"], stats["nsentences"]
     if output.length_logits is not None:
         classes = model.length_classes(target_lengths, src_tokens)

@@ -40,9 +40,20 @@ def _best_tokens(logits: Tensor, banned: Sequence[int], scores: bool) -> tuple[T
     log-softmax is never written: one logsumexp per position gives the chosen log-probs."""
     logits = logits.float()
     lse = torch.logsumexp(logits, dim=-1) if scores else logits.new_empty(0)
-    logits[..., list(banned)] = -math.inf  # in place: the caller's logits are not used again
+    logits.index_fill_(-1, torch.tensor(banned, device=logits.device), -math.inf)  # in place
     best, tokens = logits.max(dim=-1)
     return tokens, (best - lse) if scores else lse
+
+
+def _ragged(tokens: Tensor, keep: Tensor) -> list[list[int]]:
+    """(B, T) tokens and a (B, T) bool mask -> B lists of the kept tokens, in order; two host
+    copies for the whole batch (no per-row indexing)."""
+    flat = tokens[keep].tolist()
+    out, start = [], 0
+    for count in keep.sum(dim=1).tolist():
+        out.append(flat[start : start + count])
+        start += count
+    return out
 
 
 def length_beam_decode(
@@ -58,6 +69,8 @@ def length_beam_decode(
 ) -> list[list[int]] | tuple[list[list[int]], Tensor]:
     """src_tokens (B, S) right-padded -> B token-id lists (ε removed).
 
+    The k candidate lengths of a sentence share its encoder output and the decoder's projected
+    encoder keys/values (``decode_all(..., rows=)``); with k = 1 no score is computed.
     With ``return_lengths`` also the (B,) chosen output lengths (before ε removal).
     """
     if length_beam < 1:
@@ -66,21 +79,24 @@ def length_beam_decode(
     enc = model.encode(src_tokens)
     length_logits = model.length_logits(enc)  # (B, L)
     k = min(length_beam, length_logits.size(1))
-    classes = length_logits.topk(k, dim=1).indices  # (B, k)
-    lengths = model.lengths_of_classes(classes, src_tokens).reshape(-1)  # (B*k,)
-    rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k)  # (B*k,)
-    logits = model.decode_all(enc.index_select(rows), src_tokens[rows], lengths)  # (B*k, T, V)
-    tokens, best = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=True)  # (B*k, T)
-    valid = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
-    score = (best * valid).sum(dim=1) / lengths  # (B*k,) mean token log-prob
-    pick = score.view(b, k).argmax(dim=1)  # (B,)
-    chosen = torch.arange(b, device=pick.device) * k + pick
-    out = []
-    for row in chosen.tolist():
-        ids = tokens[row, : int(lengths[row])].tolist()
-        out.append([i for i in ids if i != blank_id])
+    if k == 1:
+        lengths = model.lengths_of_classes(length_logits.argmax(dim=1), src_tokens)  # (B,)
+        logits = model.decode_all(enc, src_tokens, lengths)  # (B, T, V)
+        tokens, _ = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=False)  # (B, T)
+    else:
+        classes = length_logits.topk(k, dim=1).indices  # (B, k)
+        cand = model.lengths_of_classes(classes, src_tokens).reshape(-1)  # (B*k,)
+        rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k)  # (B*k,)
+        logits = model.decode_all(enc, src_tokens, cand, rows=rows)  # (B*k, T, V)
+        tokens, best = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=True)  # (B*k, T)
+        valid = torch.arange(tokens.size(1), device=tokens.device)[None, :] < cand[:, None]
+        score = (best * valid).sum(dim=1) / cand  # (B*k,) mean token log-prob
+        chosen = torch.arange(b, device=score.device) * k + score.view(b, k).argmax(dim=1)
+        tokens, lengths = tokens.index_select(0, chosen), cand.index_select(0, chosen)
+    keep = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
+    out = _ragged(tokens, keep & tokens.ne(blank_id))
     if return_lengths:
-        return out, lengths[chosen]
+        return out, lengths
     return out
 
 
@@ -93,14 +109,15 @@ def ctc_decode(
     eos_id: int = 2,
     blank_id: int = 4,
 ) -> list[list[int]]:
-    """src_tokens (B, S) -> B token-id lists: argmax at ``upsample * S`` positions, collapsed."""
+    """src_tokens (B, S) -> B token-id lists: argmax at ``upsample * S`` positions, collapsed
+    (repeats merged, ε dropped: :func:`ctc_collapse`, done on the whole batch at once)."""
     enc = model.encode(src_tokens)
     lengths = model.upsampled_lengths(src_tokens)  # (B,)
     logits = model.decode_all(enc, src_tokens, lengths)  # (B, T, V)
     tokens, _ = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=False)  # (B, T)
-    return [
-        ctc_collapse(tokens[i, : int(n)].tolist(), blank_id) for i, n in enumerate(lengths.tolist())
-    ]
+    keep = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
+    keep[:, 1:] &= tokens[:, 1:].ne(tokens[:, :-1])  # first of each run
+    return _ragged(tokens, keep & tokens.ne(blank_id))
 
 
 def decode_batch(
@@ -114,10 +131,13 @@ def decode_batch(
     blank_id: int = 4,
 ) -> list[list[int]]:
     """Decode a batch with the model's own rule (length beam or CTC collapse), in eval mode
-    under ``torch.inference_mode()``; token ids without specials or ε."""
+    under ``torch.inference_mode()``; token ids without specials or ε. A model in training
+    mode is put in eval mode for the call and back after (one in eval mode is left alone:
+    switching every module's flag costs as much as a small model's pass)."""
     ids = dict(pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, blank_id=blank_id)
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with torch.inference_mode():
             if model.cfg.length == "upsample":
@@ -125,4 +145,5 @@ def decode_batch(
             out = length_beam_decode(model, src_tokens, length_beam=length_beam, **ids)
             return out  # type: ignore[return-value]
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()

@@ -147,43 +147,67 @@ class NATransformer(Transformer):
         return lengths.clamp(1, self.cfg.max_positions)
 
     # ------------------------------------------------------------------ decoder
-    def decoder_input(self, src_tokens: Tensor, output_lengths: Tensor) -> Tensor:
-        """(B, T, C) decoder input for ``output_lengths`` (B,), before the decoder layers."""
+    def decoder_input(
+        self, src_tokens: Tensor, output_lengths: Tensor, glanced: Tensor | None = None
+    ) -> Tensor:
+        """(B, T, C) decoder input for ``output_lengths`` (B,), before the decoder layers.
+
+        ``glanced`` (B, T) int64 (glancing training, :mod:`.glancing`): a token id at the
+        positions that are fed the reference token's embedding instead of the normal input,
+        -1 elsewhere; None = no glancing."""
         b, t_max = src_tokens.size(0), int(output_lengths.max())
-        t = torch.arange(t_max, device=src_tokens.device)  # (T,)
-        out_mask = t[None, :] < output_lengths[:, None]  # (B, T)
-        positions = (t[None, :] + 1) * out_mask  # 1-based, 0 at padding
         if t_max > self.cfg.max_positions:
             raise ValueError(
                 f"expected at most max_positions={self.cfg.max_positions} output positions, "
                 f"found {t_max}"
             )
+        t = torch.arange(t_max, device=src_tokens.device)  # (T,)
+        out_mask = t[None, :] < output_lengths[:, None]  # (B, T)
         if self.mask_embed is not None:
             x = self.mask_embed.expand(b, t_max, -1)  # (B, T, C)
         else:
             src_pad = src_tokens.eq(self.pad_id)
             if bool((src_pad[:, :-1] & ~src_pad[:, 1:]).any()):
                 raise ValueError("expected right-padded source tokens, found a pad before a token")
-            src_len = (~src_pad).sum(dim=1)  # (B,)
+            src_len = src_tokens.size(1) - src_pad.sum(dim=1)  # (B,)
             steps = (src_len - 1).float() / (output_lengths - 1).clamp(min=1).float()  # (B,)
             index = torch.round(steps[:, None] * t[None, :].float()).long()  # (B, T)
             index = torch.minimum(index, (src_len - 1)[:, None])
-            src_embed = self.embed_scale * self.encoder_embed(src_tokens)  # (B, S, C)
-            x = src_embed.gather(1, index[..., None].expand(-1, -1, src_embed.size(-1)))
-        x = (x + self.positions_table[positions]) * out_mask[..., None]
+            x = self.embed_scale * self.encoder_embed(src_tokens.gather(1, index))  # (B, T, C)
+        if glanced is not None:
+            embed = self.decoder_embed if self.decoder_embed is not None else self.encoder_embed
+            ref = self.embed_scale * embed(glanced.clamp(min=0))  # (B, T, C)
+            x = torch.where(glanced.ge(0)[..., None], ref, x)
+        x = (x + self.positions_table[1 : t_max + 1]) * out_mask[..., None]
         return self.dropout(x)
 
     def decode_all(
-        self, encoder_out: EncoderOut, src_tokens: Tensor, output_lengths: Tensor
+        self,
+        encoder_out: EncoderOut,
+        src_tokens: Tensor,
+        output_lengths: Tensor,
+        glanced: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
-        """Every position in one pass: ``output_lengths`` (B,) -> logits (B, T, V) float,
-        T = max length; positions past a row's length are padding (attended by nobody)."""
-        x = self.decoder_input(src_tokens, output_lengths)  # (B, T, C)
-        t = torch.arange(x.size(1), device=x.device)
-        self_mask = (t[None, :] < output_lengths[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        """Every position in one pass: ``output_lengths`` (N,) -> logits (N, T, V) float,
+        T = max length; positions past a row's length are padding (attended by nobody).
+        ``glanced``: see :meth:`decoder_input`. ``rows`` (N,): decoder row i reads source row
+        ``rows[i]`` of ``encoder_out`` and ``src_tokens`` (B rows; the length beam's k
+        candidates per sentence), so the encoder keys/values are projected once per source
+        (None: N = B, row i reads source i)."""
+        src = src_tokens if rows is None else src_tokens.index_select(0, rows)
+        x = self.decoder_input(src, output_lengths, glanced)  # (N, T, C)
+        self_mask = None  # no padding among the outputs (every row as long): SDPA's fast path
+        if x.size(0) > 1 and bool(output_lengths.ne(x.size(1)).any()):
+            t = torch.arange(x.size(1), device=x.device)
+            self_mask = (t[None, :] < output_lengths[:, None])[:, None, None, :]  # (N, 1, 1, T)
         cross_mask = encoder_out.attn_mask()
+        if cross_mask is not None and rows is not None:
+            cross_mask = cross_mask.index_select(0, rows)
         for layer in self.decoder_layers:
             k, v = layer.cross_attn.project_kv(encoder_out.out)  # (B, H, S, D)
+            if rows is not None:
+                k, v = k.index_select(0, rows), v.index_select(0, rows)
             x, _, _ = layer(x, k, v, cross_mask, causal=False, self_attn_mask=self_mask)
         return self._project(x)
 
@@ -192,20 +216,23 @@ class NATransformer(Transformer):
         src_tokens: Tensor,
         src_lengths: Tensor | None = None,
         target_lengths: Tensor | None = None,
+        glanced: Tensor | None = None,
     ) -> NATOutput:
         """src_tokens (B, S) -> :class:`NATOutput`.
 
         ``target_lengths`` (B,): gold output lengths (tokens without eos), required in predict
-        mode (training decodes at the gold length); ignored in upsample mode.
+        mode (training decodes at the gold length); ignored in upsample mode. ``glanced``
+        (B, T): reference tokens fed at some positions (glancing training; see
+        :meth:`decoder_input`).
         """
         enc = self.encode(src_tokens, src_lengths)
         if self.cfg.length == "upsample":
             lengths = self.upsampled_lengths(src_tokens)
-            return NATOutput(self.decode_all(enc, src_tokens, lengths), lengths, None)
+            return NATOutput(self.decode_all(enc, src_tokens, lengths, glanced), lengths, None)
         if target_lengths is None:
             raise ValueError("expected target_lengths for a length-predicting NAT, found None")
         lengths = target_lengths.clamp(min=1)
-        logits = self.decode_all(enc, src_tokens, lengths)
+        logits = self.decode_all(enc, src_tokens, lengths, glanced)
         return NATOutput(logits, lengths, self.length_logits(enc))
 
     # ------------------------------------------------------------------ not autoregressive

@@ -25,6 +25,12 @@ from latalign.translate.nat.criteria import (
     nat_targets,
 )
 from latalign.translate.nat.decode import decode_batch
+from latalign.translate.nat.glancing import (
+    GLANCING_OPTIONS,
+    GlancingSchedule,
+    check_glancing,
+    glancing_forward,
+)
 from latalign.translate.nat.model import NATConfig, NATransformer
 from latalign.translate.registry import Arch, register_arch
 
@@ -59,6 +65,8 @@ def check_nat(cfg: TrainConfig) -> None:
         raise ValueError(f"expected length_loss_weight >= 0, found {cfg.length_loss_weight}")
     if cfg.nat_input is not None and cfg.nat_input not in ("copy", "mask"):
         raise ValueError(f"expected nat_input copy or mask, found {cfg.nat_input!r}")
+    check_glancing(cfg)
+    check_glancing(cfg)
 
 
 def nat_config_of(cfg: TrainConfig, vocab_size: int) -> NATConfig:
@@ -90,16 +98,23 @@ class NATLoss:
         self.length_loss_weight = float(cfg.option("length_loss_weight"))
         self.blank_id = tokenizer.blank_id
         self.pad_id = tokenizer.pad_id
+        self.glancing = GlancingSchedule.from_config(cfg)
 
     def __call__(
         self, model: torch.nn.Module, batch: Any, *, update: int | None
     ) -> tuple[Tensor, dict[str, float]]:
         target, lengths = nat_targets(batch.target, batch.target_lengths, self.pad_id)
-        output = model(batch.src_tokens, batch.src_lengths, lengths)
-        return nat_loss(
-            output, target, lengths, batch.src_tokens, unwrap(model), self.criterion,
-            blank_id=self.blank_id, length_loss_weight=self.length_loss_weight, **self.options,
+        output, loss_target, extra = glancing_forward(
+            model, batch, target, lengths, schedule=self.glancing, update=update,
+            criterion=self.criterion, blank_id=self.blank_id, pad_id=self.pad_id,
+            options=self.options,
         )  # fmt: skip
+        loss, stats = nat_loss(
+            output, loss_target, lengths, batch.src_tokens, unwrap(model), self.criterion,
+            blank_id=self.blank_id, pad_id=self.pad_id,
+            length_loss_weight=self.length_loss_weight, **self.options,
+        )  # fmt: skip
+        return loss, {**stats, **extra}
 
 
 def nat_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> BatchDecoder:
@@ -131,7 +146,8 @@ NAT = register_arch(
             "length_loss_weight": 0.1,
             "length_beam": NATConfig.length_beam,
             "nat_input": NATConfig.decoder_input,
-        },
+        }
+        | dict.fromkeys(GLANCING_OPTIONS),
         criteria=frozenset(LENGTH_MODE_OF),
         autoregressive=False,
         regimes=frozenset({"teacher_forcing"}),
