@@ -80,7 +80,12 @@ for (name, *_), (kernel, sig, consts, opts) in sorted(found.items(), key=lambda 
         compiled = triton.compile(src, target=target, options=opts)
         assert "cubin" in compiled.asm, f"no cubin for {name}"
         shown = {k: v for k, v in consts.items() if k in ("CAUSAL", "USE_MAX", "TAIL", "ACC")}
-        print("ok  ", name, shown, {k: v for k, v in sig.items() if k.endswith("_ptr")}.get("x_ptr", ""))
+        print(
+            "ok  ",
+            name,
+            shown,
+            {k: v for k, v in sig.items() if k.endswith("_ptr")}.get("x_ptr", ""),
+        )
     except Exception as e:  # report every kernel, then fail
         bad += 1
         print("FAIL", name, consts, type(e).__name__, str(e)[:1500])
