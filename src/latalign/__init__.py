@@ -11,10 +11,14 @@ from .align import (
     OPERATORS,
     SCHEMATIC_CTC_OPERATORS,
     Alignment,
+    DagPath,
     Objective,
     axe_loss,
     best_alignment,
     ctc_loss,
+    dag_best_path,
+    dag_best_vertices,
+    dag_loss,
     latent_alignment_loss,
 )
 
@@ -25,9 +29,13 @@ __all__ = [
     "OPERATORS",
     "SCHEMATIC_CTC_OPERATORS",
     "Alignment",
+    "DagPath",
     "Objective",
     "axe_loss",
     "best_alignment",
     "ctc_loss",
+    "dag_best_path",
+    "dag_best_vertices",
+    "dag_loss",
     "latent_alignment_loss",
 ]

@@ -3,6 +3,7 @@
 Imports nothing of the translation stack. Semantics: ``shared/SPEC.md``.
 """
 
+from .dag import DagPath, dag_best_path, dag_best_vertices, dag_loss
 from .losses import Alignment, axe_loss, best_alignment, ctc_loss, latent_alignment_loss, path_alpha
 from .objective import (
     AXE_OPERATORS,
@@ -17,11 +18,15 @@ __all__ = [
     "OPERATORS",
     "SCHEMATIC_CTC_OPERATORS",
     "Alignment",
+    "DagPath",
     "Objective",
     "axe_loss",
     "axe_objective",
     "best_alignment",
     "ctc_loss",
+    "dag_best_path",
+    "dag_best_vertices",
+    "dag_loss",
     "latent_alignment_loss",
     "path_alpha",
 ]
