@@ -19,6 +19,8 @@
 # also installs latalign there, `pip install -e` of this checkout, with its dependencies
 # except torch, which the venv already pins), LATALIGN_CACHE (latalign's tokenizer/data cache).
 #
+# --left-pad-source sets fairseq's left_pad_source to False (a flag for a default-True option):
+# --src-embedding-copy copies source positions 0 .. S-1, which a left-padded batch misplaces.
 # Runs (all --task translation_lev --noise full_mask, 1+1 layers, d=64, FFN 128, 2 heads, shared
 # embeddings, --src-embedding-copy, Adam lr 1e-3 with 10 warm-up updates, --cpu):
 #   latalign_ctc  --arch latalign_nat_upsampled (λ = 2 decoder positions per source token)
@@ -47,7 +49,7 @@ while [ $# -gt 0 ]; do
     --max-tokens) MAX_TOKENS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "fairseq_plugin.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -100,7 +102,7 @@ train() {  # NAME CRITERION ARCH [options...]
   echo "# fairseq-train --criterion $criterion --arch $arch, $UPDATES updates ..."
   rm -rf "$WORK/${name}_ckpt"
   "$FAIRSEQ_VENV/bin/fairseq-train" "$WORK/bin" --user-dir "$USER_DIR" --cpu \
-    --task translation_lev --noise full_mask -s de -t en \
+    --task translation_lev --noise full_mask -s de -t en --left-pad-source \
     --criterion "$criterion" --arch "$arch" --src-embedding-copy \
     --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 64 --decoder-embed-dim 64 \
     --encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 \

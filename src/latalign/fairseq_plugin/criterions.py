@@ -36,7 +36,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
 import torch.nn.functional as F
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion

@@ -27,9 +27,7 @@ __all__ = [
 ]
 
 
-def sentence_targets(
-    target: Tensor, *, pad: int, bos: int, eos: int
-) -> tuple[Tensor, Tensor]:
+def sentence_targets(target: Tensor, *, pad: int, bos: int, eos: int) -> tuple[Tensor, Tensor]:
     """Drop ``pad``, ``bos`` and ``eos`` from each row and pack what is left to the left.
 
     Args:
