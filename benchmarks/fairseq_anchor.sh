@@ -90,61 +90,12 @@ echo "# work dir $WORK; updates $UPDATES, log every $LOG_EVERY, max tokens $MAX_
   "threads $THREADS, $(getconf _NPROCESSORS_ONLN) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- 1. fairseq in its own venv (Python 3.11, the CPU torch 2.13 wheel) ----------------------
-install_fairseq() {
-  local py
-  py=$(command -v python3.11 || true)
-  [ -n "$py" ] || { echo "fairseq_anchor.sh: expected python3.11 on PATH, found none" >&2; exit 2; }
-  echo "# installing fairseq-fixed 0.12.3.1 into $FAIRSEQ_VENV (~4 minutes)"
-  rm -rf "$FAIRSEQ_VENV"
-  "$py" -m venv "$FAIRSEQ_VENV"
-  local pip="$FAIRSEQ_VENV/bin/pip"
-  # torch pinned first: an unpinned one would resolve to a multi-GB CUDA build
-  "$pip" install -q torch==2.13.0 numpy
-  "$pip" install -q setuptools wheel cython cffi hydra-core==1.3.2 omegaconf==2.3.0 regex \
-    "sacrebleu>=1.4.12" tqdm bitarray packaging scikit-learn
-  mkdir -p "$WORK/sdist"
-  "$pip" download -q --no-deps --no-build-isolation -d "$WORK/sdist" fairseq-fixed==0.12.3.1
-  # --no-deps: fairseq's torchaudio requirement would replace the pinned torch; translation
-  # does not use it. --no-build-isolation: its build imports the torch installed above.
-  "$pip" install -q --no-deps --no-build-isolation "$WORK"/sdist/fairseq_fixed-0.12.3.1.tar.gz
-}
-fairseq_ok() {
-  [ -x "$FAIRSEQ_VENV/bin/fairseq-train" ] &&
-    (cd /tmp && "$FAIRSEQ_VENV/bin/python" -c \
-      "import fairseq, fairseq.tasks.translation, fairseq.models.transformer" >/dev/null 2>&1)
-}
-fairseq_ok || install_fairseq
-fairseq_ok || { echo "fairseq_anchor.sh: fairseq does not import from $FAIRSEQ_VENV" >&2; exit 1; }
-FS_VERSION=$("$FAIRSEQ_VENV/bin/python" -c "import fairseq; print(fairseq.__version__)" 2>/dev/null)
+source "$REPO/benchmarks/fairseq_install.sh"
+ensure_fairseq fairseq_anchor.sh "$WORK"
 
 # --- 2. the same BPE for both: latalign's prepared data as fairseq-preprocess input -----------
-"$PYTHON" - "$DATA" "$WORK/text" "$DECODE_SENTENCES" <<'EOF'
-import sys
-from pathlib import Path
-
-from latalign.translate.data import DataConfig, prepare_data
-from latalign.translate.train import default_cache_dir
-from latalign.translate.tokenizer import SPECIAL_IDS
-
-data_dir, out, k = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-out.mkdir(parents=True, exist_ok=True)
-data = prepare_data(DataConfig(data=data_dir, vocab_size=8000), default_cache_dir())
-tok = data.tokenizer
-pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
-pieces[3] = "<unk>"  # fairseq's unknown symbol
-with open(out / "dict.txt", "w", encoding="utf-8") as f:
-    for i, p in enumerate(pieces):
-        if i not in SPECIAL_IDS:
-            f.write(f"{p} 1\n")
-    f.write("madeupword0000 0\n")  # 4 + 7995 + 1 = 8000 rows, as latalign's 8000
-splits = {"train": data.train, "valid": data.valid, "test": data.test.subset(range(max(k, 1)))}
-for name, ds in splits.items():
-    for side, seqs in (("de", ds.src), ("en", ds.tgt)):
-        with open(out / f"{name}.{side}", "w", encoding="utf-8") as f:
-            for ids in seqs:
-                f.write(" ".join(pieces[int(i)] for i in ids) + "\n")
-print(f"# data: {data.describe()}; train target tokens + eos {int(data.train.tgt_sizes.sum())}")
-EOF
+"$PYTHON" "$REPO/benchmarks/fairseq_data.py" --data "$DATA" --out "$WORK/text" \
+  --test-sentences "$DECODE_SENTENCES"
 rm -rf "$WORK/bin"
 (cd "$WORK" && "$FAIRSEQ_VENV/bin/fairseq-preprocess" --source-lang de --target-lang en \
   --trainpref text/train --validpref text/valid --testpref text/test --destdir bin \
