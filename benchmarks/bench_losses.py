@@ -2,6 +2,9 @@
 
     python benchmarks/bench_losses.py                  # the README table (a few minutes on 2 cores)
     python benchmarks/bench_losses.py --quick          # fewer repeats
+    python benchmarks/bench_losses.py --quick --sizes 30x30,100x100 --skip-memory   # shorter
+    python benchmarks/bench_losses.py --baseline ../main/src   # + another checkout's losses,
+                                                               #   interleaved in the same run
     python benchmarks/bench_losses.py --device cuda    # Triton kernels vs torch on one GPU
     python benchmarks/bench_losses.py --device cuda --quick   # for a GPU check script (~1 min)
 
@@ -51,7 +54,25 @@ def make(nb: int, n: int, m: int, v: int, seed: int = 0):
     return logits, targets
 
 
-def case_fns(logits, targets, n: int, m: int):
+def load_baseline(src: str):
+    """Another checkout's loss library (``SRC/latalign/align``), imported beside ours as the
+    package ``latalign_baseline_align`` (it imports nothing of latalign outside align/)."""
+    import importlib.util
+    from pathlib import Path
+
+    init = Path(src) / "latalign" / "align" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"error: expected {init} for --baseline, found no such file")
+    spec = importlib.util.spec_from_file_location(
+        "latalign_baseline_align", init, submodule_search_locations=[str(init.parent)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def case_fns(logits, targets, n: int, m: int, baseline=None):
     nb, _, v = logits.shape
     in_len = torch.full((nb,), m)
     tg_len = torch.full((nb,), n)
@@ -88,17 +109,25 @@ def case_fns(logits, targets, n: int, m: int):
     def clear():
         logits.grad = None
 
-    return {
+    fns = {
         "torch cross_entropy": ce,
         "torch ctc_loss": torch_ctc,
         "la.axe_loss (logits)": axe,
         "la.axe_loss (log_softmax)": axe_log_softmax,
         "la.ctc_loss (logits)": ctc,
         "la.axe_loss torch backend": axe_torch_backend,
-    }, clear
+    }
+    if baseline is not None:
+        fns["baseline axe"] = lambda: baseline.axe_loss(
+            logits, targets, in_len, tg_len, from_logits=True, reduction="sum"
+        ).backward()
+        fns["baseline ctc"] = lambda: baseline.ctc_loss(
+            logits, targets, in_len, tg_len, from_logits=True, reduction="sum", zero_infinity=True
+        ).backward()
+    return fns, clear
 
 
-def bench_table(sizes, repeats: int) -> None:
+def bench_table(sizes, repeats: int, baseline=None) -> None:
     print(
         f"\nforward+backward from logits, N=64, V=8000, median of {repeats} interleaved repeats (ms)"
     )
@@ -113,11 +142,13 @@ def bench_table(sizes, repeats: int) -> None:
         "ctc/torchCTC",
         "axe torch-backend",
     ]
+    if baseline is not None:
+        header += ["base axe/CE", "base ctc/torchCTC", "axe/base", "ctc/base"]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for n, m in sizes:
         logits, targets = make(64, n, m, 8000)
-        fns, clear = case_fns(logits, targets, n, m)
+        fns, clear = case_fns(logits, targets, n, m, baseline)
         for fn in fns.values():  # warm up (numba compile, allocator)
             fn()
             clear()
@@ -146,6 +177,10 @@ def bench_table(sizes, repeats: int) -> None:
             f"{ctc / tctc:.2f}",
             f"{med['la.axe_loss torch backend']:.1f}",
         ]
+        if baseline is not None:
+            b_axe, b_ctc = med["baseline axe"], med["baseline ctc"]
+            row += [f"{b_axe / ce:.2f}", f"{b_ctc / tctc:.2f}"]
+            row += [f"{axe / b_axe:.3f}", f"{ctc / b_ctc:.3f}"]
         print(" | ".join(row))
         del logits
         gc.collect()
@@ -381,8 +416,24 @@ def main() -> None:
     ap.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="cpu (numba) or cuda (Triton)"
     )
+    ap.add_argument(
+        "--sizes",
+        default="30x30,30x60,100x100,100x200",
+        help="(n, m) pairs of the CPU table, as NxM,NxM (default: the README's four)",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also time another checkout's axe_loss/ctc_loss (SRC/latalign/align), interleaved",
+    )
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    try:
+        sizes = [tuple(int(v) for v in pair.split("x")) for pair in args.sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or not all(len(p) == 2 and 1 <= p[0] <= p[1] for p in sizes):
+        ap.error(f"expected --sizes as NxM,NxM with 1 <= n <= m, found {args.sizes!r}")
     if args.device == "cuda":
         sys.exit(main_cuda(args.quick))
     if args.memory_child:
@@ -394,7 +445,7 @@ def main() -> None:
         f"threads {numba.get_num_threads()}, "
         f"cpus {os.cpu_count()}"
     )
-    bench_table([(30, 30), (30, 60), (100, 100), (100, 200)], repeats)
+    bench_table(sizes, repeats, load_baseline(args.baseline) if args.baseline else None)
     bench_dp(repeats)
     print(f"numba threading layer: {numba.threading_layer()}")
     if not args.skip_memory:

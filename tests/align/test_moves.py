@@ -154,8 +154,12 @@ def _grids(backend: str, em, in_len, tg_len, obj):
     if backend == "triton":
         from latalign.align.backends import triton_module
 
+        # max keeps three rolling anti-diagonals of alpha: move codes only
         _, alpha, codes, _ = triton_module().algebra_forward(em, in_len, tg_len, obj, tail=2)
-        return alpha.numpy(), (None if codes is None else codes.numpy())
+        return (
+            None if alpha is None else alpha.numpy(),
+            None if codes is None else codes.numpy(),
+        )
     state = get(backend).algebra_forward(em, in_len, tg_len, obj, keep=True, paths=True)
     alpha, codes = state.saved
     if obj.aggregate == "max" and backend == "numba":

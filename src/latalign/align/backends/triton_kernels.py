@@ -227,6 +227,17 @@ def _move(ON: tl.constexpr, ok, src, w, e, off):
 
 
 @triton.jit
+def _cell(i, j, t1, S1, ROLL: tl.constexpr):
+    # the offset of cell (i, j) in a sequence's alpha: the whole grid (S1, t1), or (ROLL, max
+    # only) three rolling anti-diagonals (3, S1), diagonal d = i + j in slot d % 3
+    if ROLL:
+        off = ((i + j) % 3) * S1 + i
+    else:
+        off = i * t1 + j
+    return off
+
+
+@triton.jit
 def _by_code(code, C_A: tl.constexpr, C_CT: tl.constexpr, C_CP: tl.constexpr, a, ct, cp, d):
     # the entry of move ``code`` in a per-move table given as four values (canonical order)
     return tl.where(code == C_A, a, tl.where(code == C_CT, ct, tl.where(code == C_CP, cp, d)))
@@ -242,7 +253,7 @@ def _algebra_forward_kernel(
     em_ptr,  # (N, T, S1)
     in_len_ptr,
     tg_len_ptr,
-    alpha_ptr,  # (N, S1, T+1)
+    alpha_ptr,  # (N, S1, T+1); max: (N, 3, S1), three rolling anti-diagonals
     codes_ptr,  # (N, S1, T+1) int8 (max only)
     loss_ptr,  # (N,) -alpha[n, m]
     w_ptr,  # (4,) weights in canonical order, em's dtype
@@ -288,7 +299,10 @@ def _algebra_forward_kernel(
     wa, wct, wcp, wd = _load_weights(w_ptr)
     b64 = b.to(tl.int64)
     em_b = em_ptr + b64 * T * S1
-    al_b = alpha_ptr + b64 * S1 * t1
+    per_seq = S1 * t1
+    if USE_MAX:
+        per_seq = S1 * 3
+    al_b = alpha_ptr + b64 * per_seq
     cd_b = codes_ptr + b64 * S1 * t1
     neg = float("-inf")
     cnt_b = cnt_ptr + b64 * T * S1
@@ -314,9 +328,11 @@ def _algebra_forward_kernel(
             frame = tl.maximum(j, 1) - 1
             e = tl.load(em_b + frame * S1 + i, mask=ipos, other=0.0)
             eb = tl.load(em_b + (j - 1) * S1, mask=jpos, other=0.0)
-            a_diag = tl.load(al_b + (i - 1) * t1 + (j - 1), mask=ipos & jpos, other=neg)
-            a_left = tl.load(al_b + i * t1 + (j - 1), mask=jpos, other=neg)
-            a_up = tl.load(al_b + (i - 1) * t1 + j, mask=ipos, other=neg)
+            a_diag = tl.load(
+                al_b + _cell(i - 1, j - 1, t1, S1, USE_MAX), mask=ipos & jpos, other=neg
+            )
+            a_left = tl.load(al_b + _cell(i, j - 1, t1, S1, USE_MAX), mask=jpos, other=neg)
+            a_up = tl.load(al_b + _cell(i - 1, j, t1, S1, USE_MAX), mask=ipos, other=neg)
             off = tl.full((BLOCK,), neg, em_ptr.dtype.element_ty)
             va = _move(FA, ipos & jpos & cok, a_diag, wa, e, off)
             vct = _move(FCT, ipos & jpos & cok, a_left, wct, e, off)
@@ -333,12 +349,12 @@ def _algebra_forward_kernel(
                 code = tl.where(vd > best, C_D, code).to(tl.int8)
                 best = tl.where(vd > best, vd, best)
                 code = tl.where(best > neg, code, C_NONE).to(tl.int8)
-                tl.store(al_b + i * t1 + j, best, mask=cell)
+                tl.store(al_b + _cell(i, j, t1, S1, USE_MAX), best, mask=cell)
                 tl.store(cd_b + i * t1 + j, code, mask=cell)
             else:
                 tl.store(al_b + i * t1 + j, _lse4(va, vct, vcp, vd), mask=cell)
         tl.debug_barrier()
-    tl.store(loss_ptr + b, -tl.load(al_b + n * t1 + m))
+    tl.store(loss_ptr + b, -tl.load(al_b + _cell(n, m, t1, S1, USE_MAX)))
     if USE_MAX and TAIL > 0:
         # the tail: walk the back-pointers from (n, m), reading each move off the spec table
         end = tl.load(cd_b + n * t1 + m).to(tl.int32)
@@ -578,8 +594,9 @@ def algebra_forward(
     *,
     tail: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """``(loss (N,), alpha (N, S+1, T+1), codes int8 or None, tail outputs)``; cells outside a
-    grid unset. ``tail`` (max only): 1 → ``(counts (N, T, S+1),)`` minus the best path's
+    """``(loss (N,), alpha, codes int8 or None, tail outputs)``: for sum, ``alpha (N, S+1, T+1)``
+    (cells outside a grid unset); for max, ``None`` (three rolling anti-diagonals inside the
+    call) and the move codes ``(N, S+1, T+1)``. ``tail`` (max only): 1 → ``(counts (N, T, S+1),)`` minus the best path's
     weighted move counts; 2 → ``(steps (N, L) int8, length (N,) int32)``, the best path's
     codes from the end backwards (−1: no path)."""
     nb, tmax, s1 = em.shape
@@ -587,7 +604,9 @@ def algebra_forward(
     em = em.contiguous()
     use_max = objective.aggregate == "max"
     tail = tail if use_max else 0
-    alpha = torch.empty((nb, s1, tmax + 1), dtype=em.dtype, device=dev)
+    alpha = torch.empty(
+        (nb, 3 if use_max else s1, s1 if use_max else tmax + 1), dtype=em.dtype, device=dev
+    )
     codes = torch.empty((nb, s1, tmax + 1) if use_max else (1,), dtype=torch.int8, device=dev)
     loss = torch.empty(nb, dtype=em.dtype, device=dev)
     max_len = max(s1 - 1 + tmax, 1)
@@ -625,7 +644,7 @@ def algebra_forward(
             **_compiled_only(enable_fp_fusion=False),
         )
     outputs = {0: (), 1: (cnt,), 2: (steps, plen)}[tail]
-    return loss, alpha, (codes if use_max else None), outputs
+    return loss, (None if use_max else alpha), (codes if use_max else None), outputs
 
 
 def path_gradient(cnt: torch.Tensor, loss: torch.Tensor, gscale: torch.Tensor) -> torch.Tensor:
