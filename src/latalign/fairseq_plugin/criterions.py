@@ -107,6 +107,13 @@ class _LatalignCriterion(FairseqCriterion):
         self.cfg = cfg
         self.sentence_avg = cfg.sentence_avg
         self.zero_infinity = not cfg.no_zero_infinity
+        # what every latalign call of the plugin shares: per-sentence nats from the logits
+        self.options = {
+            "reduction": "none",
+            "zero_infinity": self.zero_infinity,
+            "from_logits": True,
+            "backend": cfg.latalign_backend,
+        }
         if cfg.label_smoothing != 0:
             raise ValueError(
                 f"expected --label-smoothing 0 with a latalign criterion, found {cfg.label_smoothing}"
@@ -215,17 +222,15 @@ class LatalignCTCCriterion(_LatalignCriterion):
             input_lengths,
             target_lengths,
             blank=self.blank,
-            reduction="none",
-            zero_infinity=self.zero_infinity,
-            from_logits=True,
-            backend=self.cfg.latalign_backend,
+            **self.options,
         )
 
 
 @register_criterion("latalign_axe", dataclass=LatalignAXEConfig)
 class LatalignAXECriterion(_LatalignCriterion):
-    """``latalign.axe_loss`` (any NAT decoder: fairseq's ``nonautoregressive_transformer``,
-    ``cmlm_transformer``, or the plugin's archs)."""
+    """``latalign.axe_loss`` at the decoder's positions: fairseq's own
+    ``nonautoregressive_transformer`` (``--noise full_mask``: one position per target token, its
+    length predicted) or the plugin's ``latalign_nat_upsampled``."""
 
     name = "axe"
 
@@ -237,10 +242,7 @@ class LatalignAXECriterion(_LatalignCriterion):
             target_lengths,
             blank=self.blank,
             delta=self.cfg.delta,
-            reduction="none",
-            zero_infinity=self.zero_infinity,
-            from_logits=True,
-            backend=self.cfg.latalign_backend,
+            **self.options,
         )
 
 
@@ -264,8 +266,5 @@ class LatalignDAGCriterion(_LatalignCriterion):
             targets,
             input_lengths,
             target_lengths,
-            reduction="none",
-            zero_infinity=self.zero_infinity,
-            from_logits=True,
-            backend=self.cfg.latalign_backend,
+            **self.options,
         )
