@@ -26,14 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--src", default=None, help="source language suffix (default: the run's)")
     parser.add_argument("--tgt", default=None, help="target language suffix (default: the run's)")
-    parser.add_argument(
-        "--chunk-size", type=int, default=1000,
-        help="sentences per resumable chunk (default: 1000)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--limit", type=int, default=None,
-        help="distill only the first N training pairs (default: all)",
-    )  # fmt: skip
+    chunk, limit = "sentences per resumable chunk", "distill only the first N training pairs"
+    parser.add_argument("--chunk-size", type=int, default=1000, help=f"{chunk} (default: 1000)")
+    parser.add_argument("--limit", type=int, default=None, help=f"{limit} (default: all)")
     o.add_search_options(parser)
 
 
