@@ -8,23 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from latalign.cli.options import (
-    UsageError,
-    add_run_source,
-    add_search_options,
-    catch_truncation,
-    report_warnings,
-    run_source,
-    search_options,
-    usage_message,
-)
+from latalign.cli import options as o
 from latalign.translate.run import evaluate, load_run
 
 HELP = "translate a split or file and print BLEU (sacrebleu signature), chrF, empty share"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_source(parser)
+    o.add_run_source(parser)
     parser.add_argument(
         "--split", default="test", choices=("valid", "test", "train"),
         help="split of the run's data to translate and score (default: test)",
@@ -39,20 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None, help="only the first N sentences (default: all)"
     )
     parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
-    add_search_options(parser)
+    o.add_search_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the scores; a source longer than the model's positions is truncated with one
     warning line naming the line numbers."""
-    options = search_options(args)
-    source = run_source(args)
+    options = o.search_options(args)
+    source = o.run_source(args)
     if args.limit is not None and args.limit < 1:
-        raise UsageError(f"expected --limit >= 1; found {args.limit}")
+        raise o.UsageError(f"expected --limit >= 1; found {args.limit}")
     for path in (args.source, args.reference):
         if path is not None and not path.is_file():
-            raise UsageError(f"expected a file at {path}; found none")
-    with catch_truncation() as caught:
+            raise o.UsageError(f"expected a file at {path}; found none")
+    with o.catch_truncation() as caught:
         try:
             trained = load_run(source, device=options.placement()[0])
             scores = evaluate(
@@ -61,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 progress=sys.stderr.isatty(),
             )  # fmt: skip
         except (ValueError, FileNotFoundError) as e:
-            raise UsageError(usage_message(e)) from None
-    report_warnings("evaluate", caught)
+            raise o.UsageError(o.usage_message(e)) from None
+    o.report_warnings("evaluate", caught)
     if args.json:
         print(json.dumps(scores))
     else:

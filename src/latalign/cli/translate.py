@@ -7,25 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from latalign.cli.options import (
-    UsageError,
-    add_run_source,
-    add_search_options,
-    catch_truncation,
-    plural_lines,
-    report_warnings,
-    run_source,
-    search_options,
-    usage_message,
-    warn,
-)
+from latalign.cli import options as o
 from latalign.translate.run import load_run, split_input_lines
 
 HELP = "translate sentences from stdin or --input with a trained run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_source(parser)
+    o.add_run_source(parser)
     parser.add_argument(
         "--input", type=Path, default=None,
         help="source sentences, one a line (default: stdin); bytes that are not UTF-8 are "
@@ -35,22 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="write translations here (default: stdout)"
     )
-    add_search_options(parser)
+    o.add_search_options(parser)
 
 
 def _check_output(path: Path | None) -> None:
     if path is None:
         return
     if path.is_dir():
-        raise UsageError(f"expected a file name for --output; found a directory at {path}")
+        raise o.UsageError(f"expected a file name for --output; found a directory at {path}")
     if not path.parent.is_dir():
-        raise UsageError(f"expected an existing folder for --output; found none at {path.parent}")
+        raise o.UsageError(f"expected an existing folder for --output; found none at {path.parent}")
 
 
 def _read_input(path: Path | None) -> bytes:
     if path is not None:
         if not path.is_file():
-            raise UsageError(f"expected an input file at {path}; found none")
+            raise o.UsageError(f"expected an input file at {path}; found none")
         return path.read_bytes()
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
     if isinstance(data, str):  # a text stream without bytes underneath (tests, embedding)
@@ -62,20 +51,22 @@ def run(args: argparse.Namespace) -> int:
     """Read sources, translate, write one line per input line. Undecodable bytes are replaced
     (U+FFFD) and a line longer than the model's positions is truncated to fit; each case
     prints one ``latalign translate: warning: …`` line on stderr naming the line numbers."""
-    options = search_options(args)
-    source = run_source(args)
+    options = o.search_options(args)
+    source = o.run_source(args)
     _check_output(args.output)
     lines, bad = split_input_lines(_read_input(args.input))
-    with catch_truncation() as caught:
+    with o.catch_truncation() as caught:
         try:
             trained = load_run(source, device=options.placement()[0])
             hyps = trained.translate(lines, options, progress=sys.stderr.isatty())
         except (ValueError, FileNotFoundError) as e:
-            raise UsageError(usage_message(e)) from None
+            raise o.UsageError(o.usage_message(e)) from None
     # warnings after the work, so that a refusal stays the only line on stderr
     if bad:
-        warn("translate", f"{plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD")
-    report_warnings("translate", caught)
+        o.warn(
+            "translate", f"{o.plural_lines(bad)}: not UTF-8; undecodable bytes replaced by U+FFFD"
+        )
+    o.report_warnings("translate", caught)
     text = "".join(h + "\n" for h in hyps)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")

@@ -305,19 +305,11 @@ def _encode(
 
 
 def greedy_decode(
-    model: IncrementalModel,
-    src_tokens: Tensor,
-    src_lengths: Tensor | None = None,
-    *,
-    max_len_a: float = _D.max_len_a,
-    max_len_b: int = _D.max_len_b,
-    min_len: int = 1,
-    use_cache: bool = True,
-    autocast_bf16: bool = False,
-    pad_id: int = PAD_ID,
-    bos_id: int = BOS_ID,
-    eos_id: int = EOS_ID,
-) -> list[list[int]]:
+    model: IncrementalModel, src_tokens: Tensor, src_lengths: Tensor | None = None, *,
+    max_len_a: float = _D.max_len_a, max_len_b: int = _D.max_len_b, min_len: int = 1,
+    use_cache: bool = True, autocast_bf16: bool = False, pad_id: int = PAD_ID,
+    bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+) -> list[list[int]]:  # fmt: skip
     """Greedy decoding of a batch: src_tokens (B, S) -> B token-id lists (no bos/eos).
 
     Runs in eval mode under ``torch.inference_mode()`` (and bf16 autocast if asked). Finished
@@ -361,21 +353,11 @@ def greedy_decode(
 
 
 def beam_search_hypotheses(
-    model: IncrementalModel,
-    src_tokens: Tensor,
-    src_lengths: Tensor | None = None,
-    *,
-    beam: int = _D.beam,
-    lenpen: float = _D.lenpen,
-    max_len_a: float = _D.max_len_a,
-    max_len_b: int = _D.max_len_b,
-    min_len: int = 1,
-    use_cache: bool = True,
-    autocast_bf16: bool = False,
-    pad_id: int = PAD_ID,
-    bos_id: int = BOS_ID,
-    eos_id: int = EOS_ID,
-) -> list[list[Hypothesis]]:
+    model: IncrementalModel, src_tokens: Tensor, src_lengths: Tensor | None = None, *,
+    beam: int = _D.beam, lenpen: float = _D.lenpen, max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b, min_len: int = 1, use_cache: bool = True,
+    autocast_bf16: bool = False, pad_id: int = PAD_ID, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+) -> list[list[Hypothesis]]:  # fmt: skip
     """Batched beam search: src_tokens (B, S) -> per sentence its finished hypotheses, best first.
 
     See the module docstring for the length limits, length penalty and stopping rule.

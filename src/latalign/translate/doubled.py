@@ -41,23 +41,13 @@ def double_inputs(prev_output_tokens: Tensor) -> Tensor:
 
 
 def doubled_greedy_decode(
-    model: Any,
-    src_tokens: Tensor,
-    src_lengths: Tensor,
-    *,
-    blank_id: int,
-    pad_id: int = 0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    max_len_a: float = _D.max_len_a,
-    max_len_b: int = _D.max_len_b,
-    autocast_bf16: bool = False,
-    **_: Any,
-) -> list[list[int]]:
+    model: Any, src_tokens: Tensor, src_lengths: Tensor, *, blank_id: int, pad_id: int = 0,
+    bos_id: int = 1, eos_id: int = 2, max_len_a: float = _D.max_len_a,
+    max_len_b: int = _D.max_len_b, autocast_bf16: bool = False,
+) -> list[list[int]]:  # fmt: skip
     """Greedy decoding with the doubled layout (module docstring): B token-id lists, CTC
     collapsed, without eos. At most ``int(a · src_len + b) + 1`` pairs per sentence (the
-    sentence plus its eos), capped by the model's positions. Other keyword arguments of the
-    stack's decoders (``use_cache``) are accepted and ignored."""
+    sentence plus its eos), capped by the model's positions."""
     with _decoding_context(model, autocast_bf16):
         enc = model.encode(src_tokens, src_lengths)
         limits = max_lengths(src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b)

@@ -12,9 +12,8 @@ replaced by :class:`Int8Linear`:
 Embeddings, layer norms, attention scores, softmax and the beam bookkeeping stay fp32. The
 original model is not touched (its tied embedding keeps training in fp32).
 
-Measured with the 37.15-BLEU model of ``configs/multi30k_small_40min.toml`` on the 2-core AVX2
-CPU (``python benchmarks/bench_decode.py --run-dir R --sentences 1000``): see
-``docs/decoding.md``. Two properties a user must know:
+``python benchmarks/bench_decode.py --run-dir R`` measures speed and agreement against fp32
+in one run (``docs/decoding.md`` has a measurement). Two properties a user must know:
 
 - outputs are close to, not equal to, the fp32 model's (a few percent of sentences differ;
   BLEU moves by a few hundredths to tenths);

@@ -181,13 +181,9 @@ def delayed_inputs(
 
 
 def corrupt_inputs(
-    prev_output_tokens: Tensor,
-    p: float,
-    *,
-    mask_id: int = UNK_ID,
-    pad_id: int = PAD_ID,
+    prev_output_tokens: Tensor, p: float, *, mask_id: int = UNK_ID, pad_id: int = PAD_ID,
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     """Word dropout: each input at positions ``j ≥ 2`` (never ``bos``, never padding) becomes
     ``mask_id`` with probability ``p`` (independently). (B, T) -> (B, T)."""
     if not _is_number(p) or not 0.0 <= float(p) <= 1.0:

@@ -38,6 +38,7 @@ __all__ = [
     "Arch",
     "Criterion",
     "Regime",
+    "Registry",
     "get_arch",
     "get_criterion",
     "get_regime",
@@ -76,12 +77,13 @@ class Criterion:
     @property
     def options(self) -> dict[str, Any]:
         """Keyword options with their defaults, e.g. ``{"delta": 1.0}`` (``blank`` excluded:
-        the stack passes the tokenizer's)."""
+        the stack passes the tokenizer's; so are options a ``functools.partial`` binds)."""
+        bound = set(getattr(self.fn, "keywords", {})) | {"blank"}
         sig = inspect.signature(self.fn)
         return {
             p.name: p.default
             for p in sig.parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name != "blank"
+            if p.kind is p.KEYWORD_ONLY and p.name not in bound
         }
 
 
@@ -146,50 +148,41 @@ class Arch:
         object.__setattr__(self, "options", _frozen(self.options))
 
 
-ARCHS: dict[str, Arch] = {}
-REGIMES: dict[str, Regime] = {}
-CRITERIA: dict[str, Criterion] = {}
+class Registry(dict[str, Any]):
+    """A name -> entry table: :meth:`register` adds an entry, :meth:`lookup` finds one
+    (``ValueError`` listing the known names)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def register(self, entry: Any) -> Any:
+        """Add ``entry`` under ``entry.name`` (``ValueError`` if the name is taken); returns it."""
+        if entry.name in self and self[entry.name] is not entry:
+            raise ValueError(
+                f"expected a new {self.kind} name; found {entry.name!r} registered already"
+            )
+        self[entry.name] = entry
+        return entry
+
+    def lookup(self, name: str) -> Any:
+        """The entry registered under ``name``."""
+        try:
+            return self[name]
+        except (KeyError, TypeError):
+            article = "an" if self.kind[0] in "aeiou" else "a"
+            raise ValueError(
+                f"expected {article} {self.kind} in {{{', '.join(self)}}}; found {name!r}"
+            ) from None
 
 
-def _register(table: dict[str, Any], kind: str, entry: Any) -> Any:
-    if entry.name in table and table[entry.name] is not entry:
-        raise ValueError(f"expected a new {kind} name; found {entry.name!r} registered already")
-    table[entry.name] = entry
-    return entry
+ARCHS = Registry("arch")
+REGIMES = Registry("regime")
+CRITERIA = Registry("criterion")
 
-
-def _get(table: dict[str, Any], kind: str, name: str) -> Any:
-    try:
-        return table[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"expected {kind} in {{{', '.join(table)}}}; found {name!r}") from None
-
-
-def register_arch(arch: Arch) -> Arch:
-    """Add ``arch`` to :data:`ARCHS` (``ValueError`` if the name is taken); returns it."""
-    return _register(ARCHS, "arch", arch)
-
-
-def register_regime(regime: Regime) -> Regime:
-    """Add ``regime`` to :data:`REGIMES` (``ValueError`` if the name is taken); returns it."""
-    return _register(REGIMES, "regime", regime)
-
-
-def register_criterion(criterion: Criterion) -> Criterion:
-    """Add ``criterion`` to :data:`CRITERIA` (``ValueError`` if the name is taken)."""
-    return _register(CRITERIA, "criterion", criterion)
-
-
-def get_arch(name: str) -> Arch:
-    """The arch registered under ``name``; ``ValueError`` listing the known names."""
-    return _get(ARCHS, "an arch", name)
-
-
-def get_regime(name: str) -> Regime:
-    """The regime registered under ``name``; ``ValueError`` listing the known names."""
-    return _get(REGIMES, "a regime", name)
-
-
-def get_criterion(name: str) -> Criterion:
-    """The criterion registered under ``name``; ``ValueError`` listing the known names."""
-    return _get(CRITERIA, "a criterion", name)
+register_arch: Callable[[Arch], Arch] = ARCHS.register
+register_regime: Callable[[Regime], Regime] = REGIMES.register
+register_criterion: Callable[[Criterion], Criterion] = CRITERIA.register
+get_arch: Callable[[str], Arch] = ARCHS.lookup
+get_regime: Callable[[str], Regime] = REGIMES.lookup
+get_criterion: Callable[[str], Criterion] = CRITERIA.lookup

@@ -15,12 +15,13 @@ when its logits are not position-aligned with the target).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from torch import Tensor
 
 from latalign.translate.criteria._common import at_least_float32
-from latalign.translate.criteria.axe import axe, causal_axe
+from latalign.translate.criteria.axe import axe
 from latalign.translate.criteria.ce import ce, cross_entropy_sum
 from latalign.translate.criteria.ctc import ctc
 from latalign.translate.criteria.label_smoothed_ce import label_smoothed_ce, label_smoothed_nll_loss
@@ -29,7 +30,6 @@ from latalign.translate.registry import Criterion, get_criterion, register_crite
 
 __all__ = [
     "axe",
-    "causal_axe",
     "ce",
     "criterion_loss",
     "cross_entropy_sum",
@@ -43,8 +43,10 @@ for _entry in (
     Criterion("ce", ce, help="cross entropy"),
     Criterion("label_smoothed_ce", label_smoothed_ce, help="label-smoothed cross entropy"),
     Criterion("ctc", ctc, help="real CTC"),
-    Criterion("axe", axe, help="aligned cross entropy (max over monotonic alignments)"),
-    Criterion("causal_axe", causal_axe, help="AXE with p_j scoring y_i only if i >= j"),
+    Criterion(
+        "axe", partial(axe, causal=False), help="aligned cross entropy (max over alignments)"
+    ),
+    Criterion("causal_axe", partial(axe, causal=True), help="AXE, p_j scoring y_i only if i >= j"),
     Criterion("latent", latent, help="any operator set x sum/max x causal of latalign.align"),
     Criterion(
         "doubled_ctc",

@@ -1,4 +1,4 @@
-"""AXE (Ghazvininejad et al., 2020) and causal AXE (the paper, §5)."""
+"""AXE (Ghazvininejad et al., 2020) and its causal restriction (the paper, §5)."""
 
 from __future__ import annotations
 
@@ -10,37 +10,12 @@ from latalign.translate.criteria.ce import BLANK
 
 
 def axe(
-    logits: Tensor,
-    targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    delta: float = 1.0,
-    blank: int = BLANK,
-) -> tuple[Tensor, None]:
-    """Criterion ``axe``: ``{align, clone_prediction (weight delta), delimiter}``, max; summed
-    over sentences (nats)."""
-    return _axe(logits, targets, input_lengths, target_lengths, delta, blank, causal=False)
-
-
-def causal_axe(
-    logits: Tensor,
-    targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    delta: float = 1.0,
-    blank: int = BLANK,
-) -> tuple[Tensor, None]:
-    """Criterion ``causal_axe``: AXE restricted to alignments where ``p_j`` scores ``y_i``
-    only if ``i >= j``; summed over sentences (nats)."""
-    return _axe(logits, targets, input_lengths, target_lengths, delta, blank, causal=True)
-
-
-def _axe(
-    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor,
-    delta: float, blank: int, *, causal: bool,
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, *,
+    delta: float = 1.0, causal: bool = False, blank: int = BLANK,
 ) -> tuple[Tensor, None]:  # fmt: skip
+    """Criteria ``axe`` (``causal=False``) and ``causal_axe`` (``causal=True``: ``p_j`` scores
+    ``y_i`` only if ``i >= j``): ``{align, clone_prediction (weight delta), delimiter}``, max;
+    summed over sentences (nats)."""
     check_lengths(logits, targets, input_lengths, target_lengths)
     loss = latalign.axe_loss(
         logits, targets, input_lengths, target_lengths, blank=blank, delta=delta,

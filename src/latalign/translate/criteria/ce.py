@@ -11,13 +11,9 @@ BLANK = 4
 
 
 def ce(
-    logits: Tensor,
-    targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, *,
     blank: int = BLANK,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Criterion ``ce``: summed token cross entropy (nats) and the same sum as the NLL.
 
     logits (B, T, V) unnormalised; targets (B, N); position ``j < target_lengths[b]`` scores

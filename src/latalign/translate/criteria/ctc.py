@@ -10,13 +10,9 @@ from latalign.translate.criteria.ce import BLANK
 
 
 def ctc(
-    logits: Tensor,
-    targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, *,
     blank: int = BLANK,
-) -> tuple[Tensor, None]:
+) -> tuple[Tensor, None]:  # fmt: skip
     """Criterion ``ctc`` (and ``doubled_ctc``): summed CTC loss in nats
     (``zero_infinity=True``: an infeasible sentence contributes 0, no gradient).
 

@@ -30,14 +30,9 @@ def label_smoothed_nll_loss(
 
 
 def label_smoothed_ce(
-    logits: Tensor,
-    targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    epsilon: float = 0.1,
-    blank: int = BLANK,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, *,
+    epsilon: float = 0.1, blank: int = BLANK,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Criterion ``label_smoothed_ce`` (default ``epsilon`` = 0.1, fairseq's IWSLT recipe):
     ``(loss, NLL)`` summed over target positions, positions as :func:`~.ce.ce`."""
     if not 0.0 <= epsilon < 1.0:

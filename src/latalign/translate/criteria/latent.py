@@ -12,17 +12,10 @@ DEFAULT_OPERATORS = ("align", "clone_target", "delimiter")
 
 
 def latent(
-    logits: Tensor,
-    targets: Tensor,
-    input_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    operators: tuple[str, ...] | list[str] = DEFAULT_OPERATORS,
-    aggregate: str = "sum",
-    causal: bool = False,
-    weights: dict[str, float] | None = None,
-    blank: int = BLANK,
-) -> tuple[Tensor, None]:
+    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, *,
+    operators: tuple[str, ...] | list[str] = DEFAULT_OPERATORS, aggregate: str = "sum",
+    causal: bool = False, weights: dict[str, float] | None = None, blank: int = BLANK,
+) -> tuple[Tensor, None]:  # fmt: skip
     """Criterion ``latent``: :func:`latalign.latent_alignment_loss` summed over sentences (nats).
 
     ``operators`` from {align, clone_target, clone_prediction, delimiter}; ``aggregate``

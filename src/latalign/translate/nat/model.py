@@ -92,8 +92,6 @@ class NATransformer(Transformer):
     """The :class:`Transformer`'s modules (encoder, decoder layers, embeddings, output
     projection) run non-autoregressively, plus a length classifier or a mask vector."""
 
-    arch = "nat"
-
     def __init__(self, cfg: NATConfig) -> None:
         if not isinstance(cfg, NATConfig):
             raise ValueError(f"expected a NATConfig, found {type(cfg).__name__}")
