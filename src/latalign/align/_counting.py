@@ -18,8 +18,12 @@ tensor call), ops whose output size depends on values (``nonzero``, ``masked_sel
 ``unique``, boolean-mask indexing, ``repeat_interleave`` without ``output_size``) and copies
 from a device to the CPU. On a machine without CUDA, ``cpu_as_device=True`` (the default
 there) counts CPU tensors as if they lived on a device: each op above counts, and so does
-``torch.tensor(data)`` as a host→device copy. What such a mode cannot see: ``.tolist()``
-and ``.numpy()`` of CPU tensors (no ATen op; on CUDA they show as a copy to the CPU).
+``torch.tensor(data)`` as a host→device copy. ``.tolist()`` and ``.numpy()`` of a CPU
+tensor run no ATen op (on CUDA they show as a copy to the CPU): while a counter is open
+with ``cpu_as_device``, those two methods are wrapped so that each call counts as a sync
+(``sync_ops`` names them ``tolist``/``numpy``). Tensors that stay on the host on a GPU
+machine too (an optimizer's step counters: ``torch.optim`` keeps them on the CPU) are
+named with ``host=``; ops whose tensors are all host tensors are not counted.
 
 A **launch** is any op that is not a view, an allocation without fill (``empty*``), a
 scalar read or a metadata query; one ATen op may launch more than one kernel on a real
@@ -31,7 +35,7 @@ Counters nest; each open one sees everything.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -115,15 +119,24 @@ def _packet(func) -> object:
     return getattr(func, "overloadpacket", func)
 
 
-def _on_device(t: torch.Tensor, cpu_as_device: bool) -> bool:
-    return cpu_as_device or t.device.type not in ("cpu", "meta")
+def _storage(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without storage
+        return -1
 
 
 class _Counter(TorchDispatchMode):
-    def __init__(self, counts: HostSyncCounts, cpu_as_device: bool) -> None:
+    def __init__(self, counts: HostSyncCounts, cpu_as_device: bool, host: frozenset[int]) -> None:
         super().__init__()
         self.counts = counts
         self.cpu_as_device = cpu_as_device
+        self.host = host
+
+    def on_device(self, t: torch.Tensor) -> bool:
+        if t.device.type in ("cpu", "meta"):
+            return self.cpu_as_device and not (self.host and _storage(t) in self.host)
+        return True
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -133,13 +146,13 @@ class _Counter(TorchDispatchMode):
         return out
 
     def _classify(self, func, args, kwargs, out) -> None:
-        counts, dev = self.counts, self.cpu_as_device
+        counts, on_device = self.counts, self.on_device
         packet = _packet(func)
         name = str(packet).removeprefix("aten.")
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         if packet in _SYNC_PACKETS:
-            if any(_on_device(t, dev) for t in inputs):
+            if any(on_device(t) for t in inputs):
                 counts.syncs += 1
                 counts.sync_ops.append(name)
             return
@@ -147,15 +160,15 @@ class _Counter(TorchDispatchMode):
             flat = tree_flatten(args[1] if len(args) > 1 else ())[0]
             if any(
                 isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in flat
-            ) and _on_device(args[0], dev):
+            ) and on_device(args[0]):
                 counts.syncs += 1
                 counts.sync_ops.append(f"{name} (boolean mask)")
         if packet is aten.repeat_interleave and kwargs.get("output_size") is None:
-            if any(_on_device(t, dev) for t in inputs):
+            if any(on_device(t) for t in inputs):
                 counts.syncs += 1
                 counts.sync_ops.append(name)
         if packet in (aten.lift_fresh, aten.lift_fresh_copy):
-            if any(_on_device(t, dev) for t in outputs):
+            if any(on_device(t) for t in outputs):
                 counts.host_to_device += 1
             return
         if packet in _COPY_PACKETS:
@@ -174,14 +187,54 @@ class _Counter(TorchDispatchMode):
         counts.ops[name] += 1
 
 
+_HOST_READS: list[tuple[HostSyncCounts, _Counter]] = []  # counters that count .tolist()
+_ORIGINAL_READS = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy")}
+
+
+def _counted_read(name: str):
+    original = _ORIGINAL_READS[name]
+
+    def read(self: torch.Tensor, *args, **kwargs):
+        if not _PAUSED[0] and self.device.type == "cpu":
+            for counts, mode in _HOST_READS:
+                if mode.on_device(self):
+                    counts.syncs += 1
+                    counts.sync_ops.append(name)
+        return original(self, *args, **kwargs)
+
+    read.__name__ = read.__qualname__ = name
+    read.__doc__ = original.__doc__
+    return read
+
+
 @contextmanager
-def count_host_syncs(*, cpu_as_device: bool | None = None) -> Iterator[HostSyncCounts]:
+def _host_reads_counted(counts: HostSyncCounts, mode: _Counter) -> Iterator[None]:
+    """``Tensor.tolist``/``Tensor.numpy`` of CPU tensors counted while the block runs."""
+    if not _HOST_READS:
+        for name in _ORIGINAL_READS:
+            setattr(torch.Tensor, name, _counted_read(name))
+    _HOST_READS.append((counts, mode))
+    try:
+        yield
+    finally:
+        _HOST_READS.remove((counts, mode))
+        if not _HOST_READS:
+            for name, original in _ORIGINAL_READS.items():
+                setattr(torch.Tensor, name, original)
+
+
+@contextmanager
+def count_host_syncs(
+    *, cpu_as_device: bool | None = None, host: Iterable[torch.Tensor] = ()
+) -> Iterator[HostSyncCounts]:
     """Count syncs, host→device copies and launches of the code run inside the block.
 
     Args:
         cpu_as_device: count CPU tensors as device tensors (see the module docstring).
             Default: True when CUDA is not available, so that a CPU-only CI asserts the
             counts a GPU would see.
+        host: CPU tensors that stay on the host on a GPU machine too (e.g. the ``step``
+            counters in ``optimizer.state``): ops that touch only these are not counted.
 
     Yields:
         A :class:`HostSyncCounts`, filled while the block runs.
@@ -189,9 +242,14 @@ def count_host_syncs(*, cpu_as_device: bool | None = None) -> Iterator[HostSyncC
     if cpu_as_device is None:
         cpu_as_device = not torch.cuda.is_available()
     counts = HostSyncCounts()
+    mode = _Counter(counts, cpu_as_device, frozenset(_storage(t) for t in host))
     _OPEN.append(counts)
     try:
-        with _Counter(counts, cpu_as_device):
-            yield counts
+        with mode:
+            if cpu_as_device:
+                with _host_reads_counted(counts, mode):
+                    yield counts
+            else:
+                yield counts
     finally:
         _OPEN.remove(counts)

@@ -22,12 +22,14 @@ Incremental decoding protocol (also what :mod:`latalign.translate.decode` expect
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latalign.align import validation_enabled
 from latalign.translate.config import ModelConfig
 
 __all__ = ["DecoderCache", "EncoderOut", "Transformer", "sinusoidal_table"]
@@ -47,9 +49,11 @@ class EncoderOut:
         """Rows ``order`` (N,) of the batch (used to expand for beams and drop finished rows)."""
         return EncoderOut(self.out.index_select(0, order), self.padding_mask.index_select(0, order))
 
-    def attn_mask(self) -> Tensor | None:
-        """(B, 1, 1, S) bool mask for SDPA (True = attend), or None when nothing is padded."""
-        if not bool(self.padding_mask.any()):
+    def attn_mask(self, always: bool = False) -> Tensor | None:
+        """(B, 1, 1, S) bool mask for SDPA (True = attend), or None when nothing is padded
+        (which costs one host synchronisation to find out). ``always``: the mask even then,
+        without looking (training: SDPA with an all-True mask gives the unmasked result)."""
+        if not always and not bool(self.padding_mask.any()):
             return None
         return ~self.padding_mask[:, None, None, :]
 
@@ -226,6 +230,16 @@ class FeedForward(nn.Module):
         return self.fc2(self.activation_dropout(F.relu(self.fc1(x))))
 
 
+def _residual(
+    layer: nn.Module, x: Tensor, norm: nn.Module, sublayer: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """One residual block of ``layer``: ``x + dropout(sublayer(x))`` with ``norm`` before the
+    sublayer (pre-norm, ``normalize_before``) or after the sum (post-norm)."""
+    pre = layer.normalize_before
+    x = x + layer.dropout(sublayer(norm(x) if pre else x))
+    return x if pre else norm(x)
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -238,17 +252,10 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         """x (B, S, C), attn_mask (B, 1, 1, S) or None -> (B, S, C)."""
-        pre = self.normalize_before
-        h = self.self_attn_norm(x) if pre else x
-        h, _, _ = self.self_attn(h, attn_mask=attn_mask)
-        x = x + self.dropout(h)
-        if not pre:
-            x = self.self_attn_norm(x)
-        h = self.ffn_norm(x) if pre else x
-        x = x + self.dropout(self.ffn(h))
-        if not pre:
-            x = self.ffn_norm(x)
-        return x
+        x = _residual(
+            self, x, self.self_attn_norm, lambda h: self.self_attn(h, attn_mask=attn_mask)[0]
+        )
+        return _residual(self, x, self.ffn_norm, self.ffn)
 
 
 class DecoderLayer(nn.Module):
@@ -279,21 +286,22 @@ class DecoderLayer(nn.Module):
         ``causal=False`` with ``self_attn_mask`` (B, 1, 1, T) bool (True = attend) is the
         non-autoregressive decoder of :mod:`latalign.translate.nat`.
         """
-        pre = self.normalize_before
-        h = self.self_attn_norm(x) if pre else x
-        h, k, v = self.self_attn(h, attn_mask=self_attn_mask, causal=causal, past=past)
-        x = x + self.dropout(h)
-        if not pre:
-            x = self.self_attn_norm(x)
-        h = self.cross_attn_norm(x) if pre else x
-        x = x + self.dropout(self.cross_attn(h, cross_k, cross_v, cross_mask))
-        if not pre:
-            x = self.cross_attn_norm(x)
-        h = self.ffn_norm(x) if pre else x
-        x = x + self.dropout(self.ffn(h))
-        if not pre:
-            x = self.ffn_norm(x)
-        return x, k, v
+        kv: list[Tensor] = []
+
+        def attend(h: Tensor) -> Tensor:
+            y, k, v = self.self_attn(h, attn_mask=self_attn_mask, causal=causal, past=past)
+            kv.extend((k, v))
+            return y
+
+        x = _residual(self, x, self.self_attn_norm, attend)
+        x = _residual(
+            self,
+            x,
+            self.cross_attn_norm,
+            lambda h: self.cross_attn(h, cross_k, cross_v, cross_mask),
+        )
+        x = _residual(self, x, self.ffn_norm, self.ffn)
+        return x, kv[0], kv[1]
 
 
 class Transformer(nn.Module):
@@ -338,7 +346,11 @@ class Transformer(nn.Module):
 
     def _embed(self, embed: nn.Embedding, tokens: Tensor, positions: Tensor) -> Tensor:
         """tokens, positions (B, T) -> (B, T, C)."""
-        if tokens.numel() and int(positions.max()) > self.cfg.max_positions:
+        # positions <= T (a cumulative count): only a longer T needs a look at the values
+        if (
+            tokens.size(1) > self.cfg.max_positions
+            and int(positions.max()) > self.cfg.max_positions
+        ):
             raise ValueError(
                 f"expected sequences of at most max_positions={self.cfg.max_positions} tokens, "
                 f"found {int(positions.max())}"
@@ -357,11 +369,11 @@ class Transformer(nn.Module):
                 f"expected src_tokens of shape (B, S), found {tuple(src_tokens.shape)}"
             )
         padding_mask = src_tokens.eq(self.pad_id)  # (B, S)
-        if bool(padding_mask.all(dim=1).any()):
+        if validation_enabled() and bool(padding_mask.all(dim=1).any()):
             raise ValueError("expected every source sentence to have a non-pad token, found none")
         x = self._embed(self.encoder_embed, src_tokens, self._positions(src_tokens))  # (B, S, C)
         enc = EncoderOut(x, padding_mask)
-        attn_mask = enc.attn_mask()
+        attn_mask = enc.attn_mask(always=self.training)
         for layer in self.encoder_layers:
             x = layer(x, attn_mask)
         if self.encoder_norm is not None:
@@ -380,7 +392,7 @@ class Transformer(nn.Module):
         x = self._embed(
             self.decoder_embed, prev_output_tokens, self._positions(prev_output_tokens)
         )  # (B, T, C)
-        cross_mask = encoder_out.attn_mask()
+        cross_mask = encoder_out.attn_mask(always=self.training)
         for layer in self.decoder_layers:
             k, v = layer.cross_attn.project_kv(encoder_out.out)  # (B, H, S, D)
             x, _, _ = layer(x, k, v, cross_mask)

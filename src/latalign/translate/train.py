@@ -18,8 +18,16 @@ run's configuration is a :class:`~latalign.translate.config.TrainConfig`.
 
 Losses are normalised like fairseq: the loss is a sum over target tokens (nats), and the
 gradient is the sum over ranks divided by the total number of target tokens of the update
-(DistributedDataParallel under ``torchrun``; see distributed.py). Logged losses are nats per
-target token.
+(DistributedDataParallel under ``torchrun``, or with one rank under ``LATALIGN_FORCE_DDP=1``;
+see distributed.py). Logged losses are nats per target token.
+
+Host synchronisations (what a GPU waits for): an update makes none. Its stats stay device
+tensors that :class:`Meter` sums on the device; they are read once per log interval (one
+synchronisation) and at validation. The batch goes to the GPU from pinned memory; the loss
+library's value checks (and the criteria's and models' checks that follow its switch,
+:func:`latalign.align.set_validation`) are off inside :func:`train_step`, whose batches come
+from :func:`~latalign.translate.batching.collate`. Under DDP with ``max_minutes`` the ranks
+agree on the wall clock once per update (one read of an all-reduce).
 """
 
 from __future__ import annotations
@@ -32,14 +40,17 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
+from latalign.align import set_validation
 from latalign.io import atomic_write
 from latalign.translate.batching import TokenBatchSampler, collate
 from latalign.translate.checkpoint import (
@@ -59,11 +70,11 @@ from latalign.translate.data import prepare_data
 from latalign.translate.device import default_bf16
 from latalign.translate.distributed import (
     DistInfo,
-    all_reduce_sum,
     any_rank,
     barrier,
     init_distributed,
     loss_scale,
+    shutdown_distributed,
     wrap_ddp,
 )
 from latalign.translate.loss import LossFn
@@ -229,9 +240,24 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def _batches(sampler: Any, dataset: Any, device: torch.device) -> Iterator[Any]:
-    """Collated batches for the sampler's current epoch, from its current position."""
+    """Collated batches for the sampler's current epoch, from its current position; to a GPU
+    from pinned memory (an asynchronous copy: from pageable memory it would wait for the
+    device)."""
+    pin = device.type == "cuda"
     for indices in sampler:
-        yield collate([dataset[i] for i in indices]).to(device, non_blocking=True)
+        batch = collate([dataset[i] for i in indices])
+        yield (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+
+
+@contextmanager
+def _value_checks(enabled: bool) -> Iterator[None]:
+    """The loss library's value checks (:func:`latalign.align.set_validation`) on or off
+    inside the block, restored after."""
+    before = set_validation(enabled)
+    try:
+        yield
+    finally:
+        set_validation(before)
 
 
 def _autocast(enabled: bool, device: torch.device):
@@ -239,22 +265,45 @@ def _autocast(enabled: bool, device: torch.device):
 
 
 class Meter:
-    """Sums of loss stats over an interval (log records) or a validation pass."""
+    """Sums of loss stats over an interval (log records) or a validation pass.
+
+    Numbers are summed on the host, tensors (0-dim) on their device in float64 (the same
+    float64 sums as ``float(v)`` on the host, without reading them back);
+    :meth:`reduced` reads everything with one synchronisation."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
+        self.device_sums: dict[str, Tensor] = {}
         self.t0 = time.monotonic()
 
-    def add(self, stats: dict[str, float]) -> None:
+    def add(self, stats: dict[str, Any]) -> None:
         for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            if isinstance(v, Tensor):
+                v = v.detach().to(torch.float64)
+                prev = self.device_sums.get(k)
+                self.device_sums[k] = v if prev is None else prev + v
+            else:
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
 
     def reduced(self, dist: DistInfo | None) -> dict[str, float]:
-        """The sums over ranks (every rank must have the same keys)."""
-        keys = sorted(self.sums)
-        if dist is None:
+        """The sums over ranks (every rank must have the same keys), read with one host
+        synchronisation (none when every stat was a number and nothing is distributed)."""
+        keys = sorted(set(self.sums) | set(self.device_sums))
+        distributed = dist is not None and dist.distributed
+        if not self.device_sums and not distributed:
             return dict(self.sums)
-        return dict(zip(keys, all_reduce_sum([self.sums[k] for k in keys], dist)))
+        device = next(iter(self.device_sums.values())).device if self.device_sums else dist.device
+        parts = []
+        for k in keys:
+            if k in self.device_sums:
+                v = self.device_sums[k]
+                parts.append(v + self.sums[k] if k in self.sums else v)
+            else:  # a host number: one small copy per interval
+                parts.append(torch.tensor(self.sums[k], dtype=torch.float64, device=device))
+        values = torch.stack(parts)
+        if distributed:
+            torch.distributed.all_reduce(values)
+        return dict(zip(keys, values.tolist()))  # the one synchronisation
 
 
 def per_token(sums: dict[str, float], prefix: str) -> dict[str, float]:
@@ -310,22 +359,32 @@ def train_step(
     bf16: bool = False,
     clip_norm: float = 0.0,
     dist: DistInfo | None = None,
-) -> dict[str, float]:
+    check_values: bool = False,
+) -> dict[str, Any]:
     """One update: ``loss_fn(model, batch, update=update)`` under autocast (bf16 if asked),
     backward of the loss scaled so that the gradient is the sum over ranks divided by the
     update's target tokens over ranks (fairseq; ``model`` is the DDP wrapper when distributed,
     which averages over ranks), optional clipping, optimizer step. The caller sets the lr.
-    Returns the loss's stats."""
+
+    ``check_values``: the loss library's value checks (ids, lengths, NaN; one host
+    synchronisation per loss call) inside the step; off by default, so that the step makes
+    no host synchronisation (the batches are :func:`collate`'s: valid by construction; a
+    diverging run shows a non-finite loss in the next log record).
+    Returns the loss's stats (device tensors and numbers, not read back: sum them with a
+    :class:`Meter`)."""
     dist = dist or DistInfo(0, 1, 0, batch.target.device)
     model.train()
-    with _autocast(bf16, batch.target.device):
-        loss_sum, stats = loss_fn(model, batch, update=update)
-    scale, _ = loss_scale(stats["ntokens"], dist)
-    optimizer.zero_grad(set_to_none=True)
-    (loss_sum * scale).backward()
-    if clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-    optimizer.step()
+    with _value_checks(check_values):
+        with _autocast(bf16, batch.target.device):
+            loss_sum, stats = loss_fn(model, batch, update=update)
+        scale, _ = loss_scale(stats["ntokens"], dist)
+        if isinstance(scale, Tensor):
+            scale = scale.to(loss_sum.dtype)
+        optimizer.zero_grad(set_to_none=True)
+        (loss_sum * scale).backward()
+        if clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
     return stats
 
 
@@ -471,6 +530,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool | None = None) -
         bar.close()
     runlog.close()
     barrier(dist)
+    shutdown_distributed(dist)
     last_path, best_path = checkpoint_paths(run_dir)
     return TrainResult(
         run_dir=run_dir,
@@ -499,8 +559,9 @@ def _prepare_data(cfg: TrainConfig, dist: DistInfo) -> Any:
 
 
 def _stop_reason(cfg: TrainConfig, run: RunState, clock: float, dist: DistInfo) -> str:
-    """Why training stops now ("" = it goes on); every rank gets the same answer (the wall
-    clock differs between processes)."""
+    """Why training stops now ("" = it goes on); every rank gets the same answer. Updates and
+    validations are the same on every rank; only the wall clock differs between processes,
+    so the ranks agree (one all-reduce, read back) only when ``max_minutes`` is set."""
     reason = ""
     if cfg.max_updates and run.step >= cfg.max_updates:
         reason = "max_updates"
@@ -508,6 +569,8 @@ def _stop_reason(cfg: TrainConfig, run: RunState, clock: float, dist: DistInfo) 
         reason = "max_minutes"
     elif cfg.patience and run.bad_validations >= cfg.patience:
         reason = "patience"
+    if not cfg.max_minutes:
+        return reason
     if any_rank(bool(reason), dist):
         return reason or "max_minutes"
     return ""

@@ -67,20 +67,22 @@ def criterion_loss(
     *,
     blank: int,
     **options: Any,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor | int]]:
     """The one call of a criterion: logits upcast to at least float32 (sums over thousands of
     tokens), the function, and the stats a training step logs: ``loss`` (nats), ``ntokens``
     (the sum of ``target_lengths``), ``nsentences`` and ``nll_loss`` when the criterion has
-    one. Returns ``(loss_sum (0-dim), stats)``."""
+    one. Returns ``(loss_sum (0-dim), stats)``; the stats are 0-dim tensors on the logits'
+    device (``nsentences`` an int), not read back, so that a training step makes no host
+    synchronisation (the loop reads its sums once per log interval)."""
     entry = get_criterion(criterion) if isinstance(criterion, str) else criterion
     loss, nll = entry.fn(
         at_least_float32(logits), targets, input_lengths, target_lengths, blank=blank, **options
     )
-    stats = {
-        "loss": float(loss.detach()),
-        "ntokens": int(target_lengths.sum()),
+    stats: dict[str, Tensor | int] = {
+        "loss": loss.detach(),
+        "ntokens": target_lengths.sum(),
         "nsentences": int(targets.size(0)),
     }
     if nll is not None:
-        stats["nll_loss"] = float(nll.detach())
+        stats["nll_loss"] = nll.detach()
     return loss, stats

@@ -1,9 +1,16 @@
-"""What the criteria share: the float32 upcast, input checks, per-position targets."""
+"""What the criteria share: the float32 upcast, input checks, per-position targets.
+
+The value checks (lengths against the logits, one prediction per target) follow the loss
+library's validation switch (:func:`latalign.align.set_validation`): on, they cost one host
+synchronisation per call (read together); off (the training step turns it off), none.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from latalign.align import validation_enabled
 
 #: target id of positions that score nothing (past a sentence's length)
 IGNORE = -100
@@ -20,10 +27,17 @@ def at_least_float32(logits: Tensor) -> Tensor:
 
 
 def check_lengths(
-    logits: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor
+    logits: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    *,
+    one_per_target: bool = False,
 ) -> None:
     """``ValueError`` unless logits (B, T, V), targets (B, N) and lengths (B,) fit together
-    and no sentence has more predictions than ``T``."""
+    and no sentence has more predictions than ``T`` (and, with ``one_per_target``, none has
+    fewer predictions than targets). The shapes are always checked; the values only while
+    validation is on (one host synchronisation for both)."""
     if logits.dim() != 3 or targets.dim() != 2 or logits.size(0) != targets.size(0):
         raise ValueError(
             f"expected logits (B, T, V) and targets (B, N); found {tuple(logits.shape)} and "
@@ -35,11 +49,19 @@ def check_lengths(
             f"expected input and target lengths of shape ({b},); found "
             f"{tuple(input_lengths.shape)} and {tuple(target_lengths.shape)}"
         )
-    if b and int(input_lengths.max()) > logits.size(1):
+    if not b or not validation_enabled():
+        return
+    flags = [input_lengths.max() > logits.size(1)]
+    if one_per_target:
+        flags.append((input_lengths < target_lengths).any())
+    too_long, *too_few = torch.stack(flags).tolist()  # the one synchronisation
+    if too_long:
         raise ValueError(
             f"expected at most T = {logits.size(1)} predictions per sentence; found "
             f"{int(input_lengths.max())}"
         )
+    if any(too_few):
+        raise ValueError("expected one prediction per target (input_lengths >= target_lengths)")
 
 
 def position_targets(logits: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:

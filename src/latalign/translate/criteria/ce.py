@@ -30,9 +30,7 @@ def label_smoothed_sums(
 ) -> tuple[Tensor, Tensor]:
     """``(label-smoothed loss, NLL)`` summed over target positions (nats); ``epsilon = 0`` is
     cross entropy."""
-    check_lengths(logits, targets, input_lengths, target_lengths)
-    if bool((input_lengths < target_lengths).any()):
-        raise ValueError("expected one prediction per target (input_lengths >= target_lengths)")
+    check_lengths(logits, targets, input_lengths, target_lengths, one_per_target=True)
     rows = position_targets(logits, targets, target_lengths).reshape(-1)
     return smoothed_cross_entropy(logits.reshape(-1, logits.size(-1)), rows, epsilon, IGNORE)
 

@@ -101,7 +101,7 @@ def nat_loss(
     pad_id: int | None = None,
     length_loss_weight: float = 0.1,
     **options: Any,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Any]]:
     """Summed NAT loss (nats, 0-dim) and stats for one batch.
 
     ``target`` (B, N) ``y_1 .. y_n`` without eos, ``target_lengths`` (B,) n (see
@@ -122,15 +122,15 @@ def nat_loss(
         blank=blank_id, **options,
     )  # fmt: skip
     if left_out:
-        stats["ntokens"] = int(
-            position_targets(output.logits, target, target_lengths).ne(IGNORE).sum()
-        )
-    ntokens, nsent = stats["ntokens"], stats["nsentences"]
+        stats["ntokens"] = position_targets(output.logits, target, target_lengths).ne(IGNORE).sum()
+    nsent = max(stats["nsentences"], 1)
     if output.length_logits is not None:
         classes = model.length_classes(target_lengths, src_tokens)
         length_nll = F.cross_entropy(output.length_logits, classes, reduction="sum")
-        # a sum whose ratio to ntokens (how the loop logs it) is the mean length NLL
-        stats["length_loss"] = float(length_nll.detach()) * ntokens / max(nsent, 1)
-        loss = loss + length_loss_weight * length_nll * (ntokens / max(nsent, 1))
-    stats["loss"] = float(loss.detach())
+        # float64 on the device, not read back: a sum whose ratio to ntokens (how the loop
+        # logs it) is the mean length NLL
+        ntokens = torch.as_tensor(stats["ntokens"], dtype=torch.float64, device=loss.device)
+        stats["length_loss"] = length_nll.detach().double() * ntokens / nsent
+        loss = loss + length_loss_weight * length_nll * (ntokens / nsent).to(length_nll.dtype)
+    stats["loss"] = loss.detach()
     return loss, stats

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from latalign.align import validation_enabled
 from latalign.translate.config import ModelConfig
 from latalign.translate.model import EncoderOut, Transformer
 
@@ -145,15 +146,33 @@ class NATransformer(Transformer):
         return lengths.clamp(1, self.cfg.max_positions)
 
     # ------------------------------------------------------------------ decoder
+    def batch_width(self, src_tokens: Tensor, target: Tensor) -> int:
+        """The output width T (= the longest output length) of a training batch padded to its
+        longest sentence (as :func:`~latalign.translate.batching.collate` pads), read off the
+        shapes: the gold width of ``target`` (B, N) (``y_1 .. y_n``, at least 1) in predict
+        mode, ``upsample`` x the source width in upsample mode (capped at max_positions). Pass
+        it as ``output_width`` so that the forward pass needs no host synchronisation."""
+        if self.cfg.length == "upsample":
+            return min(self.cfg.upsample * src_tokens.size(1), self.cfg.max_positions)
+        return max(target.size(1), 1)
+
     def decoder_input(
-        self, src_tokens: Tensor, output_lengths: Tensor, glanced: Tensor | None = None
+        self,
+        src_tokens: Tensor,
+        output_lengths: Tensor,
+        glanced: Tensor | None = None,
+        *,
+        output_width: int | None = None,
     ) -> Tensor:
         """(B, T, C) decoder input for ``output_lengths`` (B,), before the decoder layers.
 
         ``glanced`` (B, T) int64 (glancing training, :mod:`.glancing`): a token id at the
         positions that are fed the reference token's embedding instead of the normal input,
-        -1 elsewhere; None = no glancing."""
-        b, t_max = src_tokens.size(0), int(output_lengths.max())
+        -1 elsewhere; None = no glancing. ``output_width``: T when the caller knows it (it
+        must be ``max(output_lengths)``, e.g. :meth:`batch_width`); None reads it (one host
+        synchronisation)."""
+        b = src_tokens.size(0)
+        t_max = int(output_lengths.max()) if output_width is None else int(output_width)
         if t_max > self.cfg.max_positions:
             raise ValueError(
                 f"expected at most max_positions={self.cfg.max_positions} output positions, "
@@ -165,7 +184,7 @@ class NATransformer(Transformer):
             x = self.mask_embed.expand(b, t_max, -1)  # (B, T, C)
         else:
             src_pad = src_tokens.eq(self.pad_id)
-            if bool((src_pad[:, :-1] & ~src_pad[:, 1:]).any()):
+            if validation_enabled() and bool((src_pad[:, :-1] & ~src_pad[:, 1:]).any()):
                 raise ValueError("expected right-padded source tokens, found a pad before a token")
             src_len = src_tokens.size(1) - src_pad.sum(dim=1)  # (B,)
             steps = (src_len - 1).float() / (output_lengths - 1).clamp(min=1).float()  # (B,)
@@ -186,20 +205,25 @@ class NATransformer(Transformer):
         output_lengths: Tensor,
         glanced: Tensor | None = None,
         rows: Tensor | None = None,
+        *,
+        output_width: int | None = None,
     ) -> Tensor:
         """Every position in one pass: ``output_lengths`` (N,) -> logits (N, T, V) float,
         T = max length; positions past a row's length are padding (attended by nobody).
         ``glanced``: see :meth:`decoder_input`. ``rows`` (N,): decoder row i reads source row
         ``rows[i]`` of ``encoder_out`` and ``src_tokens`` (B rows; the length beam's k
         candidates per sentence), so the encoder keys/values are projected once per source
-        (None: N = B, row i reads source i)."""
+        (None: N = B, row i reads source i). ``output_width``: see :meth:`decoder_input`.
+        In training mode the self- and cross-attention masks are built without looking
+        whether anything is padded (no host synchronisation; SDPA with an all-True mask
+        gives the unmasked result); in eval mode a batch without padding skips them."""
         src = src_tokens if rows is None else src_tokens.index_select(0, rows)
-        x = self.decoder_input(src, output_lengths, glanced)  # (N, T, C)
+        x = self.decoder_input(src, output_lengths, glanced, output_width=output_width)
         self_mask = None  # no padding among the outputs (every row as long): SDPA's fast path
-        if x.size(0) > 1 and bool(output_lengths.ne(x.size(1)).any()):
+        if x.size(0) > 1 and (self.training or bool(output_lengths.ne(x.size(1)).any())):
             t = torch.arange(x.size(1), device=x.device)
             self_mask = (t[None, :] < output_lengths[:, None])[:, None, None, :]  # (N, 1, 1, T)
-        cross_mask = encoder_out.attn_mask()
+        cross_mask = encoder_out.attn_mask(always=self.training)
         if cross_mask is not None and rows is not None:
             cross_mask = cross_mask.index_select(0, rows)
         for layer in self.decoder_layers:
@@ -215,22 +239,27 @@ class NATransformer(Transformer):
         src_lengths: Tensor | None = None,
         target_lengths: Tensor | None = None,
         glanced: Tensor | None = None,
+        *,
+        output_width: int | None = None,
     ) -> NATOutput:
         """src_tokens (B, S) -> :class:`NATOutput`.
 
         ``target_lengths`` (B,): gold output lengths (tokens without eos), required in predict
         mode (training decodes at the gold length); ignored in upsample mode. ``glanced``
         (B, T): reference tokens fed at some positions (glancing training; see
-        :meth:`decoder_input`).
+        :meth:`decoder_input`). ``output_width``: the longest output length when the caller
+        knows it (:meth:`batch_width`), else it is read (one host synchronisation).
         """
         enc = self.encode(src_tokens, src_lengths)
+        width = {"output_width": output_width}
         if self.cfg.length == "upsample":
             lengths = self.upsampled_lengths(src_tokens)
-            return NATOutput(self.decode_all(enc, src_tokens, lengths, glanced), lengths, None)
+            logits = self.decode_all(enc, src_tokens, lengths, glanced, **width)
+            return NATOutput(logits, lengths, None)
         if target_lengths is None:
             raise ValueError("expected target_lengths for a length-predicting NAT, found None")
         lengths = target_lengths.clamp(min=1)
-        logits = self.decode_all(enc, src_tokens, lengths, glanced)
+        logits = self.decode_all(enc, src_tokens, lengths, glanced, **width)
         return NATOutput(logits, lengths, self.length_logits(enc))
 
     # ------------------------------------------------------------------ not autoregressive
