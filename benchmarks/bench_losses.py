@@ -5,6 +5,7 @@
     python benchmarks/bench_losses.py --quick --sizes 30x30,100x100 --skip-memory   # shorter
     python benchmarks/bench_losses.py --baseline ../main/src   # + another checkout's losses,
                                                                #   interleaved in the same run
+    python benchmarks/bench_losses.py --quick --sizes 8x8 --table-only   # the dry-run check
     python benchmarks/bench_losses.py --device cuda    # Triton kernels vs torch on one GPU
     python benchmarks/bench_losses.py --device cuda --quick   # for a GPU check script (~1 min)
 
@@ -414,6 +415,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--skip-memory", action="store_true", help="skip the memory search")
     ap.add_argument(
+        "--table-only",
+        action="store_true",
+        help="only the from-logits table (no DP-alone table, no memory search)",
+    )
+    ap.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="cpu (numba) or cuda (Triton)"
     )
     ap.add_argument(
@@ -446,6 +452,8 @@ def main() -> None:
         f"cpus {os.cpu_count()}"
     )
     bench_table(sizes, repeats, load_baseline(args.baseline) if args.baseline else None)
+    if args.table_only:
+        return
     bench_dp(repeats)
     print(f"numba threading layer: {numba.threading_layer()}")
     if not args.skip_memory:

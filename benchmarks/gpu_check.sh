@@ -22,9 +22,9 @@
 #   3. device tool: run(command="bash benchmarks/gpu_check.sh --part 1", carry=[".gpu_data"]
 #      (+ ".whl"), timeout_s=280), then the same with --part 2. Logs come back from $OUT.
 #
-# The DDP step needs the trainer to honour LATALIGN_FORCE_DDP=1 (see docs/gpu.md): under torchrun,
-# make the process group (NCCL on CUDA, gloo on the CPU) and wrap the model in DDP even when
-# WORLD_SIZE is 1, and print "distributed: backend=<nccl|gloo> world_size=<W>" once (rank 0).
+# The DDP step sets LATALIGN_FORCE_DDP=1 (docs/gpu.md): under torchrun with one rank the trainer
+# makes the process group (NCCL on CUDA, gloo on the CPU), wraps the model in DDP and prints
+# "distributed: backend=<nccl|gloo> world_size=1" (rank 0), which the step looks for.
 #
 # Environment: OUT (logs; default /tmp/gpu_check.out), GPU_CHECK_DATA [.gpu_data/multi30k],
 # GPU_CHECK_BUDGET (seconds per part) [240; dry run 960, every step cap x4], PYTHON [python3].
@@ -217,9 +217,9 @@ EOF
       "AXE/CE <= 1.1, CTC/torch <= 0.5 (n=m 30, 100); 1000x64 in 2 GiB; 4000x8 runs"
   else
     run_step "bench_losses (dry run)" 100 "$log" "$PY" benchmarks/bench_losses.py --quick \
-      --sizes 8x8 --skip-memory
+      --sizes 8x8 --table-only
     fig=$(grep -E '^\(8, 8\)' "$log" | head -1 | awk -F' [|] ' '{print "AXE/CE " $5 ", CTC/torch " $8}')
-    row "bench_losses --quick --sizes 8x8 (dry run, CPU)" "$(status_of $RC)" \
+    row "bench_losses --quick --sizes 8x8 --table-only (dry run, CPU)" "$(status_of $RC)" \
       "${fig:-see bench_losses.log} (${SECS}s)" "(the goals are for CUDA)"
   fi
   print_table

@@ -284,24 +284,59 @@ def _check_inputs(
 def _mask_special(
     lprobs: Tensor, step: int, min_len: int, pad_id: int, bos_id: int, eos_id: int
 ) -> None:
-    """In place: never pad/bos; no eos before ``min_len`` tokens."""
-    lprobs[:, pad_id] = -math.inf
-    lprobs[:, bos_id] = -math.inf
+    """In place: never pad/bos; no eos before ``min_len`` tokens (``fill_`` of the columns:
+    no scalar tensor is made and copied)."""
+    lprobs[:, pad_id].fill_(-math.inf)
+    lprobs[:, bos_id].fill_(-math.inf)
     if step < min_len:
-        lprobs[:, eos_id] = -math.inf
+        lprobs[:, eos_id].fill_(-math.inf)
 
 
-def _encode(
-    model: Any, src_tokens: Tensor, src_lengths: Tensor, pad_id: int, max_len_a: float,
-    max_len_b: int, use_cache: bool,
-) -> tuple[Tensor, Any, Any]:  # fmt: skip
-    """``(limits (B,), encoder output, cache or None)``: the start of every search."""
-    limits = max_lengths(
-        src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b,
-        max_positions=_model_max_positions(model),
-    )  # fmt: skip
-    enc = model.encode(src_tokens, src_lengths)
-    return limits, enc, model.init_cache(enc) if use_cache else None
+@contextlib.contextmanager
+def _search(
+    model: Any, src_tokens: Tensor, src_lengths: Tensor | None, *, min_len: int, pad_id: int,
+    max_len_a: float, max_len_b: int, use_cache: bool, autocast_bf16: bool,
+) -> Iterator[tuple[torch.device, Tensor, Any, Any] | None]:  # fmt: skip
+    """The start of every search: the inputs checked and moved to the model's device, then,
+    in the decoding context (:func:`_decoding_context`), ``(device, limits (B,), encoder
+    output, cache or None)``; None for an empty batch."""
+    src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
+    if src_tokens.size(0) == 0:
+        yield None
+        return
+    with _decoding_context(model, autocast_bf16, device):
+        limits = max_lengths(
+            src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b,
+            max_positions=_model_max_positions(model),
+        )  # fmt: skip
+        enc = model.encode(src_tokens, src_lengths)
+        yield device, limits, enc, model.init_cache(enc) if use_cache else None
+
+
+def _compact(done: Tensor, n_keep: int) -> tuple[Tensor, Tensor]:
+    """``(rows done, rows kept)`` of a (N,) bool mask, each in order, as index tensors on its
+    device, given ``n_keep`` (the host's count of False): a stable sort, no host
+    synchronisation (``nonzero`` would make one)."""
+    order = torch.argsort(done.to(torch.int8), stable=True)
+    return order[n_keep:], order[:n_keep]
+
+
+def _read_rows(
+    records: list[tuple[Tensor, Tensor]], pad_id: int
+) -> list[tuple[list[int], list[int]]]:
+    """``(head, token ids)`` of every row of ``records`` (pairs ``head (k, h) int64, tokens
+    (k, w)``, each of one width ``w``), in order, read with one host synchronisation for all
+    of them."""
+    if not records:
+        return []
+    width = max(t.size(1) for _, t in records)
+    packed = torch.cat(
+        [torch.cat([h, t, t.new_full((t.size(0), width - t.size(1)), pad_id)], 1)
+         for h, t in records]
+    ).tolist()  # fmt: skip
+    h = records[0][0].size(1)
+    widths = [t.size(1) for _, t in records for _ in range(t.size(0))]
+    return [(row[:h], row[h : h + w]) for row, w in zip(packed, widths)]
 
 
 def greedy_decode(
@@ -313,20 +348,22 @@ def greedy_decode(
     """Greedy decoding of a batch: src_tokens (B, S) -> B token-id lists (no bos/eos).
 
     Runs in eval mode under ``torch.inference_mode()`` (and bf16 autocast if asked). Finished
-    sentences are dropped from the batch, so the cost follows the remaining sentences.
+    sentences are dropped from the batch, so the cost follows the remaining sentences. One
+    host synchronisation per step (which rows ended), and one for all the outputs at the end.
     """
-    src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
-    bsz = src_tokens.size(0)
-    results: list[list[int]] = [[] for _ in range(bsz)]
-    if bsz == 0:
-        return results
-    with _decoding_context(model, autocast_bf16, device):
-        limits, enc, cache = _encode(
-            model, src_tokens, src_lengths, pad_id, max_len_a, max_len_b, use_cache
-        )
+    search = _search(
+        model, src_tokens, src_lengths, min_len=min_len, pad_id=pad_id, max_len_a=max_len_a,
+        max_len_b=max_len_b, use_cache=use_cache, autocast_bf16=autocast_bf16,
+    )  # fmt: skip
+    with search as start:
+        if start is None:
+            return []
+        device, limits, enc, cache = start
+        bsz = limits.size(0)
         active = torch.arange(bsz, device=device)  # sentence id of each row
         limits_active = limits.clone()
         tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=device)
+        ended: list[tuple[Tensor, Tensor]] = []  # (sentence ids, tokens) of finished rows
         step = 0
         while active.numel() > 0:
             logits, cache = model.decode_step(tokens, enc, cache)  # (N, V)
@@ -337,18 +374,20 @@ def greedy_decode(
             next_tok = torch.where(at_limit, torch.full_like(next_tok, eos_id), next_tok)
             done = next_tok.eq(eos_id)
             tokens = torch.cat([tokens, next_tok[:, None]], dim=1)  # (N, t+1)
-            if bool(done.any()):
-                rows = done.nonzero().flatten()
-                for sent, ids in zip(active[rows].tolist(), tokens[rows, 1:-1].tolist()):
-                    results[sent] = ids
-                keep = (~done).nonzero().flatten()
-                if keep.numel() == 0:
+            n_keep = done.tolist().count(False)  # the step's one synchronisation
+            if n_keep < active.numel():
+                rows, keep = _compact(done, n_keep)
+                ended.append((active[rows, None], tokens[rows, 1:-1]))
+                if n_keep == 0:
                     break
                 active, limits_active, tokens = active[keep], limits_active[keep], tokens[keep]
                 enc = model.reorder_encoder_out(enc, keep)
                 if cache is not None:
                     cache = model.reorder_cache(cache, keep)
             step += 1
+    results: list[list[int]] = [[] for _ in range(bsz)]
+    for (sent,), ids in _read_rows(ended, pad_id):
+        results[sent] = ids
     return results
 
 
@@ -360,19 +399,21 @@ def beam_search_hypotheses(
 ) -> list[list[Hypothesis]]:  # fmt: skip
     """Batched beam search: src_tokens (B, S) -> per sentence its finished hypotheses, best first.
 
-    See the module docstring for the length limits, length penalty and stopping rule.
+    See the module docstring for the length limits, length penalty and stopping rule. One
+    host synchronisation per step (the stopping test: which sentences are done); the
+    finished hypotheses stay on the device until the end (two more for all of them).
     """
     if beam < 1:
         raise ValueError(f"expected beam >= 1, found {beam}")
-    src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
-    bsz = src_tokens.size(0)
-    finished: list[list[Hypothesis]] = [[] for _ in range(bsz)]
-    if bsz == 0:
-        return finished
-    with _decoding_context(model, autocast_bf16, device):
-        limits, enc, cache = _encode(
-            model, src_tokens, src_lengths, pad_id, max_len_a, max_len_b, use_cache
-        )
+    search = _search(
+        model, src_tokens, src_lengths, min_len=min_len, pad_id=pad_id, max_len_a=max_len_a,
+        max_len_b=max_len_b, use_cache=use_cache, autocast_bf16=autocast_bf16,
+    )  # fmt: skip
+    with search as start:
+        if start is None:
+            return []
+        device, limits, enc, cache = start
+        bsz = limits.size(0)
         # with a cache, a model that supports it keeps one encoder row per sentence (the
         # beams of a sentence share the cross-attention keys/values)
         grouped = cache is not None and getattr(model, "grouped_cross_attention", False)
@@ -383,6 +424,8 @@ def beam_search_hypotheses(
         limits_active = limits.clone()  # (Ba,)
         tokens = torch.full((bsz, 1), bos_id, dtype=torch.long, device=device)  # (N, t)
         scores = torch.zeros(bsz, 1, device=device)  # (Ba, width) sums of log-probs
+        n_ended = torch.zeros(bsz, dtype=torch.long, device=device)  # hypotheses per sentence
+        ended: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []  # per step, on the device
         step = 0
         while True:
             n_active = active.numel()
@@ -390,11 +433,11 @@ def beam_search_hypotheses(
             lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
             vocab = lprobs.size(1)
             _mask_special(lprobs, step, min_len, pad_id, bos_id, eos_id)
-            at_limit = limits_active.le(step).repeat_interleave(width)  # (N,)
-            if bool(at_limit.any()):  # force eos
-                eos_col = lprobs[:, eos_id].clone()
-                lprobs[at_limit] = -math.inf
-                lprobs[:, eos_id] = eos_col
+            # force eos at the length limit (masks, not a branch on their values)
+            at_limit = limits_active.le(step)[:, None].expand(n_active, width).reshape(-1, 1)
+            eos_col = lprobs[:, eos_id].clone()
+            lprobs.masked_fill_(at_limit, -math.inf)
+            lprobs[:, eos_id] = eos_col
             cand = lprobs.add_(scores.view(-1, 1)).view(n_active, width * vocab)  # (Ba, width*V)
             k = min(2 * beam, width * vocab)
             cand_scores, cand_idx = cand.topk(k, dim=1)  # (Ba, k)
@@ -402,19 +445,17 @@ def beam_search_hypotheses(
             cand_tok = cand_idx % vocab  # (Ba, k)
             is_eos = cand_tok.eq(eos_id)  # (Ba, k)
 
-            # finalise eos candidates among the top `beam` (fairseq's rule)
+            # finalise eos candidates among the top `beam` (fairseq's rule), in row-major
+            # order, while their sentence has fewer than `beam` hypotheses
             fin = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])  # (Ba, <=beam)
-            if bool(fin.any()):
-                fin_rows, fin_cols = fin.nonzero(as_tuple=True)
-                fin_src = fin_rows * width + cand_beam[fin_rows, fin_cols]
-                fin_sents = active[fin_rows].tolist()
-                fin_scores = cand_scores[fin_rows, fin_cols].tolist()
-                fin_tokens = tokens[fin_src, 1:].tolist()
-                denom = float(step + 1) ** lenpen
-                for sent, ids, score in zip(fin_sents, fin_tokens, fin_scores):
-                    if len(finished[sent]) >= beam:
-                        continue
-                    finished[sent].append(Hypothesis(ids, score, score / denom))
+            before = n_ended[active]  # (Ba,)
+            taken = fin & (before[:, None] + fin.cumsum(dim=1)).le(beam)
+            n_done = before + taken.sum(dim=1)  # (Ba,) hypotheses ended per sentence
+            n_ended[active] = n_done
+            fin_src = torch.arange(n_active, device=device)[:, None] * width + cand_beam[:, :beam]
+            ended.append(
+                (step, active, taken, cand_scores[:, : taken.size(1)], tokens[fin_src.view(-1), 1:])
+            )
 
             # continue with the best `beam` non-eos candidates
             cont = cand_scores.masked_fill(is_eos, -math.inf)  # (Ba, k)
@@ -427,20 +468,19 @@ def beam_search_hypotheses(
             sel_beam = cand_beam.gather(1, sel_pos)  # (Ba, beam)
             sel_tok = cand_tok.gather(1, sel_pos)  # (Ba, beam)
 
-            counts = [len(finished[s]) for s in active.tolist()]
-            n_done = torch.tensor(counts).to(device)  # (Ba,) hypotheses ended per sentence
             sent_done = (
                 n_done.ge(beam) | limits_active.le(step) | ~torch.isfinite(sel_scores).any(dim=1)
             )  # (Ba,)
+            n_keep = sent_done.tolist().count(False)  # the stopping test: the one sync
             step += 1
-            if bool(sent_done.all()):
+            if n_keep == 0:
                 break
             base = torch.arange(n_active, device=device)[:, None] * width  # (Ba, 1)
             src_rows = (base + sel_beam).view(-1)  # (Ba*beam,) rows of the same sentence
             regroup = width != beam
             keep = None
-            if bool(sent_done.any()):
-                keep = (~sent_done).nonzero().flatten()  # (Ba',)
+            if n_keep < n_active:
+                _, keep = _compact(sent_done, n_keep)  # (Ba',)
                 src_rows = src_rows.view(n_active, beam)[keep].view(-1)
                 active, limits_active = active[keep], limits_active[keep]
                 sel_scores, sel_tok = sel_scores[keep], sel_tok[keep]
@@ -462,6 +502,27 @@ def beam_search_hypotheses(
             tokens = torch.cat([tokens[src_rows], sel_tok.reshape(-1, 1)], dim=1)  # (N, t+1)
             scores = sel_scores
             width = beam
+    return _hypotheses(ended, bsz, lenpen, pad_id)
+
+
+def _hypotheses(
+    ended: list[tuple[int, Tensor, Tensor, Tensor, Tensor]], bsz: int, lenpen: float,
+    pad_id: int,
+) -> list[list[Hypothesis]]:  # fmt: skip
+    """The finished hypotheses of every sentence, best first, from the per-step records of
+    :func:`beam_search_hypotheses` ``(step, sentence ids (Ba,), taken (Ba, c) bool, scores
+    (Ba, c), tokens (Ba*c, step))``, read with two host synchronisations for all of them."""
+    heads = [
+        (torch.stack([sent[:, None].expand(taken.shape), taken.long()], dim=2).view(-1, 2), toks)
+        for _, sent, taken, _, toks in ended
+    ]  # fmt: skip
+    rows = _read_rows(heads, pad_id)
+    score_list = torch.cat([sc.reshape(-1) for _, _, _, sc, _ in ended]).tolist()
+    steps = [step for step, _, taken, _, _ in ended for _ in range(taken.numel())]
+    finished: list[list[Hypothesis]] = [[] for _ in range(bsz)]
+    for ((sent, taken), ids), score, step in zip(rows, score_list, steps):
+        if taken:
+            finished[sent].append(Hypothesis(ids, score, score / float(step + 1) ** lenpen))
     for hyps in finished:
         hyps.sort(key=lambda h: h.normalized, reverse=True)
     return finished

@@ -40,20 +40,17 @@ def _best_tokens(logits: Tensor, banned: Sequence[int], scores: bool) -> tuple[T
     log-softmax is never written: one logsumexp per position gives the chosen log-probs."""
     logits = logits.float()
     lse = torch.logsumexp(logits, dim=-1) if scores else logits.new_empty(0)
-    logits.index_fill_(-1, torch.tensor(banned, device=logits.device), -math.inf)  # in place
+    for i in banned:  # in place; no index tensor to copy to the device
+        logits[..., i].fill_(-math.inf)
     best, tokens = logits.max(dim=-1)
     return tokens, (best - lse) if scores else lse
 
 
 def _ragged(tokens: Tensor, keep: Tensor) -> list[list[int]]:
-    """(B, T) tokens and a (B, T) bool mask -> B lists of the kept tokens, in order; two host
-    copies for the whole batch (no per-row indexing)."""
-    flat = tokens[keep].tolist()
-    out, start = [], 0
-    for count in keep.sum(dim=1).tolist():
-        out.append(flat[start : start + count])
-        start += count
-    return out
+    """(B, T) tokens and a (B, T) bool mask -> B lists of the kept tokens, in order; one host
+    copy for the whole batch (no per-row indexing, no boolean-mask indexing)."""
+    rows = torch.where(keep, tokens, -1).tolist()  # token ids are >= 0: -1 marks a dropped one
+    return [[t for t in row if t >= 0] for row in rows]
 
 
 def length_beam_decode(
@@ -86,7 +83,7 @@ def length_beam_decode(
     else:
         classes = length_logits.topk(k, dim=1).indices  # (B, k)
         cand = model.lengths_of_classes(classes, src_tokens).reshape(-1)  # (B*k,)
-        rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k)  # (B*k,)
+        rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k, output_size=b * k)
         logits = model.decode_all(enc, src_tokens, cand, rows=rows)  # (B*k, T, V)
         tokens, best = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=True)  # (B*k, T)
         valid = torch.arange(tokens.size(1), device=tokens.device)[None, :] < cand[:, None]
