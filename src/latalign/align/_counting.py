@@ -12,8 +12,9 @@
     counts.sync_ops         # the op behind each sync, in order (for messages)
 
 A :class:`~torch.utils._python_dispatch.TorchDispatchMode` sees every ATen op below autograd
-(backward included). An op **synchronises** when it needs a device value on the host:
-``aten._local_scalar_dense`` (what ``.item()``, ``int()``, ``bool()``, ``float()`` of a
+(backward included; under ``torch.inference_mode`` a scalar read shows as ``item`` or
+``is_nonzero`` instead of ``_local_scalar_dense``, and counts the same). An op
+**synchronises** when it needs a device value on the host: ``aten._local_scalar_dense`` (what ``.item()``, ``int()``, ``bool()``, ``float()`` of a
 tensor call), ops whose output size depends on values (``nonzero``, ``masked_select``,
 ``unique``, boolean-mask indexing, ``repeat_interleave`` without ``output_size``) and copies
 from a device to the CPU. On a machine without CUDA, ``cpu_as_device=True`` (the default
@@ -47,6 +48,8 @@ aten = torch.ops.aten
 
 _SYNC_PACKETS = (
     aten._local_scalar_dense,
+    aten.item,  # under torch.inference_mode, .item()/int() dispatch as item, not the above
+    aten.is_nonzero,  # and bool() as is_nonzero
     aten.nonzero,
     aten.nonzero_static,
     aten.masked_select,
@@ -69,7 +72,6 @@ _NO_LAUNCH_PACKETS = (
     aten.set_,
     aten.resize_,
     aten.is_same_size,
-    aten.is_nonzero,
     aten.sym_size,
     aten.sym_stride,
     aten.sym_numel,
