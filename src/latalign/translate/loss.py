@@ -11,8 +11,9 @@ For the autoregressive archs the loss is a :class:`DecoderInputLoss`: the run's 
 ``bos y_1 … y_n``; ``doubled``: every token twice), one forward pass gives logits, the
 criterion scores them (:func:`latalign.translate.criteria.criterion_loss`).
 
-Stats contract (what the log and validation read): ``stats`` is a dict of float *sums* over
-the batch with at least ``loss`` (nats), ``ntokens`` (target tokens incl. eos, the
+Stats contract (what the log and validation read): ``stats`` is a dict of *sums* over the
+batch, numbers or 0-dim device tensors (not read back: the loop sums them on the device and
+reads them once per log interval; a ``float()`` here would cost a host synchronisation) with at least ``loss`` (nats), ``ntokens`` (target tokens incl. eos, the
 normaliser), ``nsentences``; optional ``nll_loss`` and ``ce`` (plain cross entropy under
 teacher forcing, nats; the loss adds it in validation). Every other key is logged as
 ``train_<key>`` / ``valid_<key>`` divided by the summed ``ntokens``.
