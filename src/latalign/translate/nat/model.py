@@ -193,6 +193,20 @@ class NATransformer(Transformer):
         ``rows[i]`` of ``encoder_out`` and ``src_tokens`` (B rows; the length beam's k
         candidates per sentence), so the encoder keys/values are projected once per source
         (None: N = B, row i reads source i)."""
+        return self._project(
+            self.decode_states(encoder_out, src_tokens, output_lengths, glanced, rows)
+        )
+
+    def decode_states(
+        self,
+        encoder_out: EncoderOut,
+        src_tokens: Tensor,
+        output_lengths: Tensor,
+        glanced: Tensor | None = None,
+        rows: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`decode_all` before the output projection: the last decoder layer's states
+        (N, T, C) (a DAG's transition head reads them too, :mod:`.dag`)."""
         src = src_tokens if rows is None else src_tokens.index_select(0, rows)
         x = self.decoder_input(src, output_lengths, glanced)  # (N, T, C)
         self_mask = None  # no padding among the outputs (every row as long): SDPA's fast path
@@ -207,7 +221,7 @@ class NATransformer(Transformer):
             if rows is not None:
                 k, v = k.index_select(0, rows), v.index_select(0, rows)
             x, _, _ = layer(x, k, v, cross_mask, causal=False, self_attn_mask=self_mask)
-        return self._project(x)
+        return x
 
     def forward(  # type: ignore[override]
         self,
