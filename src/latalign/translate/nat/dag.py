@@ -151,9 +151,7 @@ class DAGTransformer(NATransformer):
         enc = self.encode(src_tokens, src_lengths)
         lengths = self.upsampled_lengths(src_tokens)
         states = self.decode_states(enc, src_tokens, lengths, glanced)
-        return DAGOutput(
-            self._project(states), lengths, None, self.transitions(states, lengths)
-        )
+        return DAGOutput(self._project(states), lengths, None, self.transitions(states, lengths))
 
 
 # --------------------------------------------------------------------------- loss
@@ -176,8 +174,7 @@ def dag_criterion(
     ``blank`` is unused (a DAG has no ε)."""
     if transitions is None:
         raise ValueError(
-            "expected the transitions of a DAG decoder (--arch dag) for criterion 'dag', "
-            "found none"
+            "expected the transitions of a DAG decoder (--arch dag) for criterion 'dag', found none"
         )
     mean = latalign.dag_loss(
         logits, transitions.float(), targets, input_lengths, target_lengths,
