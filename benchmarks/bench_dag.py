@@ -15,6 +15,8 @@ of every repeat of every round. The losses of all variants are printed: they mus
 
     python benchmarks/bench_dag.py            # the default sizes
     python benchmarks/bench_dag.py --n 8 --l 64 --s 16 --v 1000 --repeats 3
+    python benchmarks/bench_dag.py --log-probs   # the dynamic program alone: inputs are
+                                                 # log-probabilities, no normaliser over V
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ def _safe_logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     return (total.masked_fill(dead, 1.0).log() + top.masked_fill(dead, float("-inf"))).squeeze(dim)
 
 
-def reference_dag_loss(logits, transitions, targets, vertex_lengths, target_lengths):
-    """Plain-torch DAG loss (mean of loss / n), autograd through the recursion."""
+def reference_dag_loss(
+    logits, transitions, targets, vertex_lengths, target_lengths, from_logits=True
+):
+    """Plain-torch DAG loss (mean of loss / n), autograd through the recursion
+    (``from_logits=False``: ``logits`` are log-probabilities already)."""
     nb, lmax, _ = logits.shape
     smax = targets.shape[1]
-    lp = logits.log_softmax(-1)
+    lp = logits.log_softmax(-1) if from_logits else logits
     em = lp.gather(2, targets.view(nb, 1, smax).expand(nb, lmax, smax))  # (N, L, S)
     idx = torch.arange(lmax)
     vert = idx.view(1, lmax) < vertex_lengths.view(nb, 1)
@@ -66,9 +71,10 @@ def reference_dag_loss(logits, transitions, targets, vertex_lengths, target_leng
     return (-logz / target_lengths.clamp(min=1)).mean()
 
 
-def make_inputs(nb: int, lmax: int, smax: int, ncls: int, seed: int = 0):
+def make_inputs(nb: int, lmax: int, smax: int, ncls: int, seed: int = 0, log_probs: bool = False):
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(nb, lmax, ncls, generator=gen).requires_grad_()
+    logits = torch.randn(nb, lmax, ncls, generator=gen)
+    logits = (logits.log_softmax(-1) if log_probs else logits).requires_grad_()
     later = torch.ones(lmax, lmax, dtype=torch.bool).triu(1)
     scores = torch.randn(nb, lmax, lmax, generator=gen).masked_fill(~later, float("-inf"))
     trans = scores.log_softmax(-1).nan_to_num(nan=0.0).requires_grad_()  # last row: no edge
@@ -78,15 +84,15 @@ def make_inputs(nb: int, lmax: int, smax: int, ncls: int, seed: int = 0):
     return logits, trans, targets, vl, tl
 
 
-def _loss_fn(variant: str):
+def _loss_fn(variant: str, from_logits: bool = True):
     import latalign as la
 
     if variant == "plain torch":
-        return reference_dag_loss
+        return lambda *inputs: reference_dag_loss(*inputs, from_logits=from_logits)
     backend = variant.split()[1]
 
     def run(logits, trans, targets, vl, tl):
-        return la.dag_loss(logits, trans, targets, vl, tl, from_logits=True, backend=backend)
+        return la.dag_loss(logits, trans, targets, vl, tl, from_logits=from_logits, backend=backend)
 
     return run
 
@@ -102,8 +108,8 @@ def child(args) -> None:
     from latalign.align.backends import set_numba_threads
 
     set_numba_threads(args.threads)
-    fn = _loss_fn(args.variant)
-    inputs = make_inputs(args.n, args.l, args.s, args.v)
+    fn = _loss_fn(args.variant, from_logits=not args.log_probs)
+    inputs = make_inputs(args.n, args.l, args.s, args.v, log_probs=args.log_probs)
     base = _rss_mib()
     times = []
     for k in range(args.repeats + 1):  # the first run warms up (numba's cache, allocator)
@@ -144,6 +150,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per round")
     p.add_argument("--rounds", type=int, default=2, help="interleaved subprocess rounds")
     p.add_argument("--threads", type=int, default=2, help="torch and numba threads")
+    p.add_argument(
+        "--log-probs",
+        action="store_true",
+        help="inputs are log-probabilities (from_logits=False): times the dynamic program "
+        "without the log-softmax over V that every variant otherwise shares",
+    )
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:
@@ -158,6 +170,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--variant", variant]
             for k in ("n", "l", "s", "v", "repeats", "threads"):
                 cmd += [f"--{k}", str(getattr(args, k))]
+            cmd += ["--log-probs"] if args.log_probs else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results[variant]["times"] += r["times"]
@@ -165,7 +178,8 @@ def main() -> None:
             results[variant]["extra"].append(r["peak"] - r["base"])
             results[variant]["loss"].append(r["loss"])
     print(
-        f"\nDAG loss forward + backward from logits: N={args.n}, L={args.l}, S={args.s}, "
+        f"\nDAG loss forward + backward from {'log-probs' if args.log_probs else 'logits'}: "
+        f"N={args.n}, L={args.l}, S={args.s}, "
         f"V={args.v}, float32; {args.threads} torch / numba threads; median of "
         f"{args.rounds} x {args.repeats} runs, each variant in its own subprocess\n"
     )

@@ -60,6 +60,7 @@ def test_registry_names():
         "causal_axe",
         "latent",
         "doubled_ctc",
+        "dag",  # translate/nat/dag.py (--arch dag only)
     }
     assert get_criterion("axe").options == {"delta": 1.0}
     assert get_criterion("label_smoothed_ce").options == {"epsilon": 0.1}

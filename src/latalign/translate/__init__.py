@@ -9,4 +9,4 @@ stack was imported first.
 """
 
 from latalign.translate import ar, aux_ctc, criteria, regimes  # noqa: F401  (registers)
-from latalign.translate.nat import plugin  # noqa: F401  (registers ``nat``)
+from latalign.translate.nat import dag, plugin  # noqa: F401  (registers ``dag``, ``nat``)

@@ -444,6 +444,11 @@ def check_combination(cfg: TrainConfig) -> None:
             f"expected a criterion of arch {arch.name!r} among {sorted(arch.criteria)}; "
             f"found {cfg.criterion!r}"
         )
+    if criterion.archs is not None and cfg.arch not in criterion.archs:
+        raise ValueError(
+            f"expected an arch among {sorted(criterion.archs)} for criterion "
+            f"{criterion.name!r}; found {cfg.arch!r}"
+        )
     if arch.regimes is not None and cfg.regime not in arch.regimes:
         raise ValueError(
             f"expected a regime of arch {arch.name!r} among {sorted(arch.regimes)}; "

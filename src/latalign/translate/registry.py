@@ -62,13 +62,16 @@ class Criterion:
     target_lengths (B,), *, blank, **options) -> (loss_sum, nll_sum or None)`` in nats.
 
     ``layout``: the decoder-input layout its logits come from (see :data:`LAYOUTS`); it runs
-    only under a regime of that layout. :attr:`options`: its keyword options and defaults.
+    only under a regime of that layout. ``archs``: the archs it runs under (None: any arch
+    that accepts it; ``dag`` needs a DAG decoder's transitions). :attr:`options`: its
+    keyword options and defaults.
     """
 
     name: str
     fn: Callable[..., Any]
     layout: str = "shifted"
     help: str = ""
+    archs: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:

@@ -81,11 +81,13 @@ class Aligner:
 
     ``align``: see :data:`AlignFn`. ``skip_glanced``: the criterion's loss leaves the glanced
     positions out (position-wise losses: GLAT); False for alignment losses, which score the
-    whole reference.
+    whole reference. ``takes_output``: ``align`` also gets the first pass's whole model
+    output as ``output=`` (a DAG's transitions, :mod:`latalign.translate.nat.dag`).
     """
 
     align: AlignFn
     skip_glanced: bool = False
+    takes_output: bool = False
 
 
 # --------------------------------------------------------------------------- aligners
@@ -311,9 +313,11 @@ def glance(
     with torch.no_grad():
         out = model(src_tokens, src_lengths, target_lengths)
         logits = out.logits.float()  # (B, T, V)
-        aligned = ALIGNERS[criterion].align(
+        aligner = ALIGNERS[criterion]
+        extra = {"output": out} if aligner.takes_output else {}
+        aligned = aligner.align(
             logits, target, out.output_lengths, target_lengths,
-            blank_id=blank_id, pad_id=pad_id, options=options,
+            blank_id=blank_id, pad_id=pad_id, options=options, **extra,
         )  # fmt: skip
         candidates = aligned.ne(pad_id)
         distance = hamming(logits.argmax(dim=-1), aligned, pad_id)

@@ -213,10 +213,28 @@ class NATransformer(Transformer):
         ``glanced``: see :meth:`decoder_input`. ``rows`` (N,): decoder row i reads source row
         ``rows[i]`` of ``encoder_out`` and ``src_tokens`` (B rows; the length beam's k
         candidates per sentence), so the encoder keys/values are projected once per source
-        (None: N = B, row i reads source i). ``output_width``: see :meth:`decoder_input`.
-        In training mode the self- and cross-attention masks are built without looking
-        whether anything is padded (no host synchronisation; SDPA with an all-True mask
-        gives the unmasked result); in eval mode a batch without padding skips them."""
+        (None: N = B, row i reads source i). ``output_width``: see :meth:`decoder_input`."""
+        return self._project(
+            self.decode_states(
+                encoder_out, src_tokens, output_lengths, glanced, rows, output_width=output_width
+            )
+        )
+
+    def decode_states(
+        self,
+        encoder_out: EncoderOut,
+        src_tokens: Tensor,
+        output_lengths: Tensor,
+        glanced: Tensor | None = None,
+        rows: Tensor | None = None,
+        *,
+        output_width: int | None = None,
+    ) -> Tensor:
+        """:meth:`decode_all` before the output projection: the last decoder layer's states
+        (N, T, C) (a DAG's transition head reads them too, :mod:`.dag`). In training mode the
+        self- and cross-attention masks are built without looking whether anything is padded
+        (no host synchronisation; SDPA with an all-True mask gives the unmasked result); in
+        eval mode a batch without padding skips them."""
         src = src_tokens if rows is None else src_tokens.index_select(0, rows)
         x = self.decoder_input(src, output_lengths, glanced, output_width=output_width)
         self_mask = None  # no padding among the outputs (every row as long): SDPA's fast path
@@ -231,7 +249,7 @@ class NATransformer(Transformer):
             if rows is not None:
                 k, v = k.index_select(0, rows), v.index_select(0, rows)
             x, _, _ = layer(x, k, v, cross_mask, causal=False, self_attn_mask=self_mask)
-        return self._project(x)
+        return x
 
     def forward(  # type: ignore[override]
         self,
