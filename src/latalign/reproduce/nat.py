@@ -93,14 +93,13 @@ class Student:
         return tuple(f"{self.name}_{v}" for v in self.variants)
 
 
-#: the students' recipe (chosen on the quick validation split: docs/nat.md): every student
-#: decodes from a learned mask vector (CMLM's input; the AXE paper's setting); AXE weights
-#: clone_prediction by δ = 2; CTC upsamples the source 3× and trains with glancing 0.3 -> 0.1
-#: through its Viterbi alignment (Fully-NAT). A new row is one more line.
+#: the students' recipe, chosen on the quick validation split (docs/nat.md): every student
+#: decodes from a learned mask vector (CMLM's input, the AXE paper's setting); AXE weights
+#: clone_prediction by δ = 2; CTC upsamples the source 3×. A new row is one more line.
 STUDENTS: tuple[Student, ...] = (
     Student("nat_ce", "NAT-CE", "ce", options={"nat_input": "mask"}),
     Student("nat_axe", "NAT-AXE", "axe", options={"nat_input": "mask", "delta": 2.0}),
-    Student("nat_ctc", "NAT-CTC", "ctc", options={"nat_input": "mask", "upsample": 2}),
+    Student("nat_ctc", "NAT-CTC", "ctc", options={"nat_input": "mask", "upsample": 3}),
 )
 #: preset -> student name -> recipe file (relative to the repository root; a TrainConfig
 #: file): the student trains from it (its own budget, e.g. ``max_minutes``), the distilled
