@@ -71,10 +71,16 @@ def test_rows_come_from_the_student_table() -> None:
         student_of("nat_nothing_raw")
 
 
-def test_new_student_is_one_line() -> None:
-    s = Student("nat_latent", "NAT-LATENT", "latent", options={"upsample": 3},
+def test_new_student_is_one_line(tmp_path: Path) -> None:
+    s = Student("nat_latent", "NAT-LATENT", "latent", options={"upsample": 3, "aggregate": "max"},
                 variants=("distilled",))  # fmt: skip
     assert s.rows() == ("nat_latent_distilled",)
+    ctx = _ctx("quick", tmp_path)
+    cfg = student_config(ctx, s, ctx.data_config(), tmp_path / "x", 9)
+    assert (cfg.arch, cfg.criterion, cfg.upsample, cfg.aggregate) == ("nat", "latent", 3, "max")
+    with pytest.raises(ValueError, match="expected options of criterion 'ce'"):  # validated
+        student_config(ctx, dataclasses.replace(s, criterion="ce"), ctx.data_config(),
+                       tmp_path / "y", 9)  # fmt: skip
 
 
 @pytest.mark.parametrize("preset", ["quick", "ci"])
@@ -93,7 +99,7 @@ def test_student_configs_without_recipe(preset: str, tmp_path: Path) -> None:
 
 def test_axe_recipe_is_the_fixed_one() -> None:
     by = {s.name: s for s in STUDENTS}
-    assert by["nat_axe"].options["nat_input"] == "mask" and by["nat_axe"].options["delta"] == 2.0
+    assert by["nat_axe"].options["nat_input"] == "mask" and by["nat_axe"].options["delta"] == 1.0
     assert by["nat_ctc"].options["upsample"] >= 2
 
 
