@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from latalign.reproduce import ReproduceOptions, run_reproduction
-from latalign.reproduce.nat import ROWS, repeated_share
+from latalign.reproduce.nat import FIGURE, ROWS, repeated_share
 
 
 def test_repeated_share() -> None:
@@ -36,6 +36,9 @@ def test_nat_group_ci(tmp_path: Path) -> None:
     )  # --limit: the first 40 pairs of the 300, both sides
     ids = {c["id"] for c in res["claims"]}
     assert {"nat_ctc_over_ce", "nat_axe_over_ce", "nat_distilled_ctc_near_ar",
-            "nat_decoding_speed", "nat_decoding_latency"} <= ids  # fmt: skip
+            "nat_distillation_helps_ctc", "nat_decoding_speed", "nat_decoding_latency"} <= ids  # fmt: skip
+    assert nat["recipes"]["nat_ctc_raw"] == "ctc, nat_input=mask, upsample=3, 6 updates"
+    assert nat["cpu_seconds"]["total"] > 0
     md = (tmp_path / "run" / "report.md").read_text()
     assert "Where latent alignments help" in md and "NAT-CTC (distilled)" in md
+    assert (tmp_path / "run" / FIGURE).is_file() and f"]({FIGURE})" in md

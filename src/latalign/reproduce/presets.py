@@ -106,8 +106,11 @@ PRESETS: dict[str, Preset] = {
         "cross-entropy recipe (configs/multi30k_small_40min.toml: 40 more minutes, or "
         "--baseline RUN_DIR to reuse a finished run of it; it also teaches the nat group), beam "
         "decoding of the whole test set, and the groups beyond_tf (measured 60 min) and nat "
-        "(about an hour) unless --experiments leaves them out: about 3 h 15 min in all (the "
-        "map only when asked: --experiments ...,map, about 32 x 80 s more)",
+        "(six NAT students of 40 minutes each from configs/multi30k_nat_*_40min.toml, the "
+        "teacher's budget, one after another: about 4 h 15 min with distillation and decoding; "
+        "interrupted, it resumes each student where it stopped) unless --experiments leaves "
+        "them out: about 6 h 30 min in all (the map only when asked: --experiments ...,map, "
+        "about 32 x 80 s more)",
         model_preset="small",
         data={"vocab_size": 8000, "src": "de", "tgt": "en"},
         needs_data=True,
