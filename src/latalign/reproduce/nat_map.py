@@ -147,10 +147,10 @@ def student_config(
     return dataclasses.replace(cfg, arch="nat", data=data)
 
 
-def row_dir(ctx: Context, key: str) -> Path:
+def row_dir(out: Path, key: str) -> Path:
     """``{out}/nat_map/align-delimiter__sum`` (the reference: ``{out}/nat_map/ce``)."""
     name = key.removesuffix("/noncausal").replace("/", "__").replace("+", "-")
-    return ctx.out / "nat_map" / name
+    return out / "nat_map" / name
 
 
 def _spec(ctx: Context, key: str, updates: int, pairs: int | None) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def _base_row(key: str, share: float, updates: int, decoding: str) -> NatMapRow:
 def train_row(ctx: Context, base: NatMapRow, pairs: int | None) -> NatMapRow:
     """Train (or reuse) one row's student and decode the test sentences (module level:
     worker processes run it)."""
-    directory = row_dir(ctx, base.key)
+    directory = row_dir(ctx.out, base.key)
     cfg = student_config(ctx, base.key, directory / "train", base.updates, pairs)
 
     def record(c: CellRun) -> NatMapRow:
@@ -235,9 +235,8 @@ def run(g: GroupRun) -> NatMapResult:
     for b in bases:
         if not b.trained:
             continue
-        saved = (
-            None if ctx.force else check_reusable(row_dir(ctx, b.key), _spec(ctx, b.key, n, pairs))
-        )
+        spec = _spec(ctx, b.key, n, pairs)
+        saved = None if ctx.force else check_reusable(row_dir(ctx.out, b.key), spec)
         if saved is not None:
             rows[b.key] = NatMapRow.from_json(saved)
         else:
@@ -256,7 +255,7 @@ def run(g: GroupRun) -> NatMapResult:
     return NatMapResult(
         rows=ordered, reference=REFERENCE, upsample=upsample, updates=n, train_pairs=pairs,
         n_train_pairs=len(lengths), min_feasible=MIN_FEASIBLE,
-        workers=job_workers(ctx, max(len(todo), 1)), seconds=sum(r.seconds for r in ordered),
+        workers=job_workers(ctx, sum(b.trained for b in bases)), seconds=sum(r.seconds for r in ordered),
         wall_seconds=time.monotonic() - t0,
     )  # fmt: skip
 
