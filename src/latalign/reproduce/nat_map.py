@@ -292,11 +292,15 @@ HELPS = ClaimSpec(
 )  # fmt: skip
 
 
-def _sample(result: NatMapResult) -> str:
+def _tested(result: NatMapResult) -> str:
+    """``"200 of 200 test sentences"``: what every trained row decoded."""
     t = result.row(REFERENCE).test
-    of = "" if t is None else f"{t.n_sentences} of {t.n_test} test sentences, "
-    return (f"{of}one decoder pass; {result.updates} updates per student; upsample "
-            f"{result.upsample}")  # fmt: skip
+    return "the test sentences" if t is None else f"{t.n_sentences} of {t.n_test} test sentences"
+
+
+def _sample(result: NatMapResult) -> str:
+    return (f"{_tested(result)}, one decoder pass; {result.updates} updates per student; "
+            f"upsample {result.upsample}")  # fmt: skip
 
 
 def claims(results: Results, result: NatMapResult) -> list[Claim]:
@@ -365,7 +369,7 @@ def report(results: Results, result: NatMapResult, out: Path) -> list[Block]:
         if r.key == REFERENCE:
             return "—"
         a = ar.get(r.key)
-        pred = "= CE" if r.ar_only_trivial_path else r.ar_predicted
+        pred = "= CE (the ce run)" if r.ar_only_trivial_path else f"predicted {r.ar_predicted}"
         return pred if a is None else f"{pred}; measured {a.measured}, BLEU {num(a.bleu, 1)}"
 
     rows = [
@@ -384,7 +388,7 @@ def report(results: Results, result: NatMapResult, out: Path) -> list[Block]:
          f"NAT cross entropy at the predicted length; every student trained {result.updates} "
          f"updates on {result.train_pairs or 'all'} training pairs as the nat group trains "
          "its raw students, decoded in one pass (argmax and the CTC collapse; NAT-CE: the "
-         f"length beam). {_sample(result)}. Sets without clone_target and delimiter have "
+         f"length beam) on {_tested(result)}. Sets without clone_target and delimiter have "
          f"no path when T > n; with fewer than {pct(result.min_feasible)} of the training "
          "pairs feasible they get no gradient (zero_infinity) and are not trained. The AR "
          "column is the autoregressive map's verdict for the same objective at m = n."),

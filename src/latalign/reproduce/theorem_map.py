@@ -138,8 +138,9 @@ def ce_rows(ctx: Context, ce: ExperimentResult, keys: Sequence[str]) -> dict[str
 def run_map(ctx: Context) -> MapResult:
     """The objectives ``ctx.map_objectives`` (all 32 when empty; in canonical order, the
     reference always first): those that are CE by construction from the ``ce`` experiment
-    (run first, or reused), the informative ones trained side by side in ``ctx.map_workers``
-    processes; and their classification."""
+    (its finished run, or trained now when there is none; ``--force`` redoes it only when
+    ``ce`` is among the experiments, which then run before the map), the informative ones
+    trained side by side in ``ctx.map_workers`` processes; and their classification."""
     keys = [k for k in an.all_map_objectives() if not ctx.map_objectives or k in ctx.map_objectives]
     if an.MAP_REFERENCE not in keys:
         keys = [an.MAP_REFERENCE, *keys]
@@ -153,7 +154,8 @@ def run_map(ctx: Context) -> MapResult:
             100 * row.empty_share,
         )  # fmt: skip
 
-    ce = run_criterion_experiment(CE_EXPERIMENT, ctx)  # reused when finished
+    # reused when finished, also under --force: a forced ce ran first in this invocation
+    ce = run_criterion_experiment(CE_EXPERIMENT, replace(ctx, force=False))
     rows = ce_rows(ctx, ce, [k for k in keys if is_ce(k)])
     for key, row in rows.items():
         done(key, row)
