@@ -218,7 +218,7 @@ def _draw_map(plt: Any, m: MapResult) -> Any:
         ax.set_title(
             "paper's prediction (red = degenerate)"
             if which == "predicted"
-            else "measured (red degenerate, green healthy, yellow poor): valid loss, test BLEU",
+            else "measured: valid loss, test BLEU (yellow = poor; = ce: the ce run)",
             fontsize=10,
         )
     return fig

@@ -26,7 +26,7 @@ from latalign.reproduce.cells import Cell, CellRun, run_cell, subset
 from latalign.reproduce.context import Context, run_jobs, train_config
 from latalign.reproduce.experiments import run_criterion_experiment
 from latalign.reproduce.records import ExperimentResult, MapResult, MapRow
-from latalign.reproduce.store import check_reusable
+from latalign.reproduce.store import check_reusable, write_result
 from latalign.reproduce.trained import last_checkpoint, load_trained
 from latalign.reproduce.validation import validation_logits
 
@@ -90,17 +90,47 @@ def _spec(ctx: Context, key: str) -> dict:
     return ctx.spec(f"map:{key}") | {"updates": map_updates(ctx)}
 
 
-@torch.no_grad()
+def _ce_spec(ctx: Context, key: str, ce: ExperimentResult) -> dict:
+    """What a row taken from the ``ce`` run depends on: that run (its updates, final loss and
+    seconds tell one ``ce`` run from another)."""
+    return ctx.spec(f"map:{key}") | {
+        "ce": {"updates": ce.updates, "final_valid_loss": ce.final_valid_loss,
+               "seconds": ce.seconds},
+    }  # fmt: skip
+
+
 def ce_rows(ctx: Context, ce: ExperimentResult, keys: Sequence[str]) -> dict[str, MapRow]:
     """The rows of the objectives ``keys`` (each with only the trivial path at ``m = n``)
     from the ``ce`` experiment's run, without training: its updates, training loss and test
     decoding, and — teacher-forced on all validation sentences, dropout off — each
     objective's own loss of the final ``ce`` model beside that model's cross entropy on the
     same tokens (nats per target token, eos included), the identity the ``map_is_ce`` claim
-    checks. ``seconds``: this evaluation, shared out over the rows."""
+    checks. Each row is written to ``{out}/map/{objective}/result.json`` (no ``train/``)
+    and reused while the ``ce`` run is the same (recomputed for another ``ce`` run);
+    ``seconds``: the evaluation, shared out."""
     bad = [k for k in keys if not is_ce(k)]
     if bad:
         raise ValueError(f"expected objectives with only the trivial path; found {bad}")
+    rows: dict[str, MapRow] = {}
+    for k in keys:
+        try:
+            saved = None if ctx.force else check_reusable(map_dir(ctx, k), _ce_spec(ctx, k, ce))
+        except ValueError:  # rows of another ce run: derived, so recomputed rather than refused
+            saved = None
+        if saved is not None:
+            rows[k] = MapRow.from_json(saved)
+    todo = [k for k in keys if k not in rows]
+    for k, row in (_ce_losses(ctx, ce, todo) if todo else {}).items():
+        map_dir(ctx, k).mkdir(parents=True, exist_ok=True)
+        write_result(map_dir(ctx, k), _ce_spec(ctx, k, ce), row)
+        rows[k] = row
+    return {k: rows[k] for k in keys}
+
+
+@torch.no_grad()
+def _ce_losses(ctx: Context, ce: ExperimentResult, keys: Sequence[str]) -> dict[str, MapRow]:
+    """:func:`ce_rows`' measurement: one teacher-forced pass of the ``ce`` model over the
+    validation sentences, every objective of ``keys`` on the same logits."""
     t0 = time.monotonic()
     run = load_trained(last_checkpoint(ctx.out / CE_EXPERIMENT / "train"))
     blank = ctx.data.tokenizer.blank_id
