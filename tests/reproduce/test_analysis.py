@@ -41,6 +41,29 @@ def test_path_counts_match_bruteforce(ops, causal):
     assert an.predict_objective(ops, causal, n=n).num_paths == len(paths)
 
 
+@pytest.mark.parametrize("ops", an.operator_subsets())
+def test_path_exists_is_where_the_loss_is_finite(ops):
+    """The NAT map's feasibility against the library: the loss of ``n`` targets scored by
+    ``m`` predictions (distinct neighbours, so no set trips on repeats) is finite exactly
+    when :func:`path_exists` says so, over every (n, m) with 1 ≤ n, m ≤ 6; and the closed
+    form: m > n needs clone_target or delimiter, m < n needs clone_prediction."""
+    torch.manual_seed(0)
+    for n in range(1, 7):
+        for m in range(1, 7):
+            logits = torch.randn(1, m, 12)
+            target = torch.tensor([[5 + (i % 2) for i in range(n)]])
+            loss = la.latent_alignment_loss(
+                logits, target, torch.tensor([m]), torch.tensor([n]), operators=ops,
+                from_logits=True, blank=BLANK, reduction="none",
+            )  # fmt: skip
+            assert an.path_exists(tuple(ops), n, m) == bool(torch.isfinite(loss).all()), (n, m)
+            closed = m == n or (m > n and bool({CT, D} & set(ops))) or (m < n and CP in ops)
+            assert an.path_exists(tuple(ops), n, m) == closed, (n, m)
+    assert an.feasible_share((A,), [(3, 3), (3, 6), (3, 6), (2, 4)]) == 0.25
+    with pytest.raises(ValueError, match="at least one"):
+        an.feasible_share((A,), [])
+
+
 def test_map_prediction_bad_input():
     with pytest.raises(ValueError, match="expected an operator set"):
         an.predict_objective((CT, D), False)

@@ -75,26 +75,30 @@ def _experiment(updates=300, per_epoch=154, per_update=1000.0, cross=120, valid=
     return ExperimentResult(**(base | kw))
 
 
-def _map_row(ops, agg, causal, loss, ce, bleu=0.5, empty=0.0):
+def _map_row(ops, agg, causal, loss, ce, bleu=50.0, empty=0.0):
+    """A map row as run_map writes it: the CE-by-construction objectives are the ce run."""
     p = an.predict_objective(ops, causal)
     return MapRow(key=an.objective_key(ops, agg, causal), operators=list(ops), aggregate=agg,
-                  causal=causal, updates=140, final_valid_loss=loss, final_valid_ce=ce,
-                  final_train_loss=loss, bleu=bleu, chrf=1.0, empty_share=empty,
-                  n_test_sentences=100, n_test=200,
+                  causal=causal, updates=450, final_valid_loss=loss, final_valid_ce=ce,
+                  final_train_loss=loss, test=_test(bleu, empty),
                   predicted="degenerate" if p.degenerate else "healthy",
                   prediction_note=p.note(), only_trivial_path=p.only_trivial_path,
-                  seconds=1.0)  # fmt: skip
+                  seconds=1.0, reused="ce" if p.only_trivial_path else None)  # fmt: skip
 
 
-def _map(ref_bleu=0.6, swap=None):
+def _map(ref_bleu=56.0, swap=None, swap_to="other"):
     """All 32 objectives measured as the theory says (a copying model: tiny loss, CE ≈ 10
-    against the reference's 2.57); ``swap`` = a key measured the other way."""
+    against the reference's 2.57, empty outputs; a healthy one translates as the reference
+    does); ``swap`` = a key measured the other way (``swap_to="poor"``: neither, a model
+    with CE's loss that translates badly)."""
     rows = []
     for key in an.all_map_objectives():
         ops, agg, causal = an.parse_objective_key(key)
-        deg = an.predict_objective(ops, causal).degenerate != (key == swap)
-        if deg:
-            rows.append(_map_row(ops, agg, causal, 0.1, 10.0, 0.0, 0.0))
+        deg = an.predict_objective(ops, causal).degenerate
+        if key == swap and swap_to == "poor":
+            rows.append(_map_row(ops, agg, causal, 2.6, 2.7, 0.1 * ref_bleu, 0.0))
+        elif deg != (key == swap):
+            rows.append(_map_row(ops, agg, causal, 0.1, 10.0, 0.0, 1.0))
         else:
             rows.append(_map_row(ops, agg, causal, 2.57, 2.57, ref_bleu, 0.0))
     return classify_map(rows)
@@ -175,20 +179,30 @@ def test_loss_floor_verdict_without_slack(ratio, passed):
 def test_map_informative_and_by_construction():
     c = _by_id(_results())
     assert c["theorem_map"].measured.startswith("12/12 informative objectives agree")
-    assert "(6 predicted degenerate, 6 healthy)" in c["theorem_map"].measured
+    assert "(6 predicted degenerate, 6 healthy; reference BLEU 56.0" in c["theorem_map"].measured
     assert c["map_is_ce"].measured.startswith("20/32 objectives")
-    assert "greedy decoding of 100 of 200 test sentences" in c["theorem_map"].sample
+    assert "20 of them the ce run" in c["map_is_ce"].measured
+    sample = c["theorem_map"].sample
+    assert "20 objectives = the ce run (450 updates, not trained again)" in sample
+    assert "the others 450 updates each" in sample
+    assert "200 test sentences (all), beam 5 for every objective" in sample
     # one informative objective measured the other way: ✗, named
     bad = "align+clone_prediction+delimiter/max/causal"
     r = _results()
     r.experiments["map"] = _map(swap=bad)
     c = _by_id(r)
-    assert c["theorem_map"].passed is False and bad in c["theorem_map"].measured
+    assert c["theorem_map"].passed is False and f"{bad} (degenerate)" in c["theorem_map"].measured
+    # a predicted-healthy objective whose model does not translate (CE's loss, BLEU 5.6 of
+    # the reference's 56): poor, agrees with neither prediction, ✗
+    r.experiments["map"] = _map(swap=bad, swap_to="poor")
+    c = _by_id(r)
+    assert c["theorem_map"].passed is False and f"{bad} (poor)" in c["theorem_map"].measured
+    assert "11/12" in c["theorem_map"].measured
     # a CE-by-construction objective measured degenerate does not count as informative
     r.experiments["map"] = _map(swap="align+delimiter/sum/causal")
     c = _by_id(r)
     assert c["theorem_map"].passed is True
-    # the construction row checks valid loss = valid CE for the trivial-path objectives
+    # the construction row checks the objective's loss = CE on the ce model's tokens
     m = _map()
     i = next(
         k for k, x in enumerate(m.rows) if not x.informative and x.key != "align/sum/noncausal"
@@ -202,11 +216,27 @@ def test_map_informative_and_by_construction():
     assert c["theorem_map"].passed is None and "not run (needs map)" in c["map_is_ce"].measured
 
 
+def test_map_row_classes():
+    """Three classes when the reference translates: degenerate (near-zero loss and a
+    collapse), healthy (translates: BLEU ≥ half the reference's, < 50 % empty), poor."""
+    kw = dict(reference_loss=2.57, reference_bleu=56.0, reference_ce=2.57)
+    assert an.classify_map_row(0.1, 1.0, 0.0, ce=10.0, **kw) == "degenerate"
+    assert an.classify_map_row(0.1, 0.0, 10.0, ce=2.6, **kw) == "degenerate"  # BLEU clause
+    assert an.classify_map_row(2.6, 0.0, 50.0, ce=2.6, **kw) == "healthy"
+    assert an.classify_map_row(2.6, 0.0, 27.0, ce=2.6, **kw) == "poor"  # 27 < 28
+    assert an.classify_map_row(2.6, 0.6, 50.0, ce=2.6, **kw) == "poor"  # mostly empty
+    # a reference that does not translate: the loss rule alone, poor never
+    low = kw | {"reference_bleu": 0.6}
+    assert an.classify_map_row(2.6, 0.0, 0.0, ce=2.6, **low) == "healthy"
+    assert an.classify_map_row(0.1, 0.0, 0.0, ce=9.8, **low) == "degenerate"
+    assert "decides nothing" in an.map_rule(0.6) and "poor = neither" in an.map_rule(56.0)
+
+
 def test_map_rule_without_bleu_when_the_reference_does_not_translate():
     m = _map(ref_bleu=0.6)
     assert m.bleu_clause is False and "decides nothing" in m.rule
     m = _map(ref_bleu=30.0)
-    assert m.bleu_clause is True and "greedy BLEU < 0.5" in m.rule
+    assert m.bleu_clause is True and "BLEU < 0.5 × the reference's" in m.rule
     # a copying model that still decodes something: only the CE clause catches it
     kw = dict(reference_loss=2.57, reference_bleu=0.6)
     assert an.classify_measured(0.1, 0.0, 0.05, **kw) == "healthy"  # BLEU decides nothing
@@ -347,9 +377,9 @@ def test_first_crossing_units():
 
 
 def test_results_of_the_previous_version_read_back(tmp_path):
-    """A map objective's result.json as the code before the typed records wrote it reads
-    back, writes the same JSON and is reused by the store; an older test record without
-    n_test keeps its sample line."""
+    """A map objective's result.json of the version that trained every objective 140
+    updates is refused (the spec now says the updates), not misread; an older test record
+    without n_test keeps its sample line."""
     old = {"key": "align+clone_prediction+delimiter/max/causal",
            "operators": ["align", "clone_prediction", "delimiter"], "aggregate": "max",
            "causal": True, "updates": 140, "final_valid_loss": 2.569839472674928,
@@ -358,11 +388,12 @@ def test_results_of_the_previous_version_read_back(tmp_path):
            "n_test_sentences": 100, "n_test": 200, "predicted": "healthy",
            "prediction_note": "non-trivial paths exist, but none lets p_j score y_i with i < j",
            "only_trivial_path": False, "seconds": 11.08}  # fmt: skip
-    row = MapRow.from_json(old)
-    assert row.to_json() == old and row.measured is None
     spec = {"experiment": "map:" + old["key"], "seed": 1}
     write_result(tmp_path, spec, old)
-    assert MapRow.from_json(check_reusable(tmp_path, spec)) == row
+    with pytest.raises(ValueError, match="--force"):
+        check_reusable(tmp_path, spec | {"updates": 450})
+    row = _map().rows[-1]
+    assert MapRow.from_json(row.to_json()) == row and row.bleu == row.test.bleu
     t = TestScores.from_json({"bleu": 1.0, "chrf": 2.0, "empty_share": 0.5, "n_sentences": 7,
                               "beam": 1})  # fmt: skip
     assert t.n_test is None and t.sample() == "7 test sentences, greedy"

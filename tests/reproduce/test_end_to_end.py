@@ -23,6 +23,7 @@ from latalign.reproduce.report import claims_by_section, experiment_seconds
 MAP_SLICE = [
     "align+clone_prediction+delimiter/max/noncausal",
     "align+clone_prediction+delimiter/max/causal",
+    "align+clone_target+delimiter/sum/noncausal",  # CE by construction: the ce run
 ]
 
 
@@ -121,6 +122,22 @@ def test_numbers_consistent(run):
         assert r["agrees"] == (r["measured"] == r["predicted"])
     pred = {r["key"]: r["predicted"] for r in rows}
     assert pred[MAP_SLICE[0]] == "degenerate" and pred[MAP_SLICE[1]] == "healthy"
+    # the objectives that are CE by construction are the ce run, not trained again: ce's
+    # updates and test decoding, their own loss on its model equal to its CE; the
+    # informative ones train as long as ce and decode as it does
+    ce = e["ce"]
+    for r in rows:
+        run_dir = out / "map" / r["key"].replace("/", "__").replace("+", "-") / "train"
+        if r["only_trivial_path"]:
+            assert r["reused"] == "ce" and not run_dir.exists()
+            assert r["test"] == ce["test"] and r["updates"] == ce["updates"]
+            assert r["final_valid_loss"] == pytest.approx(r["final_valid_ce"], abs=1e-5)
+            assert r["final_valid_ce"] == pytest.approx(ce["final_valid_ce"], rel=1e-4)
+        else:
+            assert "reused" not in r and (run_dir / "checkpoints" / "checkpoint_last.pt").is_file()
+            assert r["updates"] == ce["updates"] and r["test"]["beam"] == ce["test"]["beam"]
+            assert r["test"]["n_sentences"] == ce["test"]["n_sentences"]
+    assert sum(r["reused"] == "ce" for r in rows if "reused" in r) == 2
     assert saved["map"]["agreement"] == pytest.approx(sum(r["agrees"] for r in rows) / len(rows))
 
 

@@ -116,14 +116,16 @@ def test_the_paper_is_a_group_like_the_others():
     from latalign.reproduce.paper import RUNS
     from latalign.reproduce.presets import EXPERIMENTS
 
-    assert list(groups())[:3] == ["paper", "nat", "beyond_tf"]
+    assert list(groups())[:4] == ["paper", "nat_map", "nat", "beyond_tf"]
     own = owners()
     assert [n for n, g in own.items() if g.name == "paper"] == list(EXPERIMENTS)
     assert set(RUNS) == set(EXPERIMENTS)
     assert own["nat"].name == "nat" and own["beyond_tf"].name == "beyond_tf"
     quick = default_experiments("quick")
-    assert quick == [n for n in EXPERIMENTS if n != "baseline"] + ["nat", "beyond_tf"]
+    assert quick == [n for n in EXPERIMENTS if n != "baseline"] + ["nat_map", "nat", "beyond_tf"]
     assert "map" not in default_experiments("multi30k")
+    assert "nat_map" not in default_experiments("multi30k")  # on request there
+    assert own["nat_map"].name == "nat_map" and "nat_map" not in default_experiments("ci")
 
 
 def test_nat_teacher_is_the_recipe_where_a_preset_has_one():

@@ -13,6 +13,7 @@ seen its target through teacher forcing).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import Counter
@@ -83,19 +84,46 @@ def all_map_objectives() -> list[str]:
     ]
 
 
-def _moves(operators: Iterable[str], causal: bool, n: int, i: int, j: int):
-    """Moves out of cell ``(i, j)`` on the ``n × n`` grid: ``(op, (i2, j2), scored)`` where
-    ``scored`` is the ``(target i2, prediction f)`` pair the move scores, or None (ε).
-    Source cell, emission, frame and causal rule all come from the one table
-    :data:`latalign.align.objective.MOVES` (the paper's Table 1)."""
+def _moves(operators: Iterable[str], causal: bool, n: int, i: int, j: int, m: int | None = None):
+    """Moves out of cell ``(i, j)`` on the ``n × m`` grid (``m = n`` unless given):
+    ``(op, (i2, j2), scored)`` where ``scored`` is the ``(target i2, prediction f)`` pair the
+    move scores, or None (ε). Source cell, emission, frame and causal rule all come from the
+    one table :data:`latalign.align.objective.MOVES` (the paper's Table 1)."""
+    m = n if m is None else m
     for op in operators:
         mv = MOVE_BY_NAME.get(op)
         if mv is None:
             raise ValueError(f"expected operators among {OPERATORS}; found {op!r}")
         i2, j2 = i + mv.di, j + mv.dj
-        if not mv.allowed(i2, j2, n, n, causal):
+        if not mv.allowed(i2, j2, n, m, causal):
             continue
         yield op, (i2, j2), ((i2, mv.frame_at(j2)) if mv.emits == TARGET else None)
+
+
+@functools.cache
+def path_exists(operators: tuple[str, ...], n: int, m: int) -> bool:
+    """Whether the (non-causal) operator set has a complete path from ``(0, 0)`` to
+    ``(n, m)``: ``n`` targets, ``m`` predictions (a latent alignment loss is finite exactly
+    then). At ``m > n`` a set needs ``clone_target`` or ``delimiter`` (moves that advance the
+    prediction without the target); at ``m < n``, ``clone_prediction``."""
+    if n < 0 or m < 0:
+        raise ValueError(f"expected lengths >= 0; found n={n}, m={m}")
+    reached = {(0, 0)}
+    for total in range(n + m):  # every move increases i + j
+        for i, j in [c for c in reached if sum(c) == total]:
+            reached.update(nxt for _, nxt, _ in _moves(operators, False, n, i, j, m))
+    return (n, m) in reached
+
+
+def feasible_share(operators: Sequence[str], lengths: Iterable[tuple[int, int]]) -> float:
+    """Share (in [0, 1]) of ``(n targets, m predictions)`` pairs with a complete path
+    (:func:`path_exists`); ``ValueError`` when there are none."""
+    pairs = Counter(lengths)
+    total = sum(pairs.values())
+    if not total:
+        raise ValueError("expected at least one (n, m) pair; found none")
+    ops = tuple(operators)
+    return sum(c for (n, m), c in pairs.items() if path_exists(ops, n, m)) / total
 
 
 @dataclass(frozen=True)
@@ -198,6 +226,57 @@ def classify_measured(
     if ce is not None and reference_ce is not None:
         collapsed = collapsed or ce >= ce_ratio * reference_ce
     return "degenerate" if near_zero and collapsed else "healthy"
+
+
+#: BLEU decides a map row only when the reference (cross entropy) reaches this test BLEU
+MIN_REFERENCE_BLEU = 20.0
+
+
+def classify_map_row(
+    loss: float,
+    empty_share: float,
+    bleu: float,
+    *,
+    reference_loss: float,
+    reference_bleu: float,
+    ce: float | None = None,
+    reference_ce: float | None = None,
+    bleu_ratio: float = 0.5,
+    empty_threshold: float = 0.5,
+) -> str:
+    """A map row's measured class: ``"degenerate"`` by :func:`classify_measured`; else
+    ``"healthy"`` when the model translates (``bleu ≥ bleu_ratio · reference_bleu`` and
+    ``empty_share < empty_threshold``), else ``"poor"`` (neither the collapse nor a
+    translating model: agrees with no prediction). When the reference does not translate
+    (``reference_bleu < MIN_REFERENCE_BLEU``) BLEU decides nothing and every row that is not
+    degenerate is ``"healthy"`` (the loss rule alone: :func:`map_rule` says so)."""
+    if classify_measured(
+        loss, empty_share, bleu, reference_loss=reference_loss, reference_bleu=reference_bleu,
+        empty_threshold=empty_threshold, bleu_ratio=bleu_ratio, ce=ce, reference_ce=reference_ce,
+        min_reference_bleu=MIN_REFERENCE_BLEU,
+    ) == "degenerate":  # fmt: skip
+        return "degenerate"
+    if reference_bleu < MIN_REFERENCE_BLEU:
+        return "healthy"
+    translates = bleu >= bleu_ratio * reference_bleu and empty_share < empty_threshold
+    return "healthy" if translates else "poor"
+
+
+def map_rule(reference_bleu: float) -> str:
+    """The rule of :func:`classify_map_row` in words, for a reference with this BLEU."""
+    if reference_bleu < MIN_REFERENCE_BLEU:
+        return (
+            "degenerate = valid loss < 0.25 × the reference's (cross entropy) and (empty share "
+            "≥ 0.5 or teacher-forced valid CE ≥ 2 × the reference's), else healthy; BLEU is "
+            f"off: the reference's BLEU {reference_bleu:.1f} < {MIN_REFERENCE_BLEU:g} decides "
+            "nothing"
+        )
+    return (
+        "degenerate = valid loss < 0.25 × the reference's (cross entropy) and (empty share ≥ "
+        "0.5 or teacher-forced valid CE ≥ 2 × the reference's or BLEU < 0.5 × the "
+        "reference's); healthy = not degenerate and BLEU ≥ 0.5 × the reference's with < 50 % "
+        "empty (the model translates); poor = neither (agrees with no prediction)"
+    )
 
 
 # --------------------------------------------------------------------------- paths

@@ -175,6 +175,19 @@ def abbrev(op: str) -> str:
     return "".join(word[0].upper() for word in op.split("_"))
 
 
+#: cell colours of the map figures, by class
+CLASS_COLORS = {"degenerate": "#e06666", "healthy": "#93c47d", "poor": "#ffd966", None: "#eeeeee"}
+
+
+def _map_cell_text(r: Any) -> str:
+    """A measured map cell: valid loss and test BLEU (``= ce``: the ce run), ✗ when it
+    disagrees with the prediction."""
+    if r is None:
+        return "not run"
+    head = "= ce" if r.reused else f"{r.final_valid_loss:.2f} nats"
+    return f"{head}\nBLEU {r.bleu:.1f}" + ("" if r.agrees else "\n✗")
+
+
 def _draw_map(plt: Any, m: MapResult) -> Any:
     """The paper's prediction (left) beside the measured classes (right)."""
     rows = {r.key: r for r in m.rows}
@@ -191,15 +204,8 @@ def _draw_map(plt: Any, m: MapResult) -> Any:
                     txt = "= CE" if p.only_trivial_path else ""
                 else:
                     r = rows.get(an.objective_key(ops, agg, causal))
-                    cls = r.measured if r else None
-                    txt = (
-                        f"{r.final_valid_loss:.2f} nats\nBLEU {r.bleu:.0f}"
-                        + ("" if r.agrees else "\n✗")
-                        if r
-                        else "not run"
-                    )
-                color = {"degenerate": "#e06666", "healthy": "#93c47d", None: "#eeeeee"}[cls]
-                ax.add_patch(plt.Rectangle((xi, yi), 1, 1, color=color, ec="white"))
+                    cls, txt = (r.measured if r else None), _map_cell_text(r)
+                ax.add_patch(plt.Rectangle((xi, yi), 1, 1, color=CLASS_COLORS[cls], ec="white"))
                 ax.text(xi + 0.5, yi + 0.5, txt, ha="center", va="center", fontsize=7)
         ax.set_xlim(0, 4)
         ax.set_ylim(len(subsets), 0)
@@ -212,7 +218,60 @@ def _draw_map(plt: Any, m: MapResult) -> Any:
         ax.set_title(
             "paper's prediction (red = degenerate)"
             if which == "predicted"
-            else "measured (valid loss, greedy BLEU)",
+            else "measured: valid loss, test BLEU (yellow = poor; = ce: the ce run)",
             fontsize=10,
         )
+    return fig
+
+
+def draw_nat_map(plt: Any, nat_map: Any, ar_map: MapResult | None) -> Any:
+    """The two faces of the map, non-causal objectives (rows: operator sets, columns: sum,
+    max): left, the autoregressive map under teacher forcing (measured class and BLEU when
+    it ran, else the prediction); right, the same objectives training a NAT model at the
+    upsampled length (test BLEU, colour scaled to the best row; grey: not trained), with
+    NAT-CE's BLEU in the title. ``nat_map``: a :class:`latalign.reproduce.nat_map.
+    NatMapResult`."""
+    subsets = an.operator_subsets()
+    nat_rows = {r.key: r for r in nat_map.rows}
+    ar_rows = {r.key: r for r in ar_map.rows} if ar_map is not None else {}
+    ref = nat_rows[nat_map.reference]
+    best = max([r.bleu for r in nat_map.rows if r.bleu is not None] + [1.0])
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
+    for ax, side in zip(axes, ("ar", "nat")):
+        for yi, ops in enumerate(subsets):
+            for xi, agg in enumerate(("sum", "max")):
+                key = an.objective_key(ops, agg, False)
+                if side == "ar":
+                    r = ar_rows.get(key)
+                    if r is None:
+                        p = an.predict_objective(ops, False)
+                        cls = "degenerate" if p.degenerate else "healthy"
+                        txt = "= CE (predicted)" if p.only_trivial_path else f"{cls} (predicted)"
+                    else:
+                        cls, txt = r.measured, _map_cell_text(r)
+                    color, ink = CLASS_COLORS[cls], "black"
+                else:
+                    r = nat_rows[key]
+                    if r.bleu is None:
+                        color, ink = CLASS_COLORS[None], "black"
+                        txt = f"not trained\nfeasible {100 * r.feasible_share:.1f}%"
+                    else:
+                        color = cmap(r.bleu / best)
+                        ink = "white" if r.bleu / best < 0.6 else "black"
+                        txt = f"BLEU {r.bleu:.1f}\n{r.bleu - (ref.bleu or 0.0):+.1f} vs CE"
+                ax.add_patch(plt.Rectangle((xi, yi), 1, 1, color=color, ec="white"))
+                ax.text(xi + 0.5, yi + 0.5, txt, ha="center", va="center", fontsize=7, color=ink)
+        ax.set_xlim(0, 2)
+        ax.set_ylim(len(subsets), 0)
+        ax.set_xticks([0.5, 1.5], ["sum", "max"], fontsize=8)
+        ax.set_yticks([y + 0.5 for y in range(len(subsets))],
+                      ["+".join(abbrev(o) for o in ops) for ops in subsets], fontsize=8)  # fmt: skip
+    axes[0].set_title("AR, teacher forcing, m = n\n(red degenerate, green healthy, yellow poor)",
+                      fontsize=9)  # fmt: skip
+    axes[1].set_title(
+        f"NAT, T = {nat_map.upsample} × S, {nat_map.updates} updates\n"
+        f"test BLEU (NAT-CE at the predicted length: {ref.bleu or 0.0:.1f})",
+        fontsize=9,
+    )
     return fig

@@ -196,10 +196,17 @@ class ExperimentResult(Record):
 
 @dataclass
 class MapRow(Record):
-    """One objective of the theorem's map: trained ``updates``, greedy-decoded
-    ``n_test_sentences`` of ``n_test``; ``predicted`` by
-    :func:`latalign.reproduce.analysis.predict_objective`; ``measured``, ``agrees`` and
-    ``informative`` filled in by :func:`latalign.reproduce.theorem_map.classify_map`."""
+    """One objective of the theorem's map: ``updates`` trained, its ``test`` decoding;
+    ``predicted`` by :func:`latalign.reproduce.analysis.predict_objective`; ``measured``,
+    ``agrees`` and ``informative`` filled in by
+    :func:`latalign.reproduce.theorem_map.classify_map`.
+
+    ``reused`` names the experiment whose run the row is (``"ce"`` for the objectives with
+    only the trivial path at ``m = n``: cross entropy by construction, not trained again);
+    their ``final_valid_loss`` is the objective's own loss of that run's final model and
+    ``final_valid_ce`` its cross entropy, both teacher-forced on the same validation
+    sentences (:func:`latalign.reproduce.theorem_map.ce_rows`); None: the row trained its
+    own run in ``{out}/map/``. ``seconds``: the row's own training and evaluation."""
 
     key: str
     operators: list[str]
@@ -209,25 +216,31 @@ class MapRow(Record):
     final_valid_loss: float
     final_valid_ce: float | None
     final_train_loss: float | None
-    bleu: float
-    chrf: float
-    empty_share: float
-    n_test_sentences: int
-    n_test: int | None
+    test: TestScores
     predicted: str
     prediction_note: str
     only_trivial_path: bool
     seconds: float
+    reused: str | None = None
     measured: str | None = None
     agrees: bool | None = None
     informative: bool | None = None
+
+    @property
+    def bleu(self) -> float:
+        return self.test.bleu
+
+    @property
+    def empty_share(self) -> float:
+        return self.test.empty_share
 
 
 @dataclass
 class MapResult(Record):
     """The map: its rows (the reference first) and their classification against
     ``reference`` by ``rule``; ``agreement`` over all rows, ``informative_agree`` of the
-    ``informative`` ones."""
+    ``informative`` ones; ``updates`` of each trained objective and ``reference_updates``
+    of the reference's run (``ce``'s; equal unless ``--updates map=N`` says otherwise)."""
 
     rows: list[MapRow]
     reference: str
@@ -237,6 +250,8 @@ class MapResult(Record):
     informative: int
     informative_agree: int
     seconds: float = 0.0
+    updates: int | None = None
+    reference_updates: int | None = None
 
 
 # --------------------------------------------------------------------------- claims

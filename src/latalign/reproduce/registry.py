@@ -1,16 +1,17 @@
 """The experiment groups ``latalign reproduce`` knows: the built-in ones, imported here by
-name (the paper's experiments, ``nat``, ``beyond_tf``), and those registered at run time
+name (the paper's experiments, ``nat_map``, ``nat``, ``beyond_tf``), and those registered at run time
 (:func:`register`, e.g. by tests)."""
 
 from __future__ import annotations
 
 import latalign.reproduce.beyond_tf as beyond_tf
 import latalign.reproduce.nat as nat
+import latalign.reproduce.nat_map as nat_map
 import latalign.reproduce.paper as paper
 from latalign.reproduce.groups import ExperimentGroup
 
 #: the built-in groups, in run order
-BUILTIN: tuple[ExperimentGroup, ...] = (paper.GROUP, nat.GROUP, beyond_tf.GROUP)
+BUILTIN: tuple[ExperimentGroup, ...] = (paper.GROUP, nat_map.GROUP, nat.GROUP, beyond_tf.GROUP)
 
 _REGISTERED: dict[str, ExperimentGroup] = {}
 
