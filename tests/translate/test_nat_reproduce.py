@@ -37,7 +37,7 @@ def test_nat_group_ci(tmp_path: Path) -> None:
     ids = {c["id"] for c in res["claims"]}
     assert {"nat_ctc_over_ce", "nat_axe_over_ce", "nat_distilled_ctc_near_ar",
             "nat_distillation_helps_ctc", "nat_decoding_speed", "nat_decoding_latency"} <= ids  # fmt: skip
-    assert nat["recipes"]["nat_ctc_raw"] == "ctc, nat_input=mask, upsample=3, 6 updates"
+    assert nat["recipes"]["nat_ctc_raw"] == "ctc, nat_input=mask, upsample=2, 6 updates"
     assert nat["cpu_seconds"]["total"] > 0
     md = (tmp_path / "run" / "report.md").read_text()
     assert "Where latent alignments help" in md and "NAT-CTC (distilled)" in md
