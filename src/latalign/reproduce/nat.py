@@ -95,12 +95,15 @@ class Student:
 
 #: the students' recipe, chosen on the quick validation split (docs/nat.md): every student
 #: decodes from a learned mask vector (CMLM's input, the AXE paper's setting), AXE with
-#: δ = 1 (δ = 2 scored 4 BLEU lower), CTC upsampling the source 2× (3 and 4 learn slower). A
-#: new row is one line.
+#: δ = 1 (δ = 2 scored 4 BLEU lower), CTC upsampling the source 2× (3 and 4 learn slower);
+#: the DAG (``--arch dag``) with its own decoder input and lookahead decoding. A new row is
+#: one line.
 STUDENTS: tuple[Student, ...] = (
     Student("nat_ce", "NAT-CE", "ce", options={"nat_input": "mask"}),
     Student("nat_axe", "NAT-AXE", "axe", options={"nat_input": "mask", "delta": 1.0}),
     Student("nat_ctc", "NAT-CTC", "ctc", options={"nat_input": "mask", "upsample": 2}),
+    # DA-Transformer's graph at 4 x the source length (docs/dag.md: 8 ties at half the speed)
+    Student("nat_dag", "NAT-DAG", "dag", arch="dag", options={"upsample": 4}),
 )
 #: preset -> student name -> recipe file (relative to the repository root; a TrainConfig
 #: file): the student trains from it (its own budget, e.g. ``max_minutes``), the distilled

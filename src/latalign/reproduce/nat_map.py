@@ -125,11 +125,13 @@ class NatMapResult(Record):
 # --------------------------------------------------------------------------- running
 
 
-def recipe(preset: str) -> dict[str, Any]:
-    """TrainConfig options of the nat group's students beyond the preset's (none today:
-    :func:`latalign.reproduce.nat.train_student` passes none; glancing or another
-    ``upsample`` there belongs here too, so both groups train alike)."""
-    return {}
+def recipe(key: str) -> dict[str, Any]:
+    """TrainConfig options of a row, the nat group's student recipe
+    (:data:`latalign.reproduce.nat.STUDENTS`): the reference trains as NAT-CE, every latent
+    objective at the upsampled length as NAT-CTC (decoder input, ``upsample``), so both
+    groups train alike."""
+    student = "nat_ce" if key == REFERENCE else "nat_ctc"
+    return dict(next(s for s in nat.STUDENTS if s.name == student).options)
 
 
 def student_config(
@@ -142,9 +144,8 @@ def student_config(
     else:
         ops, aggregate, _ = an.parse_objective_key(key)
         criterion, options = "latent", {"operators": ops, "aggregate": aggregate}
-    options = options | recipe(ctx.preset.name)
     cfg = train_config(ctx, run_dir, criterion, options, updates)
-    return dataclasses.replace(cfg, arch="nat", data=data)
+    return dataclasses.replace(cfg, arch="nat", data=data, **recipe(key))
 
 
 def row_dir(out: Path, key: str) -> Path:
@@ -155,7 +156,7 @@ def row_dir(out: Path, key: str) -> Path:
 
 def _spec(ctx: Context, key: str, updates: int, pairs: int | None) -> dict[str, Any]:
     return ctx.spec(f"nat_map:{key}") | {
-        "updates": updates, "train_pairs": pairs, "recipe": recipe(ctx.preset.name),
+        "updates": updates, "train_pairs": pairs, "recipe": recipe(key),
     }  # fmt: skip
 
 

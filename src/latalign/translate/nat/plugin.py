@@ -66,7 +66,6 @@ def check_nat(cfg: TrainConfig) -> None:
     if cfg.nat_input is not None and cfg.nat_input not in ("copy", "mask"):
         raise ValueError(f"expected nat_input copy or mask, found {cfg.nat_input!r}")
     check_glancing(cfg)
-    check_glancing(cfg)
 
 
 def nat_config_of(cfg: TrainConfig, vocab_size: int) -> NATConfig:
