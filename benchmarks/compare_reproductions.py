@@ -54,6 +54,14 @@ def differences(a: Any, b: Any) -> tuple[int, list[str]]:
     return equal, lines
 
 
+def key_numbers(record: dict[str, Any]) -> str:
+    """An experiment's test BLEU, empty share and final validation loss, as text."""
+    result = record.get("result", {})
+    test = result.get("test") if isinstance(result.get("test"), dict) else result
+    values = (test.get("bleu"), test.get("empty_share"), result.get("final_valid_loss"))
+    return " ".join("-" if v is None else f"{v:.4f}" for v in values)
+
+
 def result_files(root: str) -> dict[str, str]:
     return {
         os.path.relpath(d, root): os.path.join(d, "result.json")
@@ -73,6 +81,10 @@ def main() -> None:
             equal, lines = differences(json.load(f), json.load(g))
         print(f"{name}: {equal} equal, {len(lines)} differ")
         print("\n".join(lines[:40]))
+    print("key numbers (A | B): test BLEU, empty share, final valid loss")
+    for name in sorted(set(fa) & set(fb)):
+        with open(fa[name]) as f, open(fb[name]) as g:
+            print(f"  {name}: " + " | ".join(key_numbers(json.load(h)) for h in (f, g)))
     print("only in A:", sorted(set(fa) - set(fb)))
     print("only in B:", sorted(set(fb) - set(fa)))
     ra, rb = (os.path.join(r, "results.json") for r in (args.run_a, args.run_b))
