@@ -1,6 +1,6 @@
 """The alignment library: CTC, AXE, causal AXE and the paper's operator algebra.
 
-Imports nothing of the translation stack. Semantics: ``shared/SPEC.md``.
+Imports nothing of the translation stack. Semantics: ``docs/SPEC.md``.
 """
 
 from .checks import set_validation, validation_enabled

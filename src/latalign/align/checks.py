@@ -71,6 +71,43 @@ class CheckedInputs:
         return self.idx[:, 1:]
 
 
+def _expect_tensor(name: str, x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected {name} to be a torch.Tensor, found {type(x).__name__}")
+    return x
+
+
+def expect_dims(name: str, t: torch.Tensor, dims: int, shape: str) -> None:
+    """``t`` has ``dims`` dimensions, else the message names the expected ``shape``."""
+    if t.dim() != dims:
+        raise ValueError(f"expected {name} of shape {shape}, found shape {tuple(t.shape)}")
+
+
+def float_tensor(name: str, x: object, shape: str) -> torch.Tensor:
+    """``x`` checked as a 3-dim tensor of a floating dtype (``shape`` for the message)."""
+    t = _expect_tensor(name, x)
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"expected {name} of a floating dtype {[str(d) for d in FLOAT_DTYPES]}, found {t.dtype}"
+        )
+    expect_dims(name, t, 3, shape)
+    return t
+
+
+def index_tensor(name: str, x: object) -> torch.Tensor:
+    """``x`` checked as a tensor of ids (int64 or int32)."""
+    t = _expect_tensor(name, x)
+    if t.dtype not in INDEX_DTYPES:
+        raise TypeError(f"expected {name} of dtype int64 or int32, found {t.dtype}")
+    return t
+
+
+def check_reduction(reduction: str | None) -> None:
+    """``None`` (no reduction asked for) or one of :data:`REDUCTIONS`."""
+    if reduction is not None and reduction not in REDUCTIONS:
+        raise ValueError(f"expected reduction in {REDUCTIONS}, found {reduction!r}")
+
+
 def _as_lengths(name: str, value: LengthsLike, batch: int) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
@@ -85,10 +122,7 @@ def _as_lengths(name: str, value: LengthsLike, batch: int) -> torch.Tensor:
             ) from exc
         if t.is_floating_point() or t.dtype == torch.bool:
             raise TypeError(f"expected {name} of integers, found {t.dtype}")
-    if t.dim() != 1:
-        raise ValueError(
-            f"expected {name} of shape (N,) = ({batch},), found shape {tuple(t.shape)}"
-        )
+    expect_dims(name, t, 1, f"(N,) = ({batch},)")
     if t.shape[0] != batch:
         raise ValueError(
             f"expected {name} of length N = {batch} (the batch size of log_probs), found {t.shape[0]}"
@@ -101,7 +135,7 @@ def _lengths(name: str, value: LengthsLike, batch: int, device: torch.device) ->
     return _as_lengths(name, value, batch).to(device=device, dtype=torch.int64).contiguous()
 
 
-def _raise_if_out_of_range(name: str, t: torch.Tensor, lo: int, hi: int, bound: str) -> None:
+def raise_if_out_of_range(name: str, t: torch.Tensor, lo: int, hi: int, bound: str) -> None:
     """The message of a length outside ``[lo, hi]`` (reads ``t``: a sync on a device)."""
     bad = (t < lo) | (t > hi)
     if t.numel() and bool(bad.any()):
@@ -126,34 +160,15 @@ def check_inputs(
 
     ``validate``: ``None`` follows :func:`set_validation`.
     """
-    if not isinstance(log_probs, torch.Tensor):
-        raise TypeError(
-            f"expected log_probs to be a torch.Tensor, found {type(log_probs).__name__}"
-        )
-    if log_probs.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"expected log_probs of a floating dtype {[str(d) for d in FLOAT_DTYPES]}, "
-            f"found {log_probs.dtype}"
-        )
-    if log_probs.dim() != 3:
-        raise ValueError(
-            f"expected log_probs of shape (N, T, C) (batch first), found shape {tuple(log_probs.shape)}"
-        )
+    float_tensor("log_probs", log_probs, "(N, T, C) (batch first)")
     nb, tmax, ncls = log_probs.shape
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"expected targets to be a torch.Tensor, found {type(targets).__name__}")
-    if targets.dtype not in INDEX_DTYPES:
-        raise TypeError(f"expected targets of dtype int64 or int32, found {targets.dtype}")
-    if targets.dim() != 2:
-        raise ValueError(
-            f"expected targets of shape (N, S) (padded), found shape {tuple(targets.shape)}"
-        )
+    index_tensor("targets", targets)
+    expect_dims("targets", targets, 2, "(N, S) (padded)")
     if targets.shape[0] != nb:
         raise ValueError(
             f"expected targets with batch size N = {nb} (as log_probs), found {targets.shape[0]}"
         )
-    if reduction is not None and reduction not in REDUCTIONS:
-        raise ValueError(f"expected reduction in {REDUCTIONS}, found {reduction!r}")
+    check_reduction(reduction)
     if not isinstance(blank, int) or isinstance(blank, bool):
         raise TypeError(f"expected blank to be an int, found {type(blank).__name__}")
     if not 0 <= blank < ncls:
@@ -165,7 +180,7 @@ def check_inputs(
     raw_tg = _as_lengths("target_lengths", target_lengths, nb)
     queued = []
     if nb and tmax == 0:  # no frame at all: every input length is out of range
-        _raise_if_out_of_range("input_lengths", raw_in, 1, tmax, "T")
+        raise_if_out_of_range("input_lengths", raw_in, 1, tmax, "T")
     lengths = []
     for name, raw, lo, hi, bound in (
         ("input_lengths", raw_in, 1, tmax, "T"),
@@ -173,7 +188,7 @@ def check_inputs(
     ):
         on_host = raw.device.type == "cpu" and dev.type != "cpu"
         if validate and on_host:  # as torch's CTC accepts: checked here, on the host, for free
-            _raise_if_out_of_range(name, raw, lo, hi, bound)
+            raise_if_out_of_range(name, raw, lo, hi, bound)
         t = raw.to(device=dev, dtype=torch.int64, non_blocking=on_host).contiguous()
         if validate and not on_host:
             queued.append(t.clamp(lo, hi) != t)
@@ -209,8 +224,8 @@ def validate_values(checked: CheckedInputs, em: torch.Tensor, what: str) -> None
 def _raise_first_problem(checked: CheckedInputs, nan: torch.Tensor, what: str) -> None:
     _, tmax, ncls = checked.log_probs.shape
     tg, blank = checked.raw_targets, checked.blank
-    _raise_if_out_of_range("input_lengths", checked.input_lengths, 1, tmax, "T")
-    _raise_if_out_of_range("target_lengths", checked.target_lengths, 0, tg.shape[1], "S")
+    raise_if_out_of_range("input_lengths", checked.input_lengths, 1, tmax, "T")
+    raise_if_out_of_range("target_lengths", checked.target_lengths, 0, tg.shape[1], "S")
     smax = tg.shape[1]
     used = torch.arange(smax, device=tg.device).view(1, -1) < checked.target_lengths.view(-1, 1)
     out_of_range = used & ((tg < 0) | (tg >= ncls))

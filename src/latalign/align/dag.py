@@ -21,7 +21,14 @@ from types import ModuleType
 import torch
 
 from .backends import dag_numba, dag_torch, resolve
-from .checks import FLOAT_DTYPES, INDEX_DTYPES, REDUCTIONS, LengthsLike, _lengths
+from .checks import (
+    LengthsLike,
+    _lengths,
+    check_reduction,
+    float_tensor,
+    index_tensor,
+    raise_if_out_of_range,
+)
 from .losses import _Emissions, _reduce
 
 NEG_INF = float("-inf")
@@ -38,18 +45,6 @@ class DagInputs:
     target_lengths: torch.Tensor  # (N,) int64
 
 
-def _float_tensor(name: str, x: object, shape: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected {name} to be a torch.Tensor, found {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"expected {name} of a floating dtype {[str(d) for d in FLOAT_DTYPES]}, found {x.dtype}"
-        )
-    if x.dim() != 3:
-        raise ValueError(f"expected {name} of shape {shape}, found shape {tuple(x.shape)}")
-    return x
-
-
 def check_dag_inputs(
     log_probs: torch.Tensor,
     transitions: torch.Tensor,
@@ -59,8 +54,8 @@ def check_dag_inputs(
     reduction: str | None = "mean",
 ) -> DagInputs:
     """Validate the DAG inputs (SPEC.md): shapes, dtypes, devices, lengths, target ids."""
-    lp = _float_tensor("log_probs", log_probs, "(N, L, V) (batch first)")
-    tr = _float_tensor("transitions", transitions, "(N, L, L)")
+    lp = float_tensor("log_probs", log_probs, "(N, L, V) (batch first)")
+    tr = float_tensor("transitions", transitions, "(N, L, L)")
     nb, lmax, ncls = lp.shape
     if tuple(tr.shape) != (nb, lmax, lmax):
         raise ValueError(
@@ -71,33 +66,19 @@ def check_dag_inputs(
         raise ValueError(
             f"expected transitions on the device of log_probs ({lp.device}), found {tr.device}"
         )
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"expected targets to be a torch.Tensor, found {type(targets).__name__}")
-    if targets.dtype not in INDEX_DTYPES:
-        raise TypeError(f"expected targets of dtype int64 or int32, found {targets.dtype}")
+    index_tensor("targets", targets)
     if targets.dim() != 2 or targets.shape[0] != nb:
         raise ValueError(
             f"expected targets of shape (N, S) = ({nb}, S) (padded), found shape "
             f"{tuple(targets.shape)}"
         )
-    if reduction is not None and reduction not in REDUCTIONS:
-        raise ValueError(f"expected reduction in {REDUCTIONS}, found {reduction!r}")
+    check_reduction(reduction)
     dev = lp.device
     vl = _lengths("vertex_lengths", vertex_lengths, nb, dev)
     tl = _lengths("target_lengths", target_lengths, nb, dev)
     smax = targets.shape[1]
-    bad_v = (vl < 1) | (vl > lmax)
-    if bool(bad_v.any()):
-        b = int(torch.nonzero(bad_v)[0, 0])
-        raise ValueError(
-            f"expected 1 <= vertex_lengths <= L = {lmax}, found vertex_lengths[{b}] = {int(vl[b])}"
-        )
-    bad_t = (tl < 0) | (tl > smax)
-    if bool(bad_t.any()):
-        b = int(torch.nonzero(bad_t)[0, 0])
-        raise ValueError(
-            f"expected 0 <= target_lengths <= S = {smax}, found target_lengths[{b}] = {int(tl[b])}"
-        )
+    raise_if_out_of_range("vertex_lengths", vl, 1, lmax, "L")
+    raise_if_out_of_range("target_lengths", tl, 0, smax, "S")
     tg = targets.to(device=dev, dtype=torch.int64)
     used = torch.arange(smax, device=dev).view(1, smax) < tl.view(nb, 1)  # (N, S)
     out_of_range = used & ((tg < 0) | (tg >= ncls))

@@ -30,14 +30,9 @@ def algebra_forward(
     return replace(state, backend=backend)
 
 
-def algebra_backward(
-    state: AlgebraState,
-    em: torch.Tensor,
-    in_len: torch.Tensor,
-    tg_len: torch.Tensor,
-    gscale: torch.Tensor,
-) -> torch.Tensor:
-    return get(state.backend).algebra_backward(state, em, in_len, tg_len, gscale)
+def algebra_backward(state: AlgebraState, *em_lengths_gscale: torch.Tensor) -> torch.Tensor:
+    """``Backend.algebra_backward(state, em, in_len, tg_len, gscale)`` of ``state``'s backend."""
+    return get(state.backend).algebra_backward(state, *em_lengths_gscale)
 
 
 def best_paths(
@@ -69,11 +64,8 @@ def ctc_forward(
 
 
 def ctc_backward(
-    state: CTCState,
-    em: torch.Tensor,
-    targets: torch.Tensor,
-    in_len: torch.Tensor,
-    tg_len: torch.Tensor,
-    gscale: torch.Tensor,
+    state: CTCState, em: torch.Tensor, targets: torch.Tensor, *lengths_gscale: torch.Tensor
 ) -> torch.Tensor:
-    return get(state.backend).ctc_backward(state, em, ctc_targets(targets), in_len, tg_len, gscale)
+    """``Backend.ctc_backward(state, em, targets, in_len, tg_len, gscale)`` of ``state``'s
+    backend, the targets padded as for :func:`ctc_forward`."""
+    return get(state.backend).ctc_backward(state, em, ctc_targets(targets), *lengths_gscale)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 
@@ -161,12 +162,7 @@ def latent_alignment_loss(
     return _run_loss(
         _algebra_program(objective),
         (log_probs, targets, input_lengths, target_lengths),
-        blank=blank,
-        reduction=reduction,
-        zero_infinity=zero_infinity,
-        from_logits=from_logits,
-        backend=backend,
-        validate=validate,
+        _Options(blank, reduction, zero_infinity, from_logits, backend, validate),
     )
 
 
@@ -181,24 +177,26 @@ def _ctc_program(em, checked, name):
     return _CTCDP.apply(em, checked.targets, checked.input_lengths, checked.target_lengths, name)
 
 
-def _run_loss(
-    program,
-    inputs: tuple,
-    *,
-    blank: int,
-    reduction: str,
-    zero_infinity: bool,
-    from_logits: bool,
-    backend: str | None,
-    validate: bool | None,
-) -> torch.Tensor:
+class _Options(NamedTuple):
+    """The keyword options every loss takes, in one order (each loss passes them on once)."""
+
+    blank: int
+    reduction: str
+    zero_infinity: bool
+    from_logits: bool
+    backend: str | None
+    validate: bool | None
+
+
+def _run_loss(program, inputs: tuple, options: _Options) -> torch.Tensor:
     """Check the inputs, gather the emissions, run ``program(em, checked, backend)``, reduce."""
     log_probs = inputs[0]
-    checked = check_inputs(*inputs, blank=blank, reduction=reduction, validate=validate)
-    name = resolve(backend, log_probs.device)
-    em = _emissions(checked, from_logits, name)
+    o = options
+    checked = check_inputs(*inputs, blank=o.blank, reduction=o.reduction, validate=o.validate)
+    name = resolve(o.backend, log_probs.device)
+    em = _emissions(checked, o.from_logits, name)
     loss = program(em, checked, name)
-    return _reduce(loss, checked.target_lengths, reduction, zero_infinity, log_probs.dtype)
+    return _reduce(loss, checked.target_lengths, o.reduction, o.zero_infinity, log_probs.dtype)
 
 
 def axe_loss(
@@ -225,12 +223,7 @@ def axe_loss(
     return _run_loss(
         _algebra_program(axe_objective(delta, causal)),
         (log_probs, targets, input_lengths, target_lengths),
-        blank=blank,
-        reduction=reduction,
-        zero_infinity=zero_infinity,
-        from_logits=from_logits,
-        backend=backend,
-        validate=validate,
+        _Options(blank, reduction, zero_infinity, from_logits, backend, validate),
     )
 
 
@@ -260,12 +253,7 @@ def ctc_loss(
     return _run_loss(
         _ctc_program,
         (log_probs, targets, input_lengths, target_lengths),
-        blank=blank,
-        reduction=reduction,
-        zero_infinity=zero_infinity,
-        from_logits=from_logits,
-        backend=backend,
-        validate=validate,
+        _Options(blank, reduction, zero_infinity, from_logits, backend, validate),
     )
 
 

@@ -219,6 +219,22 @@ def torch_emissions_backward(
     return grad
 
 
+class TorchEmissions:
+    """:meth:`Backend.emissions` and :meth:`Backend.emissions_backward` by the two functions
+    above, for a backend whose class sets ``sparse_rows`` (see
+    :func:`torch_emissions_backward`)."""
+
+    sparse_rows: bool
+
+    def emissions(self, src, idx, in_len, from_logits):
+        return torch_emissions(src, idx, from_logits)
+
+    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
+        return torch_emissions_backward(
+            src, idx, in_len, from_logits, grad_em, sparse_rows=self.sparse_rows
+        )
+
+
 def _zero_padding_rows(grad: torch.Tensor, in_len: torch.Tensor, sparse: bool) -> None:
     """Zero the rows ``t ≥ m`` of ``grad (N, T, V)`` in place.
 

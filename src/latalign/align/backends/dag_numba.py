@@ -128,6 +128,16 @@ def _viterbi(et_b, trans_b, n, lb, alpha_b, bp_b):
                 alpha_b[i, v] = mx[v] + et_b[i, v]
 
 
+@numba.njit(inline="always", cache=True)
+def _grow_max(s, x, acc, lo, hi):
+    # a running max s < x grows to x: rescale the terms acc[lo:hi] (held relative to s)
+    if s > NEG_INF:
+        scale = math.exp(s - x)
+        for v in range(lo, hi):
+            acc[v] *= scale
+    return x
+
+
 @numba.njit(cache=True)
 def _forward_sum(et_b, trans_b, n, lb, tiny, alpha_b):
     r = np.empty(lb)
@@ -146,11 +156,7 @@ def _forward_sum(et_b, trans_b, n, lb, tiny, alpha_b):
             x = alpha_b[i - 1, u] + r[u]
             if x > NEG_INF:
                 if x > s:
-                    if s > NEG_INF:
-                        scale = math.exp(s - x)
-                        for v in range(u + 1, hi + 1):
-                            acc[v] *= scale
-                    s = x
+                    s = _grow_max(s, x, acc, u + 1, hi + 1)
                 w = math.exp(x - s)
                 for v in range(u + 1, hi + 1):
                     acc[v] += w * p[u, v]
@@ -205,11 +211,7 @@ def _backward_sum(et_b, trans_b, n, lb, alpha_b, z, g, tiny, beta_b, g_et_b, g_t
             hv = h[u + 1]
             if hv > NEG_INF:
                 if hv > d:
-                    if d > NEG_INF:
-                        scale = math.exp(d - hv)
-                        for v in range(u + 2, hi + 2):
-                            ht[v] *= scale
-                    d = hv
+                    d = _grow_max(d, hv, ht, u + 2, hi + 2)
                 ht[u + 1] = math.exp(hv - d)
             else:
                 ht[u + 1] = 0.0

@@ -51,6 +51,18 @@ def _sequence(vl_ptr, tl_ptr):
     return b, tl.load(vl_ptr + b), tl.load(tl_ptr + b)
 
 
+@triton.jit
+def _step(vl_ptr, tl_ptr, et_ptr, grid_ptr, tr_ptr, i, L, S, BLOCK: tl.constexpr):
+    # a step kernel's program: its sequence (b, lb, n), its tile x of vertices, which of them
+    # lie in step i's band i <= x <= hi = lb - n + i, and the sequence's rows of et, the grid
+    # (alpha or beta) and the transitions
+    b, lb, n = _sequence(vl_ptr, tl_ptr)
+    x = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    hi = lb - n + i
+    on = tl.where(i < n, (x >= i) & (x <= hi), False)
+    return b, lb, n, x, hi, on, et_ptr + b * S * L, grid_ptr + b * S * L, tr_ptr + b * L * L
+
+
 @triton.jit(do_not_specialize=["i", "L", "S"])
 def _forward_step_kernel(
     et_ptr,  # (N, S, L)
@@ -66,14 +78,10 @@ def _forward_step_kernel(
     BLOCK_U: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
-    b, lb, n = _sequence(vl_ptr, tl_ptr)
-    v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+    b, lb, n, v, hi, on, et_b, al_b, tr_b = _step(
+        vl_ptr, tl_ptr, et_ptr, alpha_ptr, tr_ptr, i, L, S, BLOCK_V
+    )
     neg = float("-inf")
-    hi = lb - n + i  # step i's band: i <= v <= hi
-    on = tl.where(i < n, (v >= i) & (v <= hi), False)
-    et_b = et_ptr + b * S * L
-    al_b = alpha_ptr + b * S * L
-    tr_b = tr_ptr + b * L * L
     run_m = tl.full((BLOCK_V,), neg, et_ptr.dtype.element_ty)
     run_s = tl.zeros((BLOCK_V,), dtype=et_ptr.dtype.element_ty)
     arg = tl.full((BLOCK_V,), -1, tl.int32)
@@ -128,14 +136,10 @@ def _backward_step_kernel(
     BLOCK_U: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
-    b, lb, n = _sequence(vl_ptr, tl_ptr)
-    u = tl.program_id(1) * BLOCK_U + tl.arange(0, BLOCK_U)
+    b, lb, n, u, hi, on, et_b, be_b, tr_b = _step(
+        vl_ptr, tl_ptr, et_ptr, beta_ptr, tr_ptr, i, L, S, BLOCK_U
+    )
     neg = float("-inf")
-    hi = lb - n + i
-    on = tl.where(i < n, (u >= i) & (u <= hi), False)
-    et_b = et_ptr + b * S * L
-    be_b = beta_ptr + b * S * L
-    tr_b = tr_ptr + b * L * L
     run_m = tl.full((BLOCK_U,), neg, et_ptr.dtype.element_ty)
     run_s = tl.zeros((BLOCK_U,), dtype=et_ptr.dtype.element_ty)
     # successors: step i+1's band [i+1, hi+1], and v > u
@@ -265,38 +269,14 @@ def backward(
     gscale = gscale.to(et.dtype).contiguous()
     logz = logz.contiguous()
     block = _block(lmax)
+    common = (et, trans, vert_len, tg_len, alpha, beta, logz, gscale)  # both kernels' first
     with _on_device(et):
         for i in range(smax - 1 if nb else -1, -1, -1):
             _backward_step_kernel[(nb, triton.cdiv(lmax, block))](
-                et,
-                trans,
-                vert_len,
-                tg_len,
-                alpha,
-                beta,
-                logz,
-                gscale,
-                g_et,
-                i,
-                lmax,
-                smax,
-                BLOCK_U=block,
-                BLOCK_V=block,
+                *common, g_et, i, lmax, smax, BLOCK_U=block, BLOCK_V=block
             )
         if nb:
             _transition_grad_kernel[(nb, triton.cdiv(lmax, block), triton.cdiv(lmax, block))](
-                et,
-                trans,
-                vert_len,
-                tg_len,
-                alpha,
-                beta,
-                logz,
-                gscale,
-                g_tr,
-                lmax,
-                smax,
-                BLOCK_U=block,
-                BLOCK_V=block,
+                *common, g_tr, lmax, smax, BLOCK_U=block, BLOCK_V=block
             )
     return g_et, g_tr

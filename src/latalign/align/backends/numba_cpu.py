@@ -34,9 +34,8 @@ from ..objective import (
 from .base import (
     AlgebraState,
     CTCState,
+    TorchEmissions,
     nan_where_infeasible,
-    torch_emissions,
-    torch_emissions_backward,
 )
 
 NEG_INF = -np.inf
@@ -78,6 +77,21 @@ def _mask(flag: bool) -> float:
 
 
 @numba.njit(inline="always", cache=True)
+def _move_terms(w, flags):
+    # per move in canonical order: its weight, then 0 or -inf as the objective has it or not
+    return (
+        w[0],
+        w[1],
+        w[2],
+        w[3],
+        _mask(flags[0]),
+        _mask(flags[1]),
+        _mask(flags[2]),
+        _mask(flags[3]),
+    )
+
+
+@numba.njit(inline="always", cache=True)
 def _lse4(a: float, b: float, c: float, d: float) -> float:
     mx = max(max(a, b), max(c, d))
     if mx == NEG_INF:
@@ -94,8 +108,7 @@ def algebra_forward(et, in_len, tg_len, w, flags, causal, use_max, alpha, bp, ou
     """
     rolling = alpha.shape[1] == 2
     nb = et.shape[0]
-    wa, wct, wcp, wd = w[0], w[1], w[2], w[3]
-    ma, mct, mcp, md = _mask(flags[0]), _mask(flags[1]), _mask(flags[2]), _mask(flags[3])
+    wa, wct, wcp, wd, ma, mct, mcp, md = _move_terms(w, flags)
     for b in numba.prange(nb):
         m = in_len[b]
         n = tg_len[b]
@@ -156,8 +169,7 @@ def algebra_backward_sum(et, in_len, tg_len, w, flags, causal, alpha, beta, gsca
     entry. Sequences with ``logZ = -inf`` (no path) or ``gscale[b] == 0`` stay zero.
     """
     nb = et.shape[0]
-    wa, wct, wcp, wd = w[0], w[1], w[2], w[3]
-    ma, mct, mcp, md = _mask(flags[0]), _mask(flags[1]), _mask(flags[2]), _mask(flags[3])
+    wa, wct, wcp, wd, ma, mct, mcp, md = _move_terms(w, flags)
     for b in numba.prange(nb):
         m = in_len[b]
         n = tg_len[b]
@@ -228,15 +240,22 @@ def _move_back(code: int, i: int, j: int) -> tuple[int, int, int, int]:
     return row, col, i - MOVE_DI[code], j - MOVE_DJ[code]
 
 
+@numba.njit(inline="always", cache=True)
+def _path_end(in_len, tg_len, bp, b):
+    # the best path's last cell (n, m) of sequence b, and whether any path reaches it
+    i = tg_len[b]
+    j = in_len[b]
+    return i, j, bp[b, i, j] != MOVE_NONE or (i == 0 and j == 0)
+
+
 @numba.njit(parallel=True, cache=True)
 def algebra_backward_max(in_len, tg_len, w, bp, gscale, grad):
     """Gradient of ``-max`` w.r.t. ``et``: minus the weighted move counts of the best path."""
     nb = bp.shape[0]
     for b in numba.prange(nb):
         g = gscale[b]
-        i = tg_len[b]
-        j = in_len[b]
-        if g == 0.0 or (bp[b, i, j] == MOVE_NONE and not (i == 0 and j == 0)):
+        i, j, feasible = _path_end(in_len, tg_len, bp, b)
+        if g == 0.0 or not feasible:
             continue
         while i > 0 or j > 0:
             code = bp[b, i, j]
@@ -251,9 +270,8 @@ def algebra_backtrack(in_len, tg_len, bp, paths, plen):
     """Best paths as move codes, in order from (0, 0): ``paths[b, :plen[b]]``; -1 if none."""
     nb = bp.shape[0]
     for b in numba.prange(nb):
-        i = tg_len[b]
-        j = in_len[b]
-        if bp[b, i, j] == MOVE_NONE and not (i == 0 and j == 0):
+        i, j, feasible = _path_end(in_len, tg_len, bp, b)
+        if not feasible:
             plen[b] = -1
             continue
         k = 0
@@ -370,17 +388,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-class NumbaBackend:
+class NumbaBackend(TorchEmissions):
     """The compiled CPU kernels behind :class:`~latalign.align.backends.base.Backend`."""
 
     name = "numba"
-
-    def emissions(self, src, idx, in_len, from_logits):
-        return torch_emissions(src, idx, from_logits)
-
-    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
-        # CPU only: finding the padding rows costs no synchronisation here
-        return torch_emissions_backward(src, idx, in_len, from_logits, grad_em, sparse_rows=True)
+    sparse_rows = True  # CPU only: finding the padding rows costs no synchronisation here
 
     def algebra_forward(
         self, em, in_len, tg_len, objective: Objective, *, keep: bool, paths: bool = False

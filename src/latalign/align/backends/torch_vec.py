@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import torch
 
+from .. import objective as spec
 from ..objective import (
     FRAME_J,
     MOVE_CLONE_TARGET,
     MOVE_DELIMITER,
-    MOVE_DI,
-    MOVE_DJ,
-    MOVE_EMITS_TARGET,
-    MOVE_FRAME_AT_LEAST_1,
     MOVE_NONE,
     MOVES,
     TARGET,
@@ -32,10 +29,9 @@ from ..objective import (
 from .base import (
     AlgebraState,
     CTCState,
+    TorchEmissions,
     constant,
     nan_where_infeasible,
-    torch_emissions,
-    torch_emissions_backward,
 )
 
 NEG_INF = float("-inf")
@@ -252,8 +248,8 @@ def backtrack(codes: torch.Tensor, in_len: torch.Tensor, tg_len: torch.Tensor):
     steps = torch.zeros((nb, max(max_len, 1)), dtype=torch.long, device=dev)
     si = torch.zeros_like(steps)
     sj = torch.zeros_like(steps)
-    di = constant(MOVE_DI, torch.long, dev)
-    dj = constant(MOVE_DJ, torch.long, dev)
+    di = constant(spec.MOVE_DI, torch.long, dev)
+    dj = constant(spec.MOVE_DJ, torch.long, dev)
     for k in range(max_len):
         c = flat.gather(1, (i * t1 + j).view(nb, 1)).view(nb)
         c = torch.where((i == 0) & (j == 0), MOVE_NONE, c)
@@ -288,8 +284,8 @@ def path_gradient(
     nb = steps.shape[0]
     dev = steps.device
     w = constant((0.0, *weights), DP_DTYPE, dev)  # by move code
-    emits_target = constant(MOVE_EMITS_TARGET, torch.bool, dev)
-    at_least_1 = constant(MOVE_FRAME_AT_LEAST_1, torch.bool, dev)
+    emits_target = constant(spec.MOVE_EMITS_TARGET, torch.bool, dev)
+    at_least_1 = constant(spec.MOVE_FRAME_AT_LEAST_1, torch.bool, dev)
     valid = steps != MOVE_NONE
     wstep = w[steps] * (length >= 0).view(nb, 1) * valid
     row = torch.where(at_least_1[steps], sj.clamp(min=1), sj) - 1  # prediction used (0-based)
@@ -385,16 +381,11 @@ def ctc_backward(em, targets, in_len, tg_len, alpha, logz):
 # --------------------------------------------------------------------------------------
 
 
-class TorchBackend:
+class TorchBackend(TorchEmissions):
     """Vectorized PyTorch on any device; no host synchronisation in a loss call."""
 
     name = "torch"
-
-    def emissions(self, src, idx, in_len, from_logits):
-        return torch_emissions(src, idx, from_logits)
-
-    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
-        return torch_emissions_backward(src, idx, in_len, from_logits, grad_em, sparse_rows=False)
+    sparse_rows = False  # any device: a mask, no synchronisation
 
     def algebra_forward(
         self, em, in_len, tg_len, objective: Objective, *, keep: bool, paths: bool = False

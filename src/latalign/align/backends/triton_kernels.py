@@ -961,6 +961,15 @@ def ctc_backward(
 # --------------------------------------------------------------------------------------
 
 
+@triton.jit
+def _logits_row(x_ptr, T, SX_B, SX_T):
+    # this program's row (b, t) of the logits (one program per row) and its first entry
+    row = tl.program_id(0)
+    b = row // T
+    t = row % T
+    return row, b, t, x_ptr + b.to(tl.int64) * SX_B + t.to(tl.int64) * SX_T
+
+
 @triton.jit(do_not_specialize=["T", "V", "K", "SX_B", "SX_T"])
 def _emissions_kernel(
     x_ptr,  # (N, T, V) logits, strides SX_B, SX_T, SX_V
@@ -977,10 +986,7 @@ def _emissions_kernel(
     BLOCK_V: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    row = tl.program_id(0)
-    b = row // T
-    t = row % T
-    base = x_ptr + b.to(tl.int64) * SX_B + t.to(tl.int64) * SX_T
+    row, b, t, base = _logits_row(x_ptr, T, SX_B, SX_T)
     neg = float("-inf")
     run_max = tl.full((BLOCK_V,), neg, ACC)
     run_sum = tl.zeros((BLOCK_V,), dtype=ACC)
@@ -1023,10 +1029,7 @@ def _logits_grad_kernel(
     BLOCK_V: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    row = tl.program_id(0)
-    b = row // T
-    t = row % T
-    base = x_ptr + b.to(tl.int64) * SX_B + t.to(tl.int64) * SX_T
+    row, b, t, base = _logits_row(x_ptr, T, SX_B, SX_T)
     out = grad_ptr + row.to(tl.int64) * V
     g_r = g_ptr + row.to(tl.int64) * K
     idx_b = idx_ptr + b.to(tl.int64) * K
@@ -1084,6 +1087,30 @@ def _row_view(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _launch_rows(kernel, x: torch.Tensor, k: int, *tensors: torch.Tensor) -> None:
+    """A row kernel over the logits view ``x (N, T, V)``: one program per row, ``K = k``
+    gathered columns, reduced in :func:`_acc_dtype`; no launch for an empty ``x``."""
+    nb, tmax, ncls = x.shape
+    if nb * tmax == 0:
+        return
+    block_v = _bucket(ncls, VOCAB_BUCKETS)
+    _launch(
+        kernel,
+        (nb * tmax,),
+        x.device,
+        x,
+        *tensors,
+        tmax,
+        ncls,
+        k,
+        *x.stride(),
+        ACC=_TL_DTYPE[_acc_dtype(x)],
+        BLOCK_V=block_v,
+        BLOCK_K=min(K_TILE, MAX_BLOCK),
+        num_warps=_warps(block_v, 256),
+    )
+
+
 def emissions_from_logits(
     logits: torch.Tensor, idx: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1099,25 +1126,7 @@ def emissions_from_logits(
     idx = idx.contiguous()
     lse = torch.empty((nb, tmax), dtype=acc, device=x.device)
     em = torch.empty((nb, tmax, k), dtype=torch.float64, device=x.device)
-    block_v = _bucket(ncls, VOCAB_BUCKETS)
-    if nb * tmax:
-        _launch(
-            _emissions_kernel,
-            (nb * tmax,),
-            x.device,
-            x,
-            idx,
-            em,
-            lse,
-            tmax,
-            ncls,
-            k,
-            *x.stride(),
-            ACC=_TL_DTYPE[acc],
-            BLOCK_V=block_v,
-            BLOCK_K=min(K_TILE, MAX_BLOCK),
-            num_warps=_warps(block_v, 256),
-        )
+    _launch_rows(_emissions_kernel, x, k, idx, em, lse)
     return em, lse
 
 
@@ -1132,31 +1141,10 @@ def logits_gradient(
     One launch; the result is contiguous ``(N, T, V)`` in the logits' dtype."""
     nb, tmax, ncls = logits.shape
     x = _row_view(logits)
-    acc = _acc_dtype(x)
     k = idx.shape[1]
     g = grad_em.to(torch.float64).contiguous()
     grad = torch.empty((nb, tmax, ncls), dtype=logits.dtype, device=logits.device)
-    block_v = _bucket(ncls, VOCAB_BUCKETS)
-    if nb * tmax:
-        _launch(
-            _logits_grad_kernel,
-            (nb * tmax,),
-            x.device,
-            x,
-            lse,
-            g,
-            idx.contiguous(),
-            in_len,
-            grad,
-            tmax,
-            ncls,
-            k,
-            *x.stride(),
-            ACC=_TL_DTYPE[acc],
-            BLOCK_V=block_v,
-            BLOCK_K=min(K_TILE, MAX_BLOCK),
-            num_warps=_warps(block_v, 256),
-        )
+    _launch_rows(_logits_grad_kernel, x, k, lse, g, idx.contiguous(), in_len, grad)
     return grad
 
 
