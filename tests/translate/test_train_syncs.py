@@ -38,6 +38,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TOKENS = types.SimpleNamespace(pad_id=0, bos_id=1, eos_id=2, unk_id=3, blank_id=4)
 VOCAB = 40
 CASES = [("ar", "ce"), ("ar", "axe"), ("nat", "ce"), ("nat", "axe")]
+# runs whose loss logs extra stats (the aux CTC term, the glanced positions): the same 0
+EXTRA_CASES = [
+    ("ar_aux_ctc", "ce", {}),
+    ("nat", "ctc", {"glat_ratio": 0.5}),
+    ("nat", "ce", {"glat_ratio": 0.5}),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +66,8 @@ def _batch(size: int = 5, seed: int = 0):
     return collate(examples)
 
 
-def _setup(arch: str, criterion: str):
-    cfg = TrainConfig(arch=arch, criterion=criterion, preset="tiny")
+def _setup(arch: str, criterion: str, **options):
+    cfg = TrainConfig(arch=arch, criterion=criterion, preset="tiny", **options)
     entry = get_arch(arch)
     torch.manual_seed(0)
     model = entry.build(cfg, VOCAB)
@@ -73,16 +79,18 @@ def _host_steps(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [s["step"] for s in optimizer.state.values() if "step" in s]
 
 
-@pytest.mark.parametrize("arch, criterion", CASES)
-def test_an_update_makes_no_host_sync(arch, criterion):
-    model, optimizer, loss_fn = _setup(arch, criterion)
+@pytest.mark.parametrize("arch, criterion, options", [(a, c, {}) for a, c in CASES] + EXTRA_CASES)
+def test_an_update_makes_no_host_sync(arch, criterion, options):
+    model, optimizer, loss_fn = _setup(arch, criterion, **options)
     train_step(model, optimizer, _batch(seed=1), loss_fn)  # the optimizer makes its state
     batch = _batch()
     with count_host_syncs(host=_host_steps(optimizer)) as counts:
-        stats = train_step(model, optimizer, batch, loss_fn, clip_norm=1.0)
+        stats = train_step(model, optimizer, batch, loss_fn, update=1, clip_norm=1.0)
     assert counts.syncs == 0, counts.sync_ops
     assert counts.host_to_device == 0
     assert all(isinstance(v, torch.Tensor) for k, v in stats.items() if k != "nsentences")
+    extra = {"ar_aux_ctc": "aux_ctc"}.get(arch, "glanced" if "glat_ratio" in options else "loss")
+    assert extra in stats  # the step did what the case is about
     # the counter sees the checks when they are on: the same update with value checks
     with count_host_syncs(host=_host_steps(optimizer)) as checked:
         train_step(model, optimizer, batch, loss_fn, check_values=True)

@@ -144,14 +144,14 @@ class AuxCTCLoss(DecoderInputLoss):
 
     def __call__(
         self, model: nn.Module, batch: Any, *, update: int | None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Any]]:
         prev = self.decoder_input(model, batch, update=update)
         logits, aux_logits, aux_lengths = model(batch.src_tokens, batch.src_lengths, prev, aux=True)
         loss, stats = self.score(logits, batch, update)
         ctc = upsampled_ctc_sum(aux_logits, aux_lengths, batch, self.blank_id)
         total = loss + self.weight * ctc
-        stats["aux_ctc"] = float(ctc.detach())
-        stats["loss"] = float(total.detach())
+        stats["aux_ctc"] = ctc.detach()  # device tensors: the Meter reads them once per log
+        stats["loss"] = total.detach()
         return total, stats
 
 

@@ -136,7 +136,7 @@ def ctc_viterbi(
     skip[:, 2:] = ext[:, 2:].ne(blank) & ext[:, 2:].ne(ext[:, :-2])
     live = torch.arange(s, device=dev)[None, :] < (2 * target_lengths + 1)[:, None]  # (B, S)
     em = scores.double().gather(2, ext[:, None, :].expand(b, t_max, s))  # (B, T, S)
-    neg = torch.tensor(-math.inf, dtype=torch.float64, device=dev)
+    neg = torch.full((), -math.inf, dtype=torch.float64, device=dev)  # no host->device copy
     delta = torch.full((b, s), -math.inf, dtype=torch.float64, device=dev)
     delta[:, :2] = em[:, 0, :2]
     delta = torch.where(live, delta, neg)
@@ -302,16 +302,19 @@ def glance(
     blank_id: int,
     pad_id: int,
     options: Mapping[str, Any] | None = None,
+    output_width: int | None = None,
 ) -> Glance:
     """Steps 1-3 of the module docstring for one batch: ``model`` the NAT model (unwrapped;
     the pass runs under ``torch.no_grad()`` in the mode the model is in), ``target`` (B, N)
-    ``y_1 .. y_n`` without eos and ``target_lengths`` (B,) n (:func:`nat_targets`)."""
+    ``y_1 .. y_n`` without eos and ``target_lengths`` (B,) n (:func:`nat_targets`);
+    ``output_width``: the batch's output width when the caller knows it (the model's
+    ``batch_width``: no host synchronisation), None reads it."""
     if criterion not in ALIGNERS:
         raise ValueError(
             f"expected a criterion with an aligner in {sorted(ALIGNERS)}, found {criterion!r}"
         )
     with torch.no_grad():
-        out = model(src_tokens, src_lengths, target_lengths)
+        out = model(src_tokens, src_lengths, target_lengths, output_width=output_width)
         logits = out.logits.float()  # (B, T, V)
         aligner = ALIGNERS[criterion]
         extra = {"output": out} if aligner.takes_output else {}
@@ -338,7 +341,7 @@ def glancing_forward(
     blank_id: int,
     pad_id: int,
     options: Mapping[str, Any] | None = None,
-) -> tuple[Any, Tensor, dict[str, float]]:
+) -> tuple[Any, Tensor, dict[str, Any]]:
     """The training pass of one batch, glancing or not: ``(output, loss target, stats)``.
 
     ``model`` is what the loop trains (the DDP wrapper under ``torchrun``: the one pass with
@@ -349,17 +352,19 @@ def glancing_forward(
     ``glanced`` and ``glance_distance`` (summed positions; logged per target token).
     """
     ratio = schedule.ratio(update) if schedule is not None and update is not None else 0.0
-    if ratio <= 0:
-        return model(batch.src_tokens, batch.src_lengths, target_lengths), target, {}
     net = getattr(model, "module", model)  # the first pass needs no DDP synchronisation
+    width = net.batch_width(batch.src_tokens, target)  # from the shapes: no host sync
+    src, src_len = batch.src_tokens, batch.src_lengths
+    if ratio <= 0:
+        return model(src, src_len, target_lengths, output_width=width), target, {}
     g = glance(
-        net, batch.src_tokens, batch.src_lengths, target, target_lengths, criterion=criterion,
-        ratio=ratio, blank_id=blank_id, pad_id=pad_id, options=options,
+        net, src, src_len, target, target_lengths, criterion=criterion, ratio=ratio,
+        blank_id=blank_id, pad_id=pad_id, options=options, output_width=width,
     )  # fmt: skip
-    output = model(batch.src_tokens, batch.src_lengths, target_lengths, g.tokens)
+    output = model(src, src_len, target_lengths, g.tokens, output_width=width)
     if ALIGNERS[criterion].skip_glanced:
         target = g.loss_target(target, pad_id)
-    stats = {"glanced": float(g.glanced.sum()), "glance_distance": float(g.distance.sum())}
+    stats = {"glanced": g.glanced.sum(), "glance_distance": g.distance.sum()}  # on the device
     return output, target, stats
 
 
