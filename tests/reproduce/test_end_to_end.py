@@ -300,8 +300,8 @@ def test_data_alone_selects_multi30k_and_its_default_experiments(tmp_path):
 
 
 def test_map_workers_do_not_change_results(run, tmp_path):
-    """The fixture's map ran in 2 worker processes (ci preset: 1 thread, 2+ cores); one
-    process gives the same numbers."""
+    """The fixture's map and the paper's trained experiments (``ahead``) ran in 2 worker
+    processes (ci preset: 1 thread, 2+ cores); one process gives the same numbers."""
     from latalign.reproduce import PRESETS
     from latalign.reproduce.run import map_workers
 
@@ -310,13 +310,17 @@ def test_map_workers_do_not_change_results(run, tmp_path):
 
     assert map_workers(None, PRESETS["ci"].threads) == min(2, os.cpu_count() or 1)
     serial = run_reproduction(
-        _options(tmp_path / "serial", cache, experiments=["map"], map_workers=1)
+        _options(tmp_path / "serial", cache, experiments=["map", "ce", "axe"], map_workers=1)
     )
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert strip(serial["map"]["rows"]) == strip(results["map"]["rows"])
+    for name in ("ce", "axe"):
+        assert strip([serial["experiments"][name]]) == strip([results["experiments"][name]]), name
+    hyps = [(d / "axe" / "hyps.test.txt").read_text() for d in (out, tmp_path / "serial")]
+    assert hyps[0] == hyps[1]
     with pytest.raises(ValueError, match="map_workers"):
         run_reproduction(_options(tmp_path / "bad", cache, map_workers=0))
 

@@ -24,6 +24,8 @@ What the runner (:mod:`.run`) does for a group ``g``:
    heading unless ``g.heading`` is False. Both are asked when the group ran — on every run
    when ``g.always`` (the paper's claims then say what did not run); ``result`` is the
    group's result (None for a group of several experiments).
+4. A group whose experiments do not read each other's results may compute some of them
+   side by side first (``g.ahead``; the paper's trained experiments do).
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class ExperimentGroup:
             (None: all of :meth:`names` in ``default_presets`` that ``updates`` sizes).
         always: claims and report on every run, not only when the group ran.
         heading: the report section starts with a heading ``description (`name`)``.
+        ahead: ``ahead(ctx, names) -> {name: result}`` — experiments of ``names`` (the
+            group's selected ones, in run order) that do not read each other's results,
+            computed before the group's loop, side by side (:func:`~latalign.reproduce.
+            context.run_jobs`); the runner takes their results as they are and runs the
+            others one by one (None: every experiment runs in the loop).
     """
 
     name: str
@@ -111,6 +118,7 @@ class ExperimentGroup:
     defaults: Callable[[str], tuple[str, ...]] | None = None
     always: bool = False
     heading: bool = True
+    ahead: Callable[[Context, list[str]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c == "_" for c in self.name):

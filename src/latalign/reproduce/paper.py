@@ -11,6 +11,7 @@ reusable.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from latalign.reproduce.baseline import baseline_spec, run_baseline_experiment
 from latalign.reproduce.claims import paper_claims
-from latalign.reproduce.context import Context
+from latalign.reproduce.context import Context, job_workers, run_jobs
 from latalign.reproduce.experiments import run_criterion_experiment, run_doubled_experiment
 from latalign.reproduce.groups import ExperimentGroup, GroupRun
 from latalign.reproduce.presets import CRITERION_OF, EXPERIMENTS, PRESETS
@@ -26,6 +27,8 @@ from latalign.reproduce.records import Claim, Results
 from latalign.reproduce.render import Block
 from latalign.reproduce.report import paper_blocks
 from latalign.reproduce.theorem_map import run_map
+
+logger = logging.getLogger("latalign.reproduce")
 
 #: how each experiment runs
 RUNS: dict[str, Callable[[Context], Any]] = {
@@ -36,8 +39,27 @@ RUNS: dict[str, Callable[[Context], Any]] = {
 }
 
 
+#: experiments that read no other experiment's result: trained side by side (:func:`ahead`)
+INDEPENDENT = (*CRITERION_OF, "doubled_ctc")
+
+
 def run(g: GroupRun) -> Any:
     return RUNS[g.experiment](g.ctx)
+
+
+def run_one(ctx: Context, experiment: str) -> Any:
+    """One experiment in a worker process (a module-level function for the pool)."""
+    return RUNS[experiment](ctx)
+
+
+def ahead(ctx: Context, names: list[str]) -> dict[str, Any]:
+    """The selected :data:`INDEPENDENT` experiments in ``ctx.map_workers`` processes (each
+    reuses or writes its own cell; results do not depend on the number of processes); none
+    when one process would run them anyway (the loop then runs them one by one)."""
+    jobs = {n: (n,) for n in names if n in INDEPENDENT}
+    if job_workers(ctx, len(jobs)) < 2:
+        return {}
+    return run_jobs(ctx, run_one, jobs, on_done=lambda n, _: logger.info("%s: done", n))
 
 
 def spec(ctx: Context, experiment: str, updates: dict[str, int]) -> dict[str, Any] | None:
@@ -74,4 +96,5 @@ GROUP = ExperimentGroup(
     defaults=defaults,
     always=True,
     heading=False,
+    ahead=ahead,
 )

@@ -227,12 +227,22 @@ def run_reproduction(options: ReproduceOptions) -> dict[str, Any]:
     flush = torch.set_flush_denormal(True)  # denormals slow CPU training (docs/reproduce.md)
     t0 = time.monotonic()
     results = Results()
+    ahead: dict[str, Any] = {}  # results computed side by side (ExperimentGroup.ahead)
     try:
         for i, name in enumerate(names, 1):
-            logger.info("[%d/%d] %s — %s", i, len(names), name, owner[name].names()[name])
-            results.experiments[name] = run_experiment(
-                owner[name], name, ctx, updates[name], results
-            )
+            g = owner[name]
+            if g.ahead is not None and not any(n in ahead or n in results.experiments
+                                               for n in g.names()):  # fmt: skip
+                t1 = time.monotonic()
+                ahead |= g.ahead(ctx, [n for n in names if owner[n] is g])
+                if ahead:
+                    logger.info("%s: %s side by side in %.0f s", g.name, ", ".join(ahead),
+                                time.monotonic() - t1)  # fmt: skip
+            logger.info("[%d/%d] %s — %s", i, len(names), name, g.names()[name])
+            results.experiments[name] = (
+                ahead[name] if name in ahead else run_experiment(g, name, ctx, updates[name],
+                                                                 results)
+            )  # fmt: skip
     finally:
         if flush:
             torch.set_flush_denormal(False)
