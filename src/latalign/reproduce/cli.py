@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 
 
 PRESET_HELP = (
-    "sizes: quick (synthetic corpus, tiny model, ~10 min on 2 CPU cores), multi30k (--data "
+    "sizes: quick (synthetic corpus, tiny model, ~26 min on 2 CPU cores), multi30k (--data "
     "DIR, small model, ~60 min + 40 min CE recipe + groups nat/beyond_tf, hours on 2 CPU "
     "cores), paper (the paper's model and schedule, for a GPU), ci (default: multi30k with "
     "--data, quick without)"
