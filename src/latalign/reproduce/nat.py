@@ -313,8 +313,8 @@ def run(g: GroupRun) -> NatResult:
         for s in STUDENTS
         if v in s.variants
     }
-    # the longest first (the distilled variant of a student ran ~15 % longer): two workers
-    # finish the eight quick students in ~725 s instead of ~846 s in table order
+    # the longest first (the distilled variant of a student ran ~15 % longer): quick's group
+    # took 841 s instead of 908 s in table order, same rows (docs/nat.md, 2026-12-03)
     cost = {f"{s.name}_{v}": s.cost * (1.15 if v == "distilled" else 1.0)
             for s in STUDENTS for v in s.variants}  # fmt: skip
     order = sorted(jobs, key=lambda k: -cost[k])
