@@ -103,19 +103,13 @@ class NATLoss:
         self, model: torch.nn.Module, batch: Any, *, update: int | None
     ) -> tuple[Tensor, dict[str, Any]]:
         target, lengths = nat_targets(batch.target, batch.target_lengths, self.pad_id)
-        glancing = self.glancing is not None and update is not None
-        if not glancing or self.glancing.ratio(update) <= 0:
-            # plain NAT (glancing_forward's own first case), the width read off the shapes:
-            # no host synchronisation
-            width = unwrap(model).batch_width(batch.src_tokens, target)
-            output = model(batch.src_tokens, batch.src_lengths, lengths, output_width=width)
-            loss_target, extra = target, {}
-        else:
-            output, loss_target, extra = glancing_forward(
-                model, batch, target, lengths, schedule=self.glancing, update=update,
-                criterion=self.criterion, blank_id=self.blank_id, pad_id=self.pad_id,
-                options=self.options,
-            )  # fmt: skip
+        # plain NAT without a schedule, in validation or at ratio 0; the width read off the
+        # shapes either way: no host synchronisation
+        output, loss_target, extra = glancing_forward(
+            model, batch, target, lengths, schedule=self.glancing, update=update,
+            criterion=self.criterion, blank_id=self.blank_id, pad_id=self.pad_id,
+            options=self.options,
+        )  # fmt: skip
         loss, stats = nat_loss(
             output, loss_target, lengths, batch.src_tokens, unwrap(model), self.criterion,
             blank_id=self.blank_id, pad_id=self.pad_id,
