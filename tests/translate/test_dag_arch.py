@@ -32,7 +32,7 @@ from latalign.translate.nat.dag import (
     dag_transitions,
     dag_walk,
 )
-from latalign.translate.nat.glancing import ALIGNERS, glance
+from latalign.translate.nat.glancing import ALIGNERS, FirstPass, glance
 from latalign.translate.run import load_run
 from latalign.translate.train import TrainConfig, train
 
@@ -142,8 +142,7 @@ def test_aligner_places_the_reference_on_the_best_path() -> None:
     batch = _batch([[5, 6, EOS], [10, EOS]], [[11, 12, 13], [16, 17, 18, 19]])
     target, n = dag_targets(batch.target, batch.target_lengths, bos_id=BOS, pad_id=PAD)
     out = model(batch.src_tokens)
-    aligned = align_dag(out.logits, target, out.output_lengths, n, blank_id=BLANK, pad_id=PAD,
-                        output=out)  # fmt: skip
+    aligned = align_dag(FirstPass(out.logits, target, out.output_lengths, n, BLANK, PAD, {}, out))
     paths = latalign.dag_best_path(out.logits, out.transitions, target, out.output_lengths, n,
                                    from_logits=True)  # fmt: skip
     assert paths[0].feasible and not paths[1].feasible  # 6 tokens on 4 vertices
@@ -151,7 +150,7 @@ def test_aligner_places_the_reference_on_the_best_path() -> None:
     for i, v in enumerate(paths[0].vertices):
         want[0, v] = target[0, i]
     assert torch.equal(aligned, want)
-    assert ALIGNERS["dag"].takes_output and not ALIGNERS["dag"].skip_glanced
+    assert ALIGNERS["dag"].align is align_dag and not ALIGNERS["dag"].skip_glanced
     # glance at ratio 1 on a model whose argmax is never a reference token: every vertex of
     # the path is fed its reference token, nothing else
     project = model._project

@@ -23,6 +23,7 @@ from latalign.translate.nat.glancing import (
     ALIGNERS,
     NOT_GLANCED,
     Aligner,
+    FirstPass,
     GlancingSchedule,
     align_ctc,
     align_latent,
@@ -70,7 +71,7 @@ def test_ctc_viterbi_matches_brute_force() -> None:
         tg_len = torch.tensor([len(y) for y, _ in cases])
         lp_all = logits.double().log_softmax(-1)
         labels, score = ctc_viterbi(lp_all, targets, in_len, tg_len, BLANK)
-        aligned = align_ctc(logits, targets, in_len, tg_len, blank_id=BLANK, pad_id=PAD)
+        aligned = align_ctc(FirstPass(logits, targets, in_len, tg_len, BLANK, PAD))
         pred = logits.argmax(-1)
         dist = hamming(pred, aligned, PAD)
         for b, (y, t) in enumerate(cases):
@@ -132,8 +133,7 @@ def test_latent_aligner_matches_brute_force(operators: tuple[str, ...], weights:
     in_len = torch.tensor([t for _, t in cases])
     tg_len = torch.tensor([len(y) for y, _ in cases])
     options = {"operators": operators, "weights": weights}
-    aligned = align_latent(logits, targets, in_len, tg_len, blank_id=BLANK, pad_id=PAD,
-                           options=options)  # fmt: skip
+    aligned = align_latent(FirstPass(logits, targets, in_len, tg_len, BLANK, PAD, options))
     dist = hamming(logits.argmax(-1), aligned, PAD)
     for b, (y, t) in enumerate(cases):
         want = _brute_latent_tokens(logits[b, :t].log_softmax(-1).double(), y, operators, weights)
@@ -150,8 +150,8 @@ def test_reference_aligner_and_hamming() -> None:
     logits[0, torch.arange(4), torch.tensor([5, 7, 7, 8])] = 1.0  # prediction 5 7 7 8
     logits[1, torch.arange(4), torch.tensor([6, 6, 3, 3])] = 1.0
     target = torch.tensor([[5, 6, 7, 8], [6, 6, PAD, PAD]])
-    aligned = align_reference(logits, target, torch.tensor([4, 2]), torch.tensor([4, 2]),
-                              blank_id=BLANK, pad_id=PAD)  # fmt: skip
+    lengths = torch.tensor([4, 2])
+    aligned = align_reference(FirstPass(logits, target, lengths, lengths, BLANK, PAD))
     assert aligned.tolist() == [[5, 6, 7, 8], [6, 6, PAD, PAD]]
     assert hamming(logits.argmax(-1), aligned, PAD).tolist() == [1, 0]
 
@@ -207,7 +207,7 @@ def test_ratio_one_feeds_the_aligned_reference_where_the_prediction_differs(crit
     out = model(src, src.ne(PAD).sum(1), n)
     t_len = out.output_lengths
     valid = torch.arange(g.tokens.size(1))[None, :] < t_len[:, None]
-    aligned = ALIGNERS[criterion].align(out.logits, target, t_len, n, blank_id=BLANK, pad_id=PAD)
+    aligned = ALIGNERS[criterion].align(FirstPass(out.logits, target, t_len, n, BLANK, PAD))
     assert g.distance.tolist() == t_len.tolist() == g.glanced.tolist()
     assert torch.equal(g.mask, valid) and torch.equal(g.tokens[valid], aligned[valid])
     model.eval()  # no dropout: compare inputs exactly

@@ -33,7 +33,6 @@ See docs/dag.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +47,7 @@ from latalign.translate.nat.decode import _ragged
 from latalign.translate.nat.glancing import (
     GLANCING_OPTIONS,
     Aligner,
+    FirstPass,
     GlancingSchedule,
     check_glancing,
     glancing_forward,
@@ -207,32 +207,24 @@ def dag_targets(
     return out.masked_fill(~keep, pad_id), target_lengths + 1
 
 
-def align_dag(
-    logits: Tensor,
-    target: Tensor,
-    output_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    blank_id: int,
-    pad_id: int,
-    options: Mapping[str, Any] | None = None,
-    output: DAGOutput | None = None,
-) -> Tensor:
+def align_dag(p: FirstPass) -> Tensor:
     """Glancing's aligner of criterion ``dag``: the reference token at each vertex of its
-    best path (:func:`latalign.dag_best_vertices` under ``output.transitions``), ``pad_id``
-    at the other vertices and in every vertex of a row without a path. (B, L) int64."""
-    if output is None or not hasattr(output, "transitions"):
+    best path (:func:`latalign.dag_best_vertices` under the first pass's transitions),
+    ``pad_id`` at the other vertices and in every vertex of a row without a path. (B, L)
+    int64."""
+    if not hasattr(p.output, "transitions"):
         raise ValueError("expected the DAG model output (with transitions), found none")
     vertices, _ = latalign.dag_best_vertices(
-        logits, output.transitions, target, output_lengths, target_lengths, from_logits=True
-    )  # (B, N): -1 beyond n and without a path
-    b, length = logits.shape[:2]
-    out = target.new_full((b, length + 1), pad_id)  # the last column takes the -1s
-    out.scatter_(1, vertices.masked_fill(vertices < 0, length), target[:, : vertices.size(1)])
+        p.logits, p.output.transitions, p.target, p.output_lengths, p.target_lengths,
+        from_logits=True,
+    )  # (B, N): -1 beyond n and without a path  # fmt: skip
+    b, length = p.logits.shape[:2]
+    out = p.target.new_full((b, length + 1), p.pad_id)  # the last column takes the -1s
+    out.scatter_(1, vertices.masked_fill(vertices < 0, length), p.target[:, : vertices.size(1)])
     return out[:, :length]
 
 
-register_aligner("dag", Aligner(align_dag, takes_output=True))
+register_aligner("dag", Aligner(align_dag))
 
 
 class DAGLoss:

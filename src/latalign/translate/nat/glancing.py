@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,6 +49,7 @@ __all__ = [
     "ALIGNERS",
     "GLANCING_OPTIONS",
     "Aligner",
+    "FirstPass",
     "Glance",
     "GlancingSchedule",
     "NOT_GLANCED",
@@ -69,10 +70,29 @@ NOT_GLANCED = -1
 #: TrainConfig fields of glancing (options of ``--arch nat``)
 GLANCING_OPTIONS = frozenset({"glat_ratio", "glat_ratio_end", "glat_updates"})
 
-#: ``align(logits, target, output_lengths, target_lengths, *, blank_id, pad_id, options)``
-#: -> (B, T) int64: the reference token at each output position, ``pad_id`` past a row's
-#: output length and in every position of a row the reference cannot be aligned to
-AlignFn = Callable[..., Tensor]
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What an aligner sees of one batch: the first pass's ``logits`` (B, T, V) float and its
+    whole model ``output`` (a DAG's transitions, :mod:`latalign.translate.nat.dag`; None when
+    an aligner is called on logits alone), the reference ``target`` (B, N) with
+    ``target_lengths`` (B,), the decoder's ``output_lengths`` (B,), the special ids and the
+    criterion's ``options`` (a ``latent`` run's operators and weights)."""
+
+    logits: Tensor
+    target: Tensor
+    output_lengths: Tensor
+    target_lengths: Tensor
+    blank_id: int
+    pad_id: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+    output: Any = None
+
+
+#: ``align(FirstPass) -> (B, T) int64``: the reference token at each output position,
+#: ``pad_id`` past a row's output length and in every position of a row the reference cannot
+#: be aligned to
+AlignFn = Callable[[FirstPass], Tensor]
 
 
 @dataclass(frozen=True)
@@ -81,36 +101,25 @@ class Aligner:
 
     ``align``: see :data:`AlignFn`. ``skip_glanced``: the criterion's loss leaves the glanced
     positions out (position-wise losses: GLAT); False for alignment losses, which score the
-    whole reference. ``takes_output``: ``align`` also gets the first pass's whole model
-    output as ``output=`` (a DAG's transitions, :mod:`latalign.translate.nat.dag`).
+    whole reference.
     """
 
     align: AlignFn
     skip_glanced: bool = False
-    takes_output: bool = False
 
 
 # --------------------------------------------------------------------------- aligners
 
 
-def align_reference(
-    logits: Tensor,
-    target: Tensor,
-    output_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    blank_id: int,
-    pad_id: int,
-    options: Mapping[str, Any] | None = None,
-) -> Tensor:
+def align_reference(p: FirstPass) -> Tensor:
     """The reference at its own positions: ``target`` (B, N) -> (B, T) with T =
     ``logits.size(1)`` (the gold length in predict mode), ``pad_id`` past ``target_lengths``."""
-    b, t = logits.shape[:2]
-    out = target.new_full((b, t), pad_id)
-    k = min(t, target.size(1))
-    out[:, :k] = target[:, :k]
-    keep = torch.arange(t, device=target.device)[None, :] < target_lengths[:, None]
-    return out.masked_fill(~keep, pad_id)
+    b, t = p.logits.shape[:2]
+    out = p.target.new_full((b, t), p.pad_id)
+    k = min(t, p.target.size(1))
+    out[:, :k] = p.target[:, :k]
+    keep = torch.arange(t, device=p.target.device)[None, :] < p.target_lengths[:, None]
+    return out.masked_fill(~keep, p.pad_id)
 
 
 def ctc_viterbi(
@@ -168,22 +177,13 @@ def ctc_viterbi(
     return labels, score
 
 
-def align_ctc(
-    logits: Tensor,
-    target: Tensor,
-    output_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    blank_id: int,
-    pad_id: int,
-    options: Mapping[str, Any] | None = None,
-) -> Tensor:
+def align_ctc(p: FirstPass) -> Tensor:
     """The CTC Viterbi path of the reference under the model (:func:`ctc_viterbi`) at the
     upsampled positions; ``pad_id`` past the output length and in rows without a path."""
-    labels, score = ctc_viterbi(logits, target, output_lengths, target_lengths, blank_id)
-    keep = torch.arange(labels.size(1), device=labels.device)[None, :] < output_lengths[:, None]
-    keep = keep & torch.isfinite(score)[:, None]
-    return labels.masked_fill(~keep, pad_id)
+    labels, score = ctc_viterbi(p.logits, p.target, p.output_lengths, p.target_lengths, p.blank_id)
+    positions = torch.arange(labels.size(1), device=labels.device)[None, :]
+    keep = (positions < p.output_lengths[:, None]) & torch.isfinite(score)[:, None]
+    return labels.masked_fill(~keep, p.pad_id)
 
 
 def path_tokens(operators: tuple[str, ...], target: list[int], blank: int) -> list[int]:
@@ -200,32 +200,22 @@ def path_tokens(operators: tuple[str, ...], target: list[int], blank: int) -> li
     return out
 
 
-def align_latent(
-    logits: Tensor,
-    target: Tensor,
-    output_lengths: Tensor,
-    target_lengths: Tensor,
-    *,
-    blank_id: int,
-    pad_id: int,
-    options: Mapping[str, Any] | None = None,
-) -> Tensor:
+def align_latent(p: FirstPass) -> Tensor:
     """The best path of the run's ``latent`` objective (its operators and weights, max
     aggregate: :func:`latalign.best_alignment`) as the symbol at each output position."""
-    opts = dict(options or {})
-    operators = tuple(opts.get("operators") or ("align", "clone_target", "delimiter"))
+    operators = tuple(p.options.get("operators") or ("align", "clone_target", "delimiter"))
     paths = latalign.best_alignment(
-        logits.float(), target, output_lengths, target_lengths, operators=operators,
-        weights=opts.get("weights"), blank=blank_id, from_logits=True,
+        p.logits.float(), p.target, p.output_lengths, p.target_lengths, operators=operators,
+        weights=p.options.get("weights"), blank=p.blank_id, from_logits=True,
     )  # fmt: skip
-    b, t = logits.shape[:2]
-    out = torch.full((b, t), pad_id, dtype=torch.long)
-    tgt = target.tolist()
-    for row, (path, n) in enumerate(zip(paths, target_lengths.tolist())):
+    b, t = p.logits.shape[:2]
+    out = torch.full((b, t), p.pad_id, dtype=torch.long)
+    tgt = p.target.tolist()
+    for row, (path, n) in enumerate(zip(paths, p.target_lengths.tolist())):
         if path.feasible:
-            tokens = path_tokens(path.operators, tgt[row][:n], blank_id)
+            tokens = path_tokens(path.operators, tgt[row][:n], p.blank_id)
             out[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-    return out.to(logits.device)
+    return out.to(p.logits.device)
 
 
 #: criterion -> its aligner; :func:`register_aligner` adds one (e.g. a DAG's best path)
@@ -316,12 +306,11 @@ def glance(
     with torch.no_grad():
         out = model(src_tokens, src_lengths, target_lengths, output_width=output_width)
         logits = out.logits.float()  # (B, T, V)
-        aligner = ALIGNERS[criterion]
-        extra = {"output": out} if aligner.takes_output else {}
-        aligned = aligner.align(
-            logits, target, out.output_lengths, target_lengths,
-            blank_id=blank_id, pad_id=pad_id, options=options, **extra,
+        first = FirstPass(
+            logits, target, out.output_lengths, target_lengths, blank_id, pad_id,
+            dict(options or {}), out,
         )  # fmt: skip
+        aligned = ALIGNERS[criterion].align(first)
         candidates = aligned.ne(pad_id)
         distance = hamming(logits.argmax(dim=-1), aligned, pad_id)
         chosen = choose_positions(distance, ratio, candidates)
