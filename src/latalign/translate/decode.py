@@ -42,7 +42,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -167,6 +167,7 @@ class SearchOptions:
         return device, bf16
 
 
+_R = TypeVar("_R")  # what a search returns per sentence
 _D = SearchOptions()  # the defaults the decoders' keyword arguments read
 
 
@@ -292,25 +293,24 @@ def _mask_special(
         lprobs[:, eos_id].fill_(-math.inf)
 
 
-@contextlib.contextmanager
 def _search(
-    model: Any, src_tokens: Tensor, src_lengths: Tensor | None, *, min_len: int, pad_id: int,
-    max_len_a: float, max_len_b: int, use_cache: bool, autocast_bf16: bool,
-) -> Iterator[tuple[torch.device, Tensor, Any, Any] | None]:  # fmt: skip
-    """The start of every search: the inputs checked and moved to the model's device, then,
-    in the decoding context (:func:`_decoding_context`), ``(device, limits (B,), encoder
-    output, cache or None)``; None for an empty batch."""
+    model: Any, src_tokens: Tensor, src_lengths: Tensor | None, run: Callable[..., list[_R]], *,
+    min_len: int, pad_id: int, max_len_a: float, max_len_b: int, use_cache: bool,
+    autocast_bf16: bool,
+) -> list[_R]:  # fmt: skip
+    """The frame of every search: the inputs checked and moved to the model's device, then,
+    in the decoding context (:func:`_decoding_context`), ``run(device, limits (B,), encoder
+    output, cache or None)``, the search itself; ``[]`` for an empty batch."""
     src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
     if src_tokens.size(0) == 0:
-        yield None
-        return
+        return []
     with _decoding_context(model, autocast_bf16, device):
         limits = max_lengths(
             src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b,
             max_positions=_model_max_positions(model),
         )  # fmt: skip
         enc = model.encode(src_tokens, src_lengths)
-        yield device, limits, enc, model.init_cache(enc) if use_cache else None
+        return run(device, limits, enc, model.init_cache(enc) if use_cache else None)
 
 
 def _compact(done: Tensor, n_keep: int) -> tuple[Tensor, Tensor]:
@@ -351,14 +351,8 @@ def greedy_decode(
     sentences are dropped from the batch, so the cost follows the remaining sentences. One
     host synchronisation per step (which rows ended), and one for all the outputs at the end.
     """
-    search = _search(
-        model, src_tokens, src_lengths, min_len=min_len, pad_id=pad_id, max_len_a=max_len_a,
-        max_len_b=max_len_b, use_cache=use_cache, autocast_bf16=autocast_bf16,
-    )  # fmt: skip
-    with search as start:
-        if start is None:
-            return []
-        device, limits, enc, cache = start
+
+    def run(device: torch.device, limits: Tensor, enc: Any, cache: Any) -> list[list[int]]:
         bsz = limits.size(0)
         active = torch.arange(bsz, device=device)  # sentence id of each row
         limits_active = limits.clone()
@@ -385,10 +379,15 @@ def greedy_decode(
                 if cache is not None:
                     cache = model.reorder_cache(cache, keep)
             step += 1
-    results: list[list[int]] = [[] for _ in range(bsz)]
-    for (sent,), ids in _read_rows(ended, pad_id):
-        results[sent] = ids
-    return results
+        results: list[list[int]] = [[] for _ in range(bsz)]
+        for (sent,), ids in _read_rows(ended, pad_id):
+            results[sent] = ids
+        return results
+
+    return _search(
+        model, src_tokens, src_lengths, run, min_len=min_len, pad_id=pad_id, max_len_a=max_len_a,
+        max_len_b=max_len_b, use_cache=use_cache, autocast_bf16=autocast_bf16,
+    )  # fmt: skip
 
 
 def beam_search_hypotheses(
@@ -405,14 +404,8 @@ def beam_search_hypotheses(
     """
     if beam < 1:
         raise ValueError(f"expected beam >= 1, found {beam}")
-    search = _search(
-        model, src_tokens, src_lengths, min_len=min_len, pad_id=pad_id, max_len_a=max_len_a,
-        max_len_b=max_len_b, use_cache=use_cache, autocast_bf16=autocast_bf16,
-    )  # fmt: skip
-    with search as start:
-        if start is None:
-            return []
-        device, limits, enc, cache = start
+
+    def run(device: torch.device, limits: Tensor, enc: Any, cache: Any) -> list[list[Hypothesis]]:
         bsz = limits.size(0)
         # with a cache, a model that supports it keeps one encoder row per sentence (the
         # beams of a sentence share the cross-attention keys/values)
@@ -502,7 +495,12 @@ def beam_search_hypotheses(
             tokens = torch.cat([tokens[src_rows], sel_tok.reshape(-1, 1)], dim=1)  # (N, t+1)
             scores = sel_scores
             width = beam
-    return _hypotheses(ended, bsz, lenpen, pad_id)
+        return _hypotheses(ended, bsz, lenpen, pad_id)
+
+    return _search(
+        model, src_tokens, src_lengths, run, min_len=min_len, pad_id=pad_id, max_len_a=max_len_a,
+        max_len_b=max_len_b, use_cache=use_cache, autocast_bf16=autocast_bf16,
+    )  # fmt: skip
 
 
 def _hypotheses(
