@@ -28,6 +28,7 @@ from latalign.translate.nat import (
     nat_targets,
 )
 from latalign.translate.run import load_run
+from latalign.translate.tokenizer import SpecialIds
 from latalign.translate.train import TrainConfig, train
 
 PAD, BOS, EOS, BLANK = 0, 1, 2, 4
@@ -379,7 +380,7 @@ def test_length_beam_option_of_translate_and_evaluate(
     for k in (1, 4):
 
         def decode(m: Any, src: Any, _lengths: Any, k: int = k) -> list[list[int]]:
-            return decode_batch(m, src, length_beam=k, blank_id=BLANK)
+            return decode_batch(m, src, length_beam=k, ids=SpecialIds(blank=BLANK))
 
         want = translate_sentences(model, tok, lines, decode_batch=decode)
         assert trained.translate(lines, SearchOptions(length_beam=k, device="cpu")) == want
@@ -435,7 +436,7 @@ def test_decoding_equals_a_log_softmax_reference() -> None:
             score, n, tokens = max(scored, key=lambda x: x[0])
             assert int(lengths[b]) == n and hyps[b] == tokens
         ctc_model = micro_model(length="upsample", upsample=2).eval()
-        out = decode_batch(ctc_model, src, blank_id=BLANK)
+        out = decode_batch(ctc_model, src, ids=SpecialIds(blank=BLANK))
         for b in range(src.size(0)):
             s = src[b : b + 1, : int((src[b] != PAD).sum())]
             logits = ctc_model.decode_all(

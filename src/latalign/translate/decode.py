@@ -243,14 +243,16 @@ def _model_max_positions(model: Any) -> int | None:
 
 
 @contextlib.contextmanager
-def _decoding_context(
-    model: Any, autocast_bf16: bool, device: torch.device | None = None
+def decoding_context(
+    model: Any, autocast_bf16: bool = False, device: torch.device | None = None
 ) -> Iterator[None]:
     """Eval mode, inference mode and (``autocast_bf16``) bf16 autocast on ``device``'s type
-    (default: the model's device)."""
+    (default: the model's device). A model in training mode is put in eval mode for the
+    block and back after; one in eval mode is left alone (switching every module's flag
+    costs as much as a small model's pass)."""
     device = model_device(model) if device is None else device
     was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
+    if was_training and hasattr(model, "eval"):
         model.eval()
     try:
         with torch.inference_mode():
@@ -299,12 +301,12 @@ def _search(
     autocast_bf16: bool,
 ) -> list[_R]:  # fmt: skip
     """The frame of every search: the inputs checked and moved to the model's device, then,
-    in the decoding context (:func:`_decoding_context`), ``run(device, limits (B,), encoder
+    in the decoding context (:func:`decoding_context`), ``run(device, limits (B,), encoder
     output, cache or None)``, the search itself; ``[]`` for an empty batch."""
     src_tokens, src_lengths, device = _check_inputs(model, src_tokens, src_lengths, min_len, pad_id)
     if src_tokens.size(0) == 0:
         return []
-    with _decoding_context(model, autocast_bf16, device):
+    with decoding_context(model, autocast_bf16, device):
         limits = max_lengths(
             src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b,
             max_positions=_model_max_positions(model),

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import _D, _decoding_context, ctc_collapse, max_lengths
+from latalign.translate.decode import _D, ctc_collapse, decoding_context, max_lengths
 
 
 def double_inputs(prev_output_tokens: Tensor) -> Tensor:
@@ -48,7 +48,7 @@ def doubled_greedy_decode(
     """Greedy decoding with the doubled layout (module docstring): B token-id lists, CTC
     collapsed, without eos. At most ``int(a · src_len + b) + 1`` pairs per sentence (the
     sentence plus its eos), capped by the model's positions."""
-    with _decoding_context(model, autocast_bf16):
+    with decoding_context(model, autocast_bf16):
         enc = model.encode(src_tokens, src_lengths)
         limits = max_lengths(src_tokens, pad_id=pad_id, max_len_a=max_len_a, max_len_b=max_len_b)
         limits = limits.tolist()

@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,27 @@ UNK_ID = 3
 BLANK_ID = 4
 BLANK_PIECE = "<blank>"
 SPECIAL_IDS = (PAD_ID, BOS_ID, EOS_ID, UNK_ID, BLANK_ID)
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The ids a decoder never emits as words: pad, bos, eos and ε (``blank``); the defaults
+    are latalign's own (:class:`Tokenizer`), :meth:`of` reads another tokenizer's."""
+
+    pad: int = PAD_ID
+    bos: int = BOS_ID
+    eos: int = EOS_ID
+    blank: int = BLANK_ID
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> SpecialIds:
+        """The ids of anything with ``pad_id``, ``bos_id``, ``eos_id`` and ``blank_id``."""
+        return cls(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.blank_id)
+
+
+#: latalign's own special ids (the decoders' default)
+DEFAULT_IDS = SpecialIds()
+
 
 MODEL_FILE = "spm.model"
 META_FILE = "tokenizer.json"

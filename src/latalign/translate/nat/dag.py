@@ -42,7 +42,7 @@ from torch import Tensor, nn
 import latalign
 from latalign.translate.config import ModelConfig, TrainConfig
 from latalign.translate.criteria import criterion_loss
-from latalign.translate.decode import BatchDecoder, OptionError, SearchOptions
+from latalign.translate.decode import BatchDecoder, OptionError, SearchOptions, decoding_context
 from latalign.translate.nat.decode import _ragged
 from latalign.translate.nat.glancing import (
     GLANCING_OPTIONS,
@@ -55,6 +55,7 @@ from latalign.translate.nat.glancing import (
 )
 from latalign.translate.nat.model import DECODER_INPUTS, NATConfig, NATOutput, NATransformer
 from latalign.translate.registry import Arch, Criterion, register_arch, register_criterion
+from latalign.translate.tokenizer import DEFAULT_IDS, SpecialIds
 
 __all__ = [
     "DAG",
@@ -299,37 +300,27 @@ def dag_decode(
     src_tokens: Tensor,
     *,
     strategy: str = "lookahead",
-    pad_id: int = 0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    blank_id: int = 4,
+    ids: SpecialIds = DEFAULT_IDS,
 ) -> list[list[int]]:
     """src_tokens (B, S) -> B token-id lists (the emitted tokens of each path, consecutive
     repeats merged, bos/eos/pad/ε dropped), in eval mode under ``torch.inference_mode()``
     (a model in training mode is put back after)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"expected a DAG decoding strategy in {STRATEGIES}, found {strategy!r}")
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            out = model(src_tokens)
-            logits = out.logits.float()
-            best, tokens = logits.max(dim=-1)  # (B, L)
-            token_scores = best - torch.logsumexp(logits, dim=-1)
-            nxt = dag_next_vertices(out.transitions, token_scores, strategy=strategy)
-            path = dag_walk(nxt, out.output_lengths)  # (B, K)
-            on_path = path.ge(0)
-            emitted = tokens.gather(1, path.clamp(min=0))  # (B, K)
-            keep = on_path.clone()
-            keep[:, 1:] &= emitted[:, 1:].ne(emitted[:, :-1])
-            for special in (pad_id, bos_id, eos_id, blank_id):
-                keep &= emitted.ne(special)
-            return _ragged(emitted, keep)
-    finally:
-        if was_training:
-            model.train()
+    with decoding_context(model):
+        out = model(src_tokens)
+        logits = out.logits.float()
+        best, tokens = logits.max(dim=-1)  # (B, L)
+        token_scores = best - torch.logsumexp(logits, dim=-1)
+        nxt = dag_next_vertices(out.transitions, token_scores, strategy=strategy)
+        path = dag_walk(nxt, out.output_lengths)  # (B, K)
+        on_path = path.ge(0)
+        emitted = tokens.gather(1, path.clamp(min=0))  # (B, K)
+        keep = on_path.clone()
+        keep[:, 1:] &= emitted[:, 1:].ne(emitted[:, :-1])
+        for special in (ids.pad, ids.bos, ids.eos, ids.blank):
+            keep &= emitted.ne(special)
+        return _ragged(emitted, keep)
 
 
 def dag_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> BatchDecoder:
@@ -342,9 +333,8 @@ def dag_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> Bat
             f"graph has {cfg.option('upsample')} x the source length vertices)",
         )
     strategy = "greedy" if options.greedy else "lookahead"
-    ids = dict(pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-               blank_id=tokenizer.blank_id)  # fmt: skip
-    return lambda model, src, _lengths: dag_decode(model, src, strategy=strategy, **ids)
+    ids = SpecialIds.of(tokenizer)
+    return lambda model, src, _lengths: dag_decode(model, src, strategy=strategy, ids=ids)
 
 
 # --------------------------------------------------------------------------- the arch

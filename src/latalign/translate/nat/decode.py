@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from latalign.translate.decode import ctc_collapse
+from latalign.translate.decode import ctc_collapse, decoding_context
 from latalign.translate.nat.model import NATransformer
+from latalign.translate.tokenizer import DEFAULT_IDS, SpecialIds
 
 __all__ = [
     "ctc_collapse",
@@ -58,10 +59,7 @@ def length_beam_decode(
     src_tokens: Tensor,
     *,
     length_beam: int = 3,
-    pad_id: int = 0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    blank_id: int = 4,
+    ids: SpecialIds = DEFAULT_IDS,
     return_lengths: bool = False,
 ) -> list[list[int]] | tuple[list[list[int]], Tensor]:
     """src_tokens (B, S) right-padded -> B token-id lists (ε removed).
@@ -79,19 +77,19 @@ def length_beam_decode(
     if k == 1:
         lengths = model.lengths_of_classes(length_logits.argmax(dim=1), src_tokens)  # (B,)
         logits = model.decode_all(enc, src_tokens, lengths)  # (B, T, V)
-        tokens, _ = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=False)  # (B, T)
+        tokens, _ = _best_tokens(logits, (ids.pad, ids.bos, ids.eos), scores=False)  # (B, T)
     else:
         classes = length_logits.topk(k, dim=1).indices  # (B, k)
         cand = model.lengths_of_classes(classes, src_tokens).reshape(-1)  # (B*k,)
         rows = torch.arange(b, device=src_tokens.device).repeat_interleave(k, output_size=b * k)
         logits = model.decode_all(enc, src_tokens, cand, rows=rows)  # (B*k, T, V)
-        tokens, best = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=True)  # (B*k, T)
+        tokens, best = _best_tokens(logits, (ids.pad, ids.bos, ids.eos), scores=True)  # (B*k, T)
         valid = torch.arange(tokens.size(1), device=tokens.device)[None, :] < cand[:, None]
         score = (best * valid).sum(dim=1) / cand  # (B*k,) mean token log-prob
         chosen = torch.arange(b, device=score.device) * k + score.view(b, k).argmax(dim=1)
         tokens, lengths = tokens.index_select(0, chosen), cand.index_select(0, chosen)
     keep = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
-    out = _ragged(tokens, keep & tokens.ne(blank_id))
+    out = _ragged(tokens, keep & tokens.ne(ids.blank))
     if return_lengths:
         return out, lengths
     return out
@@ -101,20 +99,17 @@ def ctc_decode(
     model: NATransformer,
     src_tokens: Tensor,
     *,
-    pad_id: int = 0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    blank_id: int = 4,
+    ids: SpecialIds = DEFAULT_IDS,
 ) -> list[list[int]]:
     """src_tokens (B, S) -> B token-id lists: argmax at ``upsample * S`` positions, collapsed
     (repeats merged, ε dropped: :func:`ctc_collapse`, done on the whole batch at once)."""
     enc = model.encode(src_tokens)
     lengths = model.upsampled_lengths(src_tokens)  # (B,)
     logits = model.decode_all(enc, src_tokens, lengths)  # (B, T, V)
-    tokens, _ = _best_tokens(logits, (pad_id, bos_id, eos_id), scores=False)  # (B, T)
+    tokens, _ = _best_tokens(logits, (ids.pad, ids.bos, ids.eos), scores=False)  # (B, T)
     keep = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
     keep[:, 1:] &= tokens[:, 1:].ne(tokens[:, :-1])  # first of each run
-    return _ragged(tokens, keep & tokens.ne(blank_id))
+    return _ragged(tokens, keep & tokens.ne(ids.blank))
 
 
 def decode_batch(
@@ -122,25 +117,12 @@ def decode_batch(
     src_tokens: Tensor,
     *,
     length_beam: int = 3,
-    pad_id: int = 0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    blank_id: int = 4,
+    ids: SpecialIds = DEFAULT_IDS,
 ) -> list[list[int]]:
-    """Decode a batch with the model's own rule (length beam or CTC collapse), in eval mode
-    under ``torch.inference_mode()``; token ids without specials or ε. A model in training
-    mode is put in eval mode for the call and back after (one in eval mode is left alone:
-    switching every module's flag costs as much as a small model's pass)."""
-    ids = dict(pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, blank_id=blank_id)
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            if model.cfg.length == "upsample":
-                return ctc_decode(model, src_tokens, **ids)
-            out = length_beam_decode(model, src_tokens, length_beam=length_beam, **ids)
-            return out  # type: ignore[return-value]
-    finally:
-        if was_training:
-            model.train()
+    """Decode a batch with the model's own rule (length beam or CTC collapse) in the decoding
+    context (:func:`~latalign.translate.decode.decoding_context`: eval and inference mode);
+    token ids without specials or ε."""
+    with decoding_context(model):
+        if model.cfg.length == "upsample":
+            return ctc_decode(model, src_tokens, ids=ids)
+        return length_beam_decode(model, src_tokens, length_beam=length_beam, ids=ids)  # type: ignore[return-value]

@@ -33,6 +33,7 @@ from latalign.translate.nat.glancing import (
 )
 from latalign.translate.nat.model import NATConfig, NATransformer
 from latalign.translate.registry import Arch, register_arch
+from latalign.translate.tokenizer import SpecialIds
 
 __all__ = ["NAT", "NATLoss", "build_nat", "check_nat", "load_nat", "nat_config_of", "nat_decoder"]
 
@@ -130,9 +131,8 @@ def nat_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> Bat
             "(criterion ctc or latent: no length to search)",
         )
     k = cfg.option("length_beam") if options.length_beam is None else options.length_beam
-    ids = dict(pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-               blank_id=tokenizer.blank_id)  # fmt: skip
-    return lambda model, src, _lengths: decode_batch(model, src, length_beam=k, **ids)
+    ids = SpecialIds.of(tokenizer)
+    return lambda model, src, _lengths: decode_batch(model, src, length_beam=k, ids=ids)
 
 
 NAT = register_arch(
