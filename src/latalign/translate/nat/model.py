@@ -199,26 +199,13 @@ class NATransformer(Transformer):
         return self.dropout(x)
 
     def decode_all(
-        self,
-        encoder_out: EncoderOut,
-        src_tokens: Tensor,
-        output_lengths: Tensor,
-        glanced: Tensor | None = None,
-        rows: Tensor | None = None,
-        *,
-        output_width: int | None = None,
+        self, encoder_out: EncoderOut, src_tokens: Tensor, output_lengths: Tensor, **options: Any
     ) -> Tensor:
         """Every position in one pass: ``output_lengths`` (N,) -> logits (N, T, V) float,
         T = max length; positions past a row's length are padding (attended by nobody).
-        ``glanced``: see :meth:`decoder_input`. ``rows`` (N,): decoder row i reads source row
-        ``rows[i]`` of ``encoder_out`` and ``src_tokens`` (B rows; the length beam's k
-        candidates per sentence), so the encoder keys/values are projected once per source
-        (None: N = B, row i reads source i). ``output_width``: see :meth:`decoder_input`."""
-        return self._project(
-            self.decode_states(
-                encoder_out, src_tokens, output_lengths, glanced, rows, output_width=output_width
-            )
-        )
+        ``options`` as for :meth:`decode_states` (``glanced``, ``rows``, ``output_width``),
+        whose states this projects to the vocabulary."""
+        return self._project(self.decode_states(encoder_out, src_tokens, output_lengths, **options))
 
     def decode_states(
         self,
@@ -231,7 +218,11 @@ class NATransformer(Transformer):
         output_width: int | None = None,
     ) -> Tensor:
         """:meth:`decode_all` before the output projection: the last decoder layer's states
-        (N, T, C) (a DAG's transition head reads them too, :mod:`.dag`). In training mode the
+        (N, T, C) (a DAG's transition head reads them too, :mod:`.dag`). ``glanced``: see
+        :meth:`decoder_input`. ``rows`` (N,): decoder row i reads source row ``rows[i]`` of
+        ``encoder_out`` and ``src_tokens`` (B rows; the length beam's k candidates per
+        sentence), so the encoder keys/values are projected once per source (None: N = B,
+        row i reads source i). ``output_width``: see :meth:`decoder_input`. In training mode the
         self- and cross-attention masks are built without looking whether anything is padded
         (no host synchronisation; SDPA with an all-True mask gives the unmasked result); in
         eval mode a batch without padding skips them."""
@@ -272,12 +263,12 @@ class NATransformer(Transformer):
         width = {"output_width": output_width}
         if self.cfg.length == "upsample":
             lengths = self.upsampled_lengths(src_tokens)
-            logits = self.decode_all(enc, src_tokens, lengths, glanced, **width)
+            logits = self.decode_all(enc, src_tokens, lengths, glanced=glanced, **width)
             return NATOutput(logits, lengths, None)
         if target_lengths is None:
             raise ValueError("expected target_lengths for a length-predicting NAT, found None")
         lengths = target_lengths.clamp(min=1)
-        logits = self.decode_all(enc, src_tokens, lengths, glanced, **width)
+        logits = self.decode_all(enc, src_tokens, lengths, glanced=glanced, **width)
         return NATOutput(logits, lengths, self.length_logits(enc))
 
     # ------------------------------------------------------------------ not autoregressive
