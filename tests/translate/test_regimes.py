@@ -387,8 +387,9 @@ def test_a_regime_the_arch_cannot_use_is_refused(tmp_path, tiny_config):
     from latalign.translate.registry import ARCHS, Arch, get_arch, register_arch
 
     ar = get_arch("ar")
-    register_arch(Arch(name="probe_nat", build=ar.build, load=ar.load, make_loss=ar.make_loss,
-                       decoder=ar.decoder, regimes=frozenset({"teacher_forcing"})))  # fmt: skip
+    register_arch(Arch(name="probe_nat", model=ar.model, config=ar.config, config_of=ar.config_of,
+                       make_loss=ar.make_loss, decoder=ar.decoder,
+                       regimes=frozenset({"teacher_forcing"})))  # fmt: skip
     try:
         tiny_config(tmp_path, arch="probe_nat")
         for regime in ("scheduled_sampling", "free_running", "corruption", "delayed"):

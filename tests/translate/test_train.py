@@ -238,8 +238,9 @@ def test_a_plugged_in_arch_trains_through_the_one_loop(tmp_path, tiny_config):
         register_arch(
             Arch(
                 "test_aux",
-                build=ar.build,
-                load=ar.load,
+                model=ar.model,
+                config=ar.config,
+                config_of=ar.config_of,
                 make_loss=_WithAux,
                 decoder=ar.decoder,
                 help="test",

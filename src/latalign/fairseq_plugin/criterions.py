@@ -140,8 +140,21 @@ class _LatalignCriterion(FairseqCriterion):
         input_lengths: Tensor,
         target_lengths: Tensor,
     ) -> Tensor:
-        """(N,) latalign losses in nats of the batch's sentences."""
+        """(N,) latalign losses in nats of the batch's sentences: :meth:`latalign_loss` on
+        the decoder's logits with the blank, :meth:`loss_options` and the shared options."""
+        return self.latalign_loss(
+            word_ins["out"], targets, input_lengths, target_lengths, blank=self.blank,
+            **self.loss_options(), **self.options,
+        )  # fmt: skip
+
+    @staticmethod
+    def latalign_loss(*args: Any, **kwargs: Any) -> Tensor:
+        """The latalign loss function of the criterion (``latalign.ctc_loss`` ...)."""
         raise NotImplementedError
+
+    def loss_options(self) -> dict[str, Any]:
+        """The criterion's own keyword arguments of :meth:`latalign_loss`."""
+        return {}
 
     def forward(self, model: Any, sample: dict[str, Any], reduce: bool = True):
         net_input = sample["net_input"]
@@ -214,16 +227,7 @@ class LatalignCTCCriterion(_LatalignCriterion):
     """``latalign.ctc_loss`` over the decoder's positions (use ``latalign_nat_upsampled``)."""
 
     name = "ctc"
-
-    def align_loss(self, word_ins, targets, input_lengths, target_lengths):
-        return align.ctc_loss(
-            word_ins["out"],
-            targets,
-            input_lengths,
-            target_lengths,
-            blank=self.blank,
-            **self.options,
-        )
+    latalign_loss = staticmethod(align.ctc_loss)
 
 
 @register_criterion("latalign_axe", dataclass=LatalignAXEConfig)
@@ -233,17 +237,10 @@ class LatalignAXECriterion(_LatalignCriterion):
     length predicted) or the plugin's ``latalign_nat_upsampled``."""
 
     name = "axe"
+    latalign_loss = staticmethod(align.axe_loss)
 
-    def align_loss(self, word_ins, targets, input_lengths, target_lengths):
-        return align.axe_loss(
-            word_ins["out"],
-            targets,
-            input_lengths,
-            target_lengths,
-            blank=self.blank,
-            delta=self.cfg.delta,
-            **self.options,
-        )
+    def loss_options(self) -> dict[str, Any]:
+        return {"delta": self.cfg.delta}
 
 
 @register_criterion("latalign_dag", dataclass=LatalignDAGConfig)

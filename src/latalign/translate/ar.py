@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from latalign.translate.config import ModelConfig, TrainConfig
 from latalign.translate.decode import BatchDecoder, OptionError, SearchOptions, search_decoder
 from latalign.translate.loss import DecoderInputLoss
@@ -38,19 +36,17 @@ def autoregressive_decoder(
     return search_decoder(options, tokenizer)
 
 
-def _build(cfg: TrainConfig, vocab_size: int) -> nn.Module:
-    return Transformer(ModelConfig.preset(cfg.preset, vocab_size, **cfg.model))
-
-
-def _load(model_config: dict[str, Any]) -> nn.Module:
-    return Transformer(ModelConfig(**model_config))
+def model_config_of(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    """The model config of an AR run: the preset with ``cfg.model`` overrides."""
+    return ModelConfig.preset(cfg.preset, vocab_size, **cfg.model)
 
 
 AR = register_arch(
     Arch(
         name="ar",
-        build=_build,
-        load=_load,
+        model=Transformer,
+        config=ModelConfig,
+        config_of=model_config_of,
         make_loss=DecoderInputLoss.from_config,
         decoder=autoregressive_decoder,
         help="autoregressive transformer (teacher forcing or another decoder-input regime)",

@@ -163,19 +163,20 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError(f"expected upsample >= 1; found {u!r}")
 
 
-def _build(cfg: TrainConfig, vocab_size: int) -> AuxCTCTransformer:
-    return AuxCTCTransformer(
-        AuxCTCModelConfig.preset(
-            cfg.preset, vocab_size, aux_upsample=cfg.option("upsample"), **cfg.model
-        )
+def aux_config_of(cfg: TrainConfig, vocab_size: int) -> AuxCTCModelConfig:
+    """The model config of an aux-CTC run: the preset with ``cfg.model`` overrides and the
+    run's ``upsample`` for the auxiliary head."""
+    return AuxCTCModelConfig.preset(
+        cfg.preset, vocab_size, aux_upsample=cfg.option("upsample"), **cfg.model
     )
 
 
 AUX_CTC = register_arch(
     Arch(
         name="ar_aux_ctc",
-        build=_build,
-        load=lambda model_config: AuxCTCTransformer(AuxCTCModelConfig(**model_config)),
+        model=AuxCTCTransformer,
+        config=AuxCTCModelConfig,
+        config_of=aux_config_of,
         make_loss=AuxCTCLoss.from_config,
         decoder=autoregressive_decoder,
         options={"aux_ctc_weight": 1.0, "upsample": AuxCTCModelConfig.aux_upsample},

@@ -122,10 +122,14 @@ class Regime:
 class Arch:
     """An architecture the one training loop can train.
 
-    - ``build(cfg, vocab_size) -> nn.Module``: a fresh model (the loop seeds the RNG first);
-      it must have ``.cfg.to_dict()`` (saved as the checkpoint's ``model_config``);
-    - ``load(model_config: dict) -> nn.Module``: the same model rebuilt from a checkpoint's
-      ``model_config`` (:func:`latalign.translate.run.load_run` then loads the weights);
+    - ``model``: the model class, built from one config object, ``model(config)``; it must
+      keep it as ``.cfg`` with ``.to_dict()`` (saved as the checkpoint's ``model_config``);
+    - ``config``: that config's class (``config(**model_config)`` rebuilds it);
+    - ``config_of(cfg, vocab_size) -> config``: the model config of a run (the preset with
+      the run's overrides and arch options);
+    - :meth:`build` (a fresh model; the loop seeds the RNG first) and :meth:`load` (a
+      checkpoint's model, :func:`latalign.translate.run.load_run` then loads the weights)
+      follow from these three;
     - ``make_loss(cfg, tokenizer) -> LossFn``: the per-step loss;
     - ``decoder(cfg, tokenizer, options) -> BatchDecoder``: how a run of this arch decodes
       (:class:`~latalign.translate.decode.SearchOptions` ``options``);
@@ -136,8 +140,9 @@ class Arch:
     """
 
     name: str
-    build: Callable[..., Any]
-    load: Callable[[dict[str, Any]], Any]
+    model: Callable[[Any], Any]
+    config: Callable[..., Any]
+    config_of: Callable[[Any, int], Any]
     make_loss: Callable[..., Any]
     decoder: Callable[..., Any]
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -149,6 +154,14 @@ class Arch:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _frozen(self.options))
+
+    def build(self, cfg: Any, vocab_size: int) -> Any:
+        """A fresh model of the run ``cfg`` (a TrainConfig) over ``vocab_size`` tokens."""
+        return self.model(self.config_of(cfg, vocab_size))
+
+    def load(self, model_config: Mapping[str, Any]) -> Any:
+        """The model of a checkpoint's ``model_config``, before its weights are loaded."""
+        return self.model(self.config(**model_config))
 
 
 class Registry(dict[str, Any]):

@@ -359,19 +359,12 @@ def dag_config_of(cfg: TrainConfig, vocab_size: int) -> DAGConfig:
     )
 
 
-def build_dag(cfg: TrainConfig, vocab_size: int) -> DAGTransformer:
-    return DAGTransformer(dag_config_of(cfg, vocab_size))
-
-
-def load_dag(model_config: dict[str, Any]) -> DAGTransformer:
-    return DAGTransformer(DAGConfig(**model_config))
-
-
 DAG = register_arch(
     Arch(
         name="dag",
-        build=build_dag,
-        load=load_dag,
+        model=DAGTransformer,
+        config=DAGConfig,
+        config_of=dag_config_of,
         make_loss=DAGLoss,
         decoder=dag_decoder,
         options={"upsample": DAGConfig.upsample, "nat_input": DAGConfig.decoder_input}

@@ -35,7 +35,7 @@ from latalign.translate.nat.model import NATConfig, NATransformer
 from latalign.translate.registry import Arch, register_arch
 from latalign.translate.tokenizer import SpecialIds
 
-__all__ = ["NAT", "NATLoss", "build_nat", "check_nat", "load_nat", "nat_config_of", "nat_decoder"]
+__all__ = ["NAT", "NATLoss", "check_nat", "nat_config_of", "nat_decoder"]
 
 _PREDICT_ONLY = ("length_loss_weight", "length_beam")
 
@@ -77,14 +77,6 @@ def nat_config_of(cfg: TrainConfig, vocab_size: int) -> NATConfig:
         base, length=LENGTH_MODE_OF[cfg.criterion], decoder_input=cfg.option("nat_input"),
         upsample=cfg.option("upsample"), length_beam=cfg.option("length_beam"),
     )  # fmt: skip
-
-
-def build_nat(cfg: TrainConfig, vocab_size: int) -> NATransformer:
-    return NATransformer(nat_config_of(cfg, vocab_size))
-
-
-def load_nat(model_config: dict[str, Any]) -> NATransformer:
-    return NATransformer(NATConfig(**model_config))
 
 
 class NATLoss:
@@ -138,8 +130,9 @@ def nat_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> Bat
 NAT = register_arch(
     Arch(
         name="nat",
-        build=build_nat,
-        load=load_nat,
+        model=NATransformer,
+        config=NATConfig,
+        config_of=nat_config_of,
         make_loss=NATLoss,
         decoder=nat_decoder,
         options={
