@@ -84,17 +84,7 @@ def report(results: Results, _: Any, out: Path) -> list[Block]:
 
 
 GROUP = ExperimentGroup(
-    name="paper",
-    description="the paper's experiments",
-    run=run,
-    updates={p: {} for p in PRESETS},
-    claims=claims,
-    report=report,
-    experiments=EXPERIMENTS,
-    reuses_cells=True,
-    spec=spec,
-    defaults=defaults,
-    always=True,
-    heading=False,
-    ahead=ahead,
-)
+    name="paper", description="the paper's experiments", experiments=EXPERIMENTS,
+    updates={p: {} for p in PRESETS}, always=True, heading=False, reuses_cells=True,
+    run=run, ahead=ahead, claims=claims, report=report, spec=spec, defaults=defaults,
+)  # fmt: skip

@@ -43,12 +43,8 @@ def model_config_of(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
 
 AR = register_arch(
     Arch(
-        name="ar",
-        model=Transformer,
-        config=ModelConfig,
-        config_of=model_config_of,
-        make_loss=DecoderInputLoss.from_config,
-        decoder=autoregressive_decoder,
+        name="ar", model=Transformer, config=ModelConfig, config_of=model_config_of,
+        make_loss=DecoderInputLoss.from_config, decoder=autoregressive_decoder,
         help="autoregressive transformer (teacher forcing or another decoder-input regime)",
     )
-)
+)  # fmt: skip

@@ -174,11 +174,8 @@ def aux_config_of(cfg: TrainConfig, vocab_size: int) -> AuxCTCModelConfig:
 AUX_CTC = register_arch(
     Arch(
         name="ar_aux_ctc",
-        model=AuxCTCTransformer,
-        config=AuxCTCModelConfig,
-        config_of=aux_config_of,
-        make_loss=AuxCTCLoss.from_config,
-        decoder=autoregressive_decoder,
+        model=AuxCTCTransformer, config=AuxCTCModelConfig, config_of=aux_config_of,
+        make_loss=AuxCTCLoss.from_config, decoder=autoregressive_decoder,
         options={"aux_ctc_weight": 1.0, "upsample": AuxCTCModelConfig.aux_upsample},
         regimes=frozenset(
             {"teacher_forcing", "scheduled_sampling", "free_running", "corruption", "delayed"}
@@ -186,4 +183,4 @@ AUX_CTC = register_arch(
         check=_check,
         help="positive control: ar transformer + auxiliary CTC on upsampled encoder states",
     )
-)
+)  # fmt: skip

@@ -207,24 +207,12 @@ def train_tokenizer(
     # the fingerprint), so the same text and settings always give the same model bytes.
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        character_coverage=character_coverage,
-        pad_id=PAD_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        unk_id=UNK_ID,
-        pad_piece="<pad>",
-        bos_piece="<s>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        control_symbols=[BLANK_PIECE],
-        num_threads=num_threads,
-        minloglevel=2,
-    )
+        sentence_iterator=iter(texts), model_writer=model, model_type="bpe",
+        vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=character_coverage,
+        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+        pad_piece="<pad>", bos_piece="<s>", eos_piece="</s>", unk_piece="<unk>",
+        control_symbols=[BLANK_PIECE], num_threads=num_threads, minloglevel=2,
+    )  # fmt: skip
     tok = Tokenizer(model.getvalue())
     if tok.vocab_size < vocab_size:
         logger.warning(

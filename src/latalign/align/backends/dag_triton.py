@@ -63,6 +63,13 @@ def _step(vl_ptr, tl_ptr, et_ptr, grid_ptr, tr_ptr, i, L, S, BLOCK: tl.constexpr
     return b, lb, n, x, hi, on, et_ptr + b * S * L, grid_ptr + b * S * L, tr_ptr + b * L * L
 
 
+@triton.jit
+def _running(et_ptr, BLOCK: tl.constexpr):
+    # an empty running logsumexp over BLOCK lanes, in et's dtype: maximum -inf, scaled sum 0
+    dtype = et_ptr.dtype.element_ty
+    return tl.full((BLOCK,), float("-inf"), dtype), tl.zeros((BLOCK,), dtype=dtype)
+
+
 @triton.jit(do_not_specialize=["i", "L", "S"])
 def _forward_step_kernel(
     et_ptr,  # (N, S, L)
@@ -82,8 +89,7 @@ def _forward_step_kernel(
         vl_ptr, tl_ptr, et_ptr, alpha_ptr, tr_ptr, i, L, S, BLOCK_V
     )
     neg = float("-inf")
-    run_m = tl.full((BLOCK_V,), neg, et_ptr.dtype.element_ty)
-    run_s = tl.zeros((BLOCK_V,), dtype=et_ptr.dtype.element_ty)
+    run_m, run_s = _running(et_ptr, BLOCK_V)
     arg = tl.full((BLOCK_V,), -1, tl.int32)
     if i == 0:
         run_m = tl.where(v == 0, 0.0, neg).to(et_ptr.dtype.element_ty)
@@ -140,8 +146,7 @@ def _backward_step_kernel(
         vl_ptr, tl_ptr, et_ptr, beta_ptr, tr_ptr, i, L, S, BLOCK_U
     )
     neg = float("-inf")
-    run_m = tl.full((BLOCK_U,), neg, et_ptr.dtype.element_ty)
-    run_s = tl.zeros((BLOCK_U,), dtype=et_ptr.dtype.element_ty)
+    run_m, run_s = _running(et_ptr, BLOCK_U)
     # successors: step i+1's band [i+1, hi+1], and v > u
     v_start = tl.maximum(i + 1, tl.program_id(1) * BLOCK_U + 1)
     for v0 in range(v_start, hi + 2, BLOCK_V):

@@ -211,6 +211,16 @@ def _load_weights(w_ptr):
 
 
 @triton.jit
+def _algebra_program(in_len_ptr, tg_len_ptr, w_ptr, em_ptr, T, S1):
+    # an algebra kernel's program: its sequence b (and b as int64 for offsets), its lengths,
+    # the four move weights and the sequence's rows of em (T, S1)
+    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
+    wa, wct, wcp, wd = _load_weights(w_ptr)
+    b64 = b.to(tl.int64)
+    return b, b64, m, n, wa, wct, wcp, wd, em_ptr + b64 * T * S1
+
+
+@triton.jit
 def _diagonal_tile(d, i0, hi, BLOCK: tl.constexpr):
     # the cells (i, j = d - i) of diagonal d from row i0 on, and which are on the grid (i <= hi)
     i = i0 + tl.arange(0, BLOCK)
@@ -263,42 +273,23 @@ def _algebra_forward_kernel(
     T,
     S1,
     L,
-    FA: tl.constexpr,
-    FCT: tl.constexpr,
-    FCP: tl.constexpr,
-    FD: tl.constexpr,
+    FA: tl.constexpr, FCT: tl.constexpr, FCP: tl.constexpr, FD: tl.constexpr,
     CAUSAL: tl.constexpr,
     USE_MAX: tl.constexpr,
     TAIL: tl.constexpr,  # 0: loss only, 1: move counts (max backward), 2: the path
-    C_ALIGN: tl.constexpr,
-    C_CT: tl.constexpr,
-    C_CP: tl.constexpr,
-    C_D: tl.constexpr,
+    C_ALIGN: tl.constexpr, C_CT: tl.constexpr, C_CP: tl.constexpr, C_D: tl.constexpr,
     C_NONE: tl.constexpr,
     # the spec table (objective.MOVES), per move: source offsets, emits y_i, reads p_max(j,1)
-    DI_A: tl.constexpr,
-    DI_CT: tl.constexpr,
-    DI_CP: tl.constexpr,
-    DI_D: tl.constexpr,
-    DJ_A: tl.constexpr,
-    DJ_CT: tl.constexpr,
-    DJ_CP: tl.constexpr,
-    DJ_D: tl.constexpr,
-    TG_A: tl.constexpr,
-    TG_CT: tl.constexpr,
-    TG_CP: tl.constexpr,
-    TG_D: tl.constexpr,
-    F1_A: tl.constexpr,
-    F1_CT: tl.constexpr,
-    F1_CP: tl.constexpr,
-    F1_D: tl.constexpr,
+    DI_A: tl.constexpr, DI_CT: tl.constexpr, DI_CP: tl.constexpr, DI_D: tl.constexpr,
+    DJ_A: tl.constexpr, DJ_CT: tl.constexpr, DJ_CP: tl.constexpr, DJ_D: tl.constexpr,
+    TG_A: tl.constexpr, TG_CT: tl.constexpr, TG_CP: tl.constexpr, TG_D: tl.constexpr,
+    F1_A: tl.constexpr, F1_CT: tl.constexpr, F1_CP: tl.constexpr, F1_D: tl.constexpr,
     BLOCK: tl.constexpr,
-):
-    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
+):  # fmt: skip
+    b, b64, m, n, wa, wct, wcp, wd, em_b = _algebra_program(
+        in_len_ptr, tg_len_ptr, w_ptr, em_ptr, T, S1
+    )
     t1 = T + 1
-    wa, wct, wcp, wd = _load_weights(w_ptr)
-    b64 = b.to(tl.int64)
-    em_b = em_ptr + b64 * T * S1
     per_seq = S1 * t1
     if USE_MAX:
         per_seq = S1 * 3
@@ -419,18 +410,14 @@ def _algebra_beta_kernel(
     w_ptr,  # (4,) weights in canonical order, em's dtype
     T,
     S1,
-    FA: tl.constexpr,
-    FCT: tl.constexpr,
-    FCP: tl.constexpr,
-    FD: tl.constexpr,
+    FA: tl.constexpr, FCT: tl.constexpr, FCP: tl.constexpr, FD: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK: tl.constexpr,
-):
-    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
+):  # fmt: skip
+    b, b64, m, n, wa, wct, wcp, wd, em_b = _algebra_program(
+        in_len_ptr, tg_len_ptr, w_ptr, em_ptr, T, S1
+    )
     t1 = T + 1
-    wa, wct, wcp, wd = _load_weights(w_ptr)
-    b64 = b.to(tl.int64)
-    em_b = em_ptr + b64 * T * S1
     be_b = beta_ptr + b64 * S1 * t1
     neg = float("-inf")
     tl.store(be_b + n * t1 + m, 0.0)
@@ -481,19 +468,15 @@ def _algebra_posterior_kernel(
     T,
     S1,
     SG,  # stride of gscale (0 when it is expanded)
-    FA: tl.constexpr,
-    FCT: tl.constexpr,
-    FCP: tl.constexpr,
-    FD: tl.constexpr,
+    FA: tl.constexpr, FCT: tl.constexpr, FCP: tl.constexpr, FD: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_T: tl.constexpr,
-):
+):  # fmt: skip
     j = tl.program_id(1) * BLOCK_T + 1 + tl.arange(0, BLOCK_T)  # columns 1..T
-    b, m, n = _lengths(in_len_ptr, tg_len_ptr)
+    b, b64, m, n, wa, wct, wcp, wd, em_b = _algebra_program(
+        in_len_ptr, tg_len_ptr, w_ptr, em_ptr, T, S1
+    )
     t1 = T + 1
-    wa, wct, wcp, wd = _load_weights(w_ptr)
-    b64 = b.to(tl.int64)
-    em_b = em_ptr + b64 * T * S1
     al_b = alpha_ptr + b64 * S1 * t1
     be_b = beta_ptr + b64 * S1 * t1
     gr_b = grad_ptr + b64 * T * S1
@@ -893,22 +876,9 @@ def ctc_forward(
     block = _bucket(ns)
     if nb:
         _launch(
-            _ctc_forward_kernel,
-            (nb,),
-            em.device,
-            em,
-            tg,
-            in_len,
-            tg_len,
-            alpha,
-            loss,
-            tmax,
-            s1,
-            tg.stride(0),
-            ns,
-            BLOCK=block,
-            num_warps=_warps(block),
-        )
+            _ctc_forward_kernel, (nb,), em.device, em, tg, in_len, tg_len, alpha, loss,
+            tmax, s1, tg.stride(0), ns, BLOCK=block, num_warps=_warps(block),
+        )  # fmt: skip
     return alpha, loss
 
 
@@ -933,26 +903,10 @@ def ctc_backward(
         beta = torch.empty((nb, 2, ns), dtype=em.dtype, device=em.device)
         g = gscale.to(em.dtype)
         _launch(
-            _ctc_backward_kernel,
-            (nb,),
-            em.device,
-            em,
-            tg,
-            in_len,
-            tg_len,
-            alpha,
-            loss,
-            g,
-            beta,
-            grad,
-            tmax,
-            s1,
-            tg.stride(0),
-            ns,
-            g.stride(0),
-            BLOCK=block,
+            _ctc_backward_kernel, (nb,), em.device, em, tg, in_len, tg_len, alpha, loss, g,
+            beta, grad, tmax, s1, tg.stride(0), ns, g.stride(0), BLOCK=block,
             num_warps=_warps(block),
-        )
+        )  # fmt: skip
     return grad
 
 

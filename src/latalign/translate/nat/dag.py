@@ -361,12 +361,8 @@ def dag_config_of(cfg: TrainConfig, vocab_size: int) -> DAGConfig:
 
 DAG = register_arch(
     Arch(
-        name="dag",
-        model=DAGTransformer,
-        config=DAGConfig,
-        config_of=dag_config_of,
-        make_loss=DAGLoss,
-        decoder=dag_decoder,
+        name="dag", model=DAGTransformer, config=DAGConfig, config_of=dag_config_of,
+        make_loss=DAGLoss, decoder=dag_decoder,
         options={"upsample": DAGConfig.upsample, "nat_input": DAGConfig.decoder_input}
         | dict.fromkeys(GLANCING_OPTIONS),
         criteria=frozenset({"dag"}),
@@ -375,4 +371,4 @@ DAG = register_arch(
         check=check_dag,
         help="DA-Transformer: the NAT decoder at upsample x S DAG vertices (docs/dag.md)",
     )
-)
+)  # fmt: skip

@@ -129,12 +129,8 @@ def nat_decoder(cfg: TrainConfig, tokenizer: Any, options: SearchOptions) -> Bat
 
 NAT = register_arch(
     Arch(
-        name="nat",
-        model=NATransformer,
-        config=NATConfig,
-        config_of=nat_config_of,
-        make_loss=NATLoss,
-        decoder=nat_decoder,
+        name="nat", model=NATransformer, config=NATConfig, config_of=nat_config_of,
+        make_loss=NATLoss, decoder=nat_decoder,
         options={
             "upsample": NATConfig.upsample,
             "length_loss_weight": 0.1,
@@ -148,4 +144,4 @@ NAT = register_arch(
         check=check_nat,
         help="non-autoregressive transformer (one decoder pass; docs/nat.md)",
     )
-)
+)  # fmt: skip
