@@ -16,6 +16,7 @@ replaced by the constant ``-inf`` before the recursion: padding never enters.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 NEG_INF = float("-inf")
 
@@ -53,12 +54,8 @@ def logz_of(alpha: torch.Tensor, vert_len: torch.Tensor, tg_len: torch.Tensor) -
 
 
 def forward(
-    et: torch.Tensor,
-    trans: torch.Tensor,
-    vert_len: torch.Tensor,
-    tg_len: torch.Tensor,
-    use_max: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    et: Tensor, trans: Tensor, vert_len: Tensor, tg_len: Tensor, use_max: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(logZ or max (N,), alpha (N, S, L), bp (N, S, L) int32 or None)``; ``-inf`` = no path.
 
     ``bp[b, i, v]``: the best predecessor of ``v`` at step ``i`` (smallest ``u`` of a tie),
@@ -87,14 +84,9 @@ def forward(
 
 
 def backward(
-    et: torch.Tensor,
-    trans: torch.Tensor,
-    vert_len: torch.Tensor,
-    tg_len: torch.Tensor,
-    alpha: torch.Tensor,
-    logz: torch.Tensor,
-    gscale: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    et: Tensor, trans: Tensor, vert_len: Tensor, tg_len: Tensor,
+    alpha: Tensor, logz: Tensor, gscale: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Gradient of ``gscale · (−logZ)`` w.r.t. ``et (N, S, L)`` and ``trans (N, L, L)``.
 
     Zero for sequences with no path or ``gscale[b] == 0`` and outside each graph.

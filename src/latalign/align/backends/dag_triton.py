@@ -28,6 +28,7 @@ import contextlib
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from .dag_torch import logz_of
 
@@ -78,13 +79,9 @@ def _forward_step_kernel(
     tl_ptr,
     alpha_ptr,  # (N, S, L): row i written in full (-inf off the band)
     bp_ptr,  # (N, S, L) int32 (max only)
-    i,
-    L,
-    S,
-    USE_MAX: tl.constexpr,
-    BLOCK_U: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-):
+    i, L, S,  # the step, the vertices and target positions of the widest sequence
+    USE_MAX: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
     b, lb, n, v, hi, on, et_b, al_b, tr_b = _step(
         vl_ptr, tl_ptr, et_ptr, alpha_ptr, tr_ptr, i, L, S, BLOCK_V
     )
@@ -136,12 +133,9 @@ def _backward_step_kernel(
     logz_ptr,
     gscale_ptr,
     g_et_ptr,  # (N, S, L): row i written in full
-    i,
-    L,
-    S,
-    BLOCK_U: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-):
+    i, L, S,  # the step, the vertices and target positions of the widest sequence
+    BLOCK_U: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
     b, lb, n, u, hi, on, et_b, be_b, tr_b = _step(
         vl_ptr, tl_ptr, et_ptr, beta_ptr, tr_ptr, i, L, S, BLOCK_U
     )
@@ -223,12 +217,8 @@ def _transition_grad_kernel(
 
 
 def forward(
-    et: torch.Tensor,
-    trans: torch.Tensor,
-    vert_len: torch.Tensor,
-    tg_len: torch.Tensor,
-    use_max: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    et: Tensor, trans: Tensor, vert_len: Tensor, tg_len: Tensor, use_max: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """As :func:`.dag_torch.forward`: ``(logZ or max (N,), alpha (N, S, L), bp or None)``."""
     nb, smax, lmax = et.shape
     et = et.contiguous()
@@ -256,14 +246,9 @@ def forward(
 
 
 def backward(
-    et: torch.Tensor,
-    trans: torch.Tensor,
-    vert_len: torch.Tensor,
-    tg_len: torch.Tensor,
-    alpha: torch.Tensor,
-    logz: torch.Tensor,
-    gscale: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    et: Tensor, trans: Tensor, vert_len: Tensor, tg_len: Tensor,
+    alpha: Tensor, logz: Tensor, gscale: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """As :func:`.dag_torch.backward`: gradients w.r.t. ``et (N, S, L)`` and ``trans``."""
     nb, smax, lmax = et.shape
     et = et.contiguous()

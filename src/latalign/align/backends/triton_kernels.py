@@ -930,16 +930,9 @@ def _emissions_kernel(
     idx_ptr,  # (N, K) int64, ids < V
     em_ptr,  # (N, T, K) float64
     lse_ptr,  # (N, T) ACC
-    T,
-    V,
-    K,
-    SX_B,
-    SX_T,
-    SX_V,
-    ACC: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    T, V, K, SX_B, SX_T, SX_V,  # sizes, then the logits' strides
+    ACC: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     row, b, t, base = _logits_row(x_ptr, T, SX_B, SX_T)
     neg = float("-inf")
     run_max = tl.full((BLOCK_V,), neg, ACC)
@@ -973,16 +966,9 @@ def _logits_grad_kernel(
     idx_ptr,  # (N, K) int64
     in_len_ptr,
     grad_ptr,  # (N, T, V) contiguous, the logits' dtype: every entry is written
-    T,
-    V,
-    K,
-    SX_B,
-    SX_T,
-    SX_V,
-    ACC: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    T, V, K, SX_B, SX_T, SX_V,  # sizes, then the logits' strides
+    ACC: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     row, b, t, base = _logits_row(x_ptr, T, SX_B, SX_T)
     out = grad_ptr + row.to(tl.int64) * V
     g_r = g_ptr + row.to(tl.int64) * K

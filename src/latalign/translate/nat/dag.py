@@ -139,18 +139,15 @@ class DAGTransformer(NATransformer):
         return dag_transitions(scores, lengths)
 
     def forward(  # type: ignore[override]
-        self,
-        src_tokens: Tensor,
-        src_lengths: Tensor | None = None,
-        target_lengths: Tensor | None = None,
-        glanced: Tensor | None = None,
-        output_width: int | None = None,
-    ) -> DAGOutput:
+        self, src_tokens: Tensor, src_lengths: Tensor | None = None,
+        target_lengths: Tensor | None = None, glanced: Tensor | None = None, **ignored: Any,
+    ) -> DAGOutput:  # fmt: skip
         """src_tokens (B, S) -> :class:`DAGOutput` at ``upsample x S`` vertices.
         ``target_lengths`` is ignored (the graph's size comes from the source; the argument
         keeps the NAT call ``model(src, src_len, n, glanced)``); ``glanced`` (B, L): reference
-        tokens fed at some vertices (:meth:`NATransformer.decoder_input`); ``output_width``
-        is ignored too (the width is read off the source's shape)."""
+        tokens fed at some vertices (:meth:`NATransformer.decoder_input`); the NAT call's
+        keywords (``output_width``) are ignored too (the width is read off the source's
+        shape)."""
         enc = self.encode(src_tokens, src_lengths)
         lengths = self.upsampled_lengths(src_tokens)
         width = self.batch_width(src_tokens, src_tokens)  # from the shapes: no host sync
