@@ -80,8 +80,10 @@ class Student:
     ``options`` are TrainConfig fields on top of the preset's optimiser, batch size and model
     (:func:`~latalign.reproduce.context.train_config`) in presets without a recipe; a preset
     of :data:`RECIPES` trains the student from its recipe file instead (the same options: a
-    test checks that the files agree with this table). ``cost``: training time per update
-    relative to NAT-CE, only to start the longest runs first (results do not depend on it)."""
+    test checks that the files agree with this table, with ``recipe_options[preset]`` over
+    ``options``: where that preset's validation split chose otherwise). ``cost``: training
+    time per update relative to NAT-CE, only to start the longest runs first (results do not
+    depend on it)."""
 
     name: str
     label: str
@@ -90,6 +92,11 @@ class Student:
     options: Mapping[str, Any] = field(default_factory=dict)
     variants: tuple[str, ...] = VARIANTS
     cost: float = 1.0
+    recipe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, preset: str) -> dict[str, Any]:
+        """The TrainConfig options the student trains with in ``preset``."""
+        return {**self.options, **self.recipe_options.get(preset, {})}
 
     def rows(self) -> tuple[str, ...]:
         return tuple(f"{self.name}_{v}" for v in self.variants)
@@ -98,12 +105,21 @@ class Student:
 #: the students' recipe, chosen on the quick validation split (docs/nat.md): every student
 #: decodes from a learned mask vector (CMLM's input, the AXE paper's setting), AXE with
 #: δ = 1 (δ = 2 scored 4 BLEU lower), CTC upsampling the source 2× (3 and 4 learn slower);
-#: the DAG (``--arch dag``) with its own decoder input and lookahead decoding. A new row is
+#: the DAG (``--arch dag``) with its own decoder input and lookahead decoding. On Multi30k's
+#: validation split the uniform copy of the source beat the mask for NAT-CTC (docs/nat.md,
+#: "Copy or mask on Multi30k"), so its Multi30k recipes decode from the copy. A new row is
 #: one line.
 STUDENTS: tuple[Student, ...] = (
     Student("nat_ce", "NAT-CE", "ce", options={"nat_input": "mask"}),
     Student("nat_axe", "NAT-AXE", "axe", options={"nat_input": "mask", "delta": 1.0}, cost=1.05),
-    Student("nat_ctc", "NAT-CTC", "ctc", options={"nat_input": "mask", "upsample": 2}, cost=1.7),
+    Student(
+        "nat_ctc",
+        "NAT-CTC",
+        "ctc",
+        options={"nat_input": "mask", "upsample": 2},
+        cost=1.7,
+        recipe_options={"multi30k": {"nat_input": "copy"}},
+    ),
     # DA-Transformer's graph at 4 x the source length (docs/dag.md: 8 ties at half the speed)
     # costs: quick, 2026-12-03 (CE 96 s, AXE 101 s, CTC 167 s, DAG 302 s per 1,200 updates)
     Student("nat_dag", "NAT-DAG", "dag", arch="dag", options={"upsample": 4}, cost=3.1),
@@ -239,7 +255,7 @@ def student_config(
     if recipe is None:
         base = train_config(ctx, run_dir, "ce", {}, updates)
         return dataclasses.replace(base, arch=student.arch, criterion=student.criterion,
-                                   data=data, **student.options)  # fmt: skip
+                                   data=data, **student.options_for(ctx.preset.name))  # fmt: skip
     cfg = TrainConfig.from_file(
         recipe_file(recipe), run_dir=str(run_dir), data=data.data, seed=ctx.seed,
         cache_dir=str(ctx.cache_dir), device=ctx.preset.train_device,
@@ -274,13 +290,20 @@ def teacher_checkpoint(g: GroupRun) -> Path:
     return last_checkpoint(g.ctx.out / "ce" / "train")
 
 
+def _spec_of(student: Student, preset: str) -> dict[str, Any]:
+    """A student as the group's spec holds it: its fields with the options of ``preset``."""
+    fields = dataclasses.asdict(student)
+    del fields["recipe_options"]
+    return fields | {"options": student.options_for(preset)}
+
+
 def group_spec(ctx: Context, experiment: str, updates: dict[str, int]) -> dict[str, Any]:
     """What a finished result depends on: the usual spec, the students' table and the text of
     the preset's recipes (editing either redoes the group)."""
     recipes = RECIPES.get(ctx.preset.name, {})
     return ctx.spec(experiment) | {
         "updates": updates,
-        "students": [dataclasses.asdict(s) | {"options": dict(s.options)} for s in STUDENTS],
+        "students": [_spec_of(s, ctx.preset.name) for s in STUDENTS],
         "recipes": {k: recipe_file(v).read_text() for k, v in recipes.items()},
     }
 

@@ -130,13 +130,13 @@ class NatMapResult(Record):
 # --------------------------------------------------------------------------- running
 
 
-def recipe(key: str) -> dict[str, Any]:
-    """TrainConfig options of a row, the nat group's student recipe
+def recipe(key: str, preset: str) -> dict[str, Any]:
+    """TrainConfig options of a row in ``preset``, the nat group's student recipe
     (:data:`latalign.reproduce.nat.STUDENTS`): the reference trains as NAT-CE, every latent
     objective at the upsampled length as NAT-CTC (decoder input, ``upsample``), so both
     groups train alike."""
     student = "nat_ce" if key == REFERENCE else "nat_ctc"
-    return dict(next(s for s in nat.STUDENTS if s.name == student).options)
+    return next(s for s in nat.STUDENTS if s.name == student).options_for(preset)
 
 
 def student_config(
@@ -150,7 +150,7 @@ def student_config(
         ops, aggregate, _ = an.parse_objective_key(key)
         criterion, options = "latent", {"operators": ops, "aggregate": aggregate}
     cfg = train_config(ctx, run_dir, criterion, options, updates)
-    return dataclasses.replace(cfg, arch="nat", data=data, **recipe(key))
+    return dataclasses.replace(cfg, arch="nat", data=data, **recipe(key, ctx.preset.name))
 
 
 def row_dir(out: Path, key: str) -> Path:
@@ -161,7 +161,7 @@ def row_dir(out: Path, key: str) -> Path:
 
 def _spec(ctx: Context, key: str, updates: int, pairs: int | None) -> dict[str, Any]:
     return ctx.spec(f"nat_map:{key}") | {
-        "updates": updates, "train_pairs": pairs, "recipe": recipe(key),
+        "updates": updates, "train_pairs": pairs, "recipe": recipe(key, ctx.preset.name),
     }  # fmt: skip
 
 
