@@ -249,7 +249,7 @@ def student_config(
 ) -> TrainConfig:
     """The TrainConfig of one student: the preset's recipe file when :data:`RECIPES` has one
     (on ``data``'s directory, the reproduction's seed, cache and device), else ``updates``
-    updates with the preset's optimiser and ``student.options``; ``ValueError`` when a recipe
+    updates with the preset's optimiser and ``student.options_for(preset)``; ``ValueError`` when a recipe
     trains another arch or criterion than the table says."""
     recipe = RECIPES.get(ctx.preset.name, {}).get(student.name)
     if recipe is None:
