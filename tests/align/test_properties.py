@@ -163,14 +163,16 @@ def test_all_backends_agree_on_larger_batches():
             loss.sum().backward()
             losses.append(loss)
             grads.append(x.grad)
-        torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=1e-5)
+        # float32 emissions: numba's come from the kept softmax, torch's from log_softmax
+        # (rounding apart, ~1e-7 of a loss summed over 30 targets)
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-5)
         torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-5)
     x = logits.clone().requires_grad_()
     c = [
         la.ctc_loss(x, targets, m, n, from_logits=True, backend=b, reduction="none")
         for b in CPU_BACKENDS
     ]
-    torch.testing.assert_close(c[0], c[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(c[0], c[1], rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -40,15 +40,19 @@ class _Emissions(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, idx, in_len, from_logits: bool, backend: str) -> torch.Tensor:
         impl = get(backend)
-        em, saved = impl.emissions(src, idx, in_len, from_logits)
-        ctx.impl, ctx.from_logits = impl, from_logits
+        em, saved, scratch = impl.emissions(
+            src, idx, in_len, from_logits, keep=ctx.needs_input_grad[0]
+        )
+        ctx.impl, ctx.from_logits, ctx.scratch = impl, from_logits, scratch
         ctx.save_for_backward(src, idx, in_len, *saved)
         return em
 
     @staticmethod
     def backward(ctx, grad_em: torch.Tensor):
         src, idx, in_len, *saved = ctx.saved_tensors
-        grad = ctx.impl.emissions_backward(src, idx, in_len, ctx.from_logits, tuple(saved), grad_em)
+        grad = ctx.impl.emissions_backward(
+            src, idx, in_len, ctx.from_logits, tuple(saved), ctx.scratch, grad_em
+        )
         return grad, None, None, None, None
 
 

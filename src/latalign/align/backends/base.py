@@ -54,10 +54,18 @@ class Backend(Protocol):
     name: str
 
     def emissions(
-        self, src: torch.Tensor, idx: torch.Tensor, in_len: torch.Tensor, from_logits: bool
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        self,
+        src: torch.Tensor,
+        idx: torch.Tensor,
+        in_len: torch.Tensor,
+        from_logits: bool,
+        *,
+        keep: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list[torch.Tensor]]:
         """``em[b, t, k] = log p_t(idx[b, k])`` float64 ``(N, T, K)`` from log-probabilities
-        or logits ``src (N, T, C)`` of any strides, and the tensors its backward needs."""
+        or logits ``src (N, T, C)`` of any strides, the tensors its backward needs
+        (``saved``), and ``scratch``: buffers the forward computed that the backward may take
+        and overwrite, once (``keep``: a backward will run)."""
         ...
 
     def emissions_backward(
@@ -67,9 +75,12 @@ class Backend(Protocol):
         in_len: torch.Tensor,
         from_logits: bool,
         saved: tuple[torch.Tensor, ...],
+        scratch: list[torch.Tensor],
         grad_em: torch.Tensor,
     ) -> torch.Tensor:
-        """The gradient w.r.t. ``src`` (shape of ``src``); rows ``t ≥ m`` exactly 0 from logits."""
+        """The gradient w.r.t. ``src`` (shape of ``src``); rows ``t ≥ m`` exactly 0 from logits.
+        ``scratch``: the forward's list; a buffer taken from it (``pop``) is not there for a
+        second backward through the same graph (``retain_graph``), which recomputes it."""
         ...
 
     def algebra_forward(
@@ -219,17 +230,71 @@ def torch_emissions_backward(
     return grad
 
 
+def softmax_emissions(src: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From float32/float64 logits: ``(em, p)`` with ``p = softmax(src)`` over the classes,
+    which the backward turns into the gradient in place (one dense ``exp`` pass for forward
+    and backward together, against two when the backward recomputes it), and
+    ``em = src[idx] − lse`` in float64.
+
+    The normaliser comes from ``p`` itself, at the gathered column ``k`` of the row with the
+    largest ``p``: ``lse = src[k] − log p[k]``, exact to ``p``'s rounding where ``p[k]`` is a
+    normal float (no pass over the classes beyond the softmax). A row whose gathered columns
+    all sit below that (the targets ~87 nats under the row's mass in float32) gets its
+    ``logsumexp`` over the classes instead, so such a target keeps its finite log-probability.
+    """
+    nb, tmax, _ = src.shape
+    k = idx.shape[1]
+    full_idx = idx.view(nb, 1, k).expand(nb, tmax, k)
+    p = torch.softmax(src, dim=2)
+    xg = src.gather(2, full_idx).to(torch.float64)
+    best, col = p.gather(2, full_idx).to(torch.float64).max(dim=2, keepdim=True)
+    lse = xg.gather(2, col) - best.log()  # (N, T, 1)
+    weak = (best < torch.finfo(p.dtype).tiny).view(nb, tmax).nonzero()  # CPU: no sync cost
+    if weak.numel():
+        b, t = weak[:, 0], weak[:, 1]
+        lse[b, t, 0] = torch.logsumexp(src[b, t].to(torch.float64), dim=1)
+    return xg - lse, p
+
+
+def softmax_emissions_backward(
+    p: torch.Tensor, idx: torch.Tensor, in_len: torch.Tensor, grad_em: torch.Tensor
+) -> torch.Tensor:
+    """The logits' gradient ``scatter(g) − p · Σg`` written over ``p`` (from
+    :func:`softmax_emissions`), padding rows zeroed through their indices (CPU)."""
+    nb, tmax, _ = p.shape
+    k = idx.shape[1]
+    g = grad_em.to(p.dtype)
+    grad = p.mul_(-g.sum(dim=2, keepdim=True))
+    grad.scatter_add_(2, idx.view(nb, 1, k).expand(nb, tmax, k), g)
+    _zero_padding_rows(grad, in_len, True)
+    return grad
+
+
 class TorchEmissions:
-    """:meth:`Backend.emissions` and :meth:`Backend.emissions_backward` by the two functions
+    """:meth:`Backend.emissions` and :meth:`Backend.emissions_backward` by the functions
     above, for a backend whose class sets ``sparse_rows`` (see
-    :func:`torch_emissions_backward`)."""
+    :func:`torch_emissions_backward`) and ``keep_softmax``: from float32/float64 logits with
+    a backward to come, keep the forward's softmax for it (:func:`softmax_emissions`: one
+    ``(N, T, C)`` buffer more between forward and backward, one dense ``exp`` pass less).
+    The CPU backend keeps it (time is what a CPU lacks); the GPU ones recompute it."""
 
     sparse_rows: bool
+    keep_softmax: bool = False
 
-    def emissions(self, src, idx, in_len, from_logits):
-        return torch_emissions(src, idx, from_logits)
+    def emissions(self, src, idx, in_len, from_logits, *, keep=False):
+        if (
+            keep
+            and from_logits
+            and self.keep_softmax
+            and src.dtype in (torch.float32, torch.float64)
+        ):
+            em, p = softmax_emissions(src, idx)
+            return em, (), [p]
+        return (*torch_emissions(src, idx, from_logits), [])
 
-    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
+    def emissions_backward(self, src, idx, in_len, from_logits, saved, scratch, grad_em):
+        if scratch:
+            return softmax_emissions_backward(scratch.pop(), idx, in_len, grad_em)
         return torch_emissions_backward(
             src, idx, in_len, from_logits, grad_em, sparse_rows=self.sparse_rows
         )

@@ -393,6 +393,7 @@ class NumbaBackend(TorchEmissions):
 
     name = "numba"
     sparse_rows = True  # CPU only: finding the padding rows costs no synchronisation here
+    keep_softmax = True  # from logits, the backward reuses the forward's softmax
 
     def algebra_forward(
         self, em, in_len, tg_len, objective: Objective, *, keep: bool, paths: bool = False

@@ -1108,13 +1108,13 @@ class TritonBackend:
 
     name = "triton"
 
-    def emissions(self, src, idx, in_len, from_logits):
+    def emissions(self, src, idx, in_len, from_logits, *, keep=False):
         if not from_logits:
-            return torch_emissions(src, idx, from_logits)
+            return (*torch_emissions(src, idx, from_logits), [])
         em, lse = emissions_from_logits(src, idx)
-        return em, (lse,)
+        return em, (lse,), []
 
-    def emissions_backward(self, src, idx, in_len, from_logits, saved, grad_em):
+    def emissions_backward(self, src, idx, in_len, from_logits, saved, scratch, grad_em):
         if not from_logits:
             return torch_emissions_backward(
                 src, idx, in_len, from_logits, grad_em, sparse_rows=False
