@@ -17,12 +17,15 @@ of every repeat of every round. The losses of all variants are printed: they mus
     python benchmarks/bench_dag.py --n 8 --l 64 --s 16 --v 1000 --repeats 3
     python benchmarks/bench_dag.py --log-probs   # the dynamic program alone: inputs are
                                                  # log-probabilities, no normaliser over V
+    python benchmarks/bench_dag.py --baseline /tmp/old/src   # + another checkout's numba
+                                                 # backend ("baseline numba"), interleaved
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -156,22 +159,34 @@ def main() -> None:
         help="inputs are log-probabilities (from_logits=False): times the dynamic program "
         "without the log-softmax over V that every variant otherwise shares",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also time another checkout's numba backend (SRC/latalign), in the same rounds",
+    )
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.baseline and not (Path(args.baseline) / "latalign" / "__init__.py").is_file():
+        p.error(f"--baseline: expected a source folder holding latalign/, found {args.baseline}")
     if args.variant:
         child(args)
         return
     print(
         f"gradient check (N=3, L=12, S=5, V=20, float64): max |latalign - reference| = {check_gradients():.2e}"
     )
-    results = {v: dict(times=[], peak=[], extra=[], loss=[]) for v in VARIANTS}
+    variants = (*VARIANTS, "baseline numba") if args.baseline else VARIANTS
+    results = {v: dict(times=[], peak=[], extra=[], loss=[]) for v in variants}
     for _ in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             cmd = [sys.executable, __file__, "--variant", variant]
             for k in ("n", "l", "s", "v", "repeats", "threads"):
                 cmd += [f"--{k}", str(getattr(args, k))]
             cmd += ["--log-probs"] if args.log_probs else []
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            env = dict(os.environ)
+            if variant.startswith("baseline"):  # the other checkout's latalign comes first
+                src = str(Path(args.baseline).resolve())
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, env.get("PYTHONPATH"))))
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results[variant]["times"] += r["times"]
             results[variant]["peak"].append(r["peak"])
@@ -183,13 +198,15 @@ def main() -> None:
         f"V={args.v}, float32; {args.threads} torch / numba threads; median of "
         f"{args.rounds} x {args.repeats} runs, each variant in its own subprocess\n"
     )
+    if args.baseline:
+        print(f"(baseline numba: latalign from {args.baseline})\n")
     ref = statistics.median(results["plain torch"]["times"])
     ref_extra = max(results["plain torch"]["extra"])
     print(
         "| variant | fwd+bwd (ms) | vs plain torch | peak RSS (MiB) | peak over inputs (MiB) | loss |"
     )
     print("|---|---|---|---|---|---|")
-    for variant in VARIANTS:
+    for variant in variants:
         r = results[variant]
         t = statistics.median(r["times"])
         extra = max(r["extra"])
