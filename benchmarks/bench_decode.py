@@ -187,7 +187,7 @@ def nat_decoders(
                 raise SystemExit(f"bench_decode: expected a NAT run in {run_dir}; found an AR run")
             cfg, tok = run.model.cfg, run.tokenizer
             how = (
-                f"ctc x{cfg.upsample}"
+                f"{run.config.criterion} x{cfg.upsample}"
                 if cfg.length == "upsample"
                 else f"len-beam {cfg.length_beam}"
             )
@@ -195,7 +195,9 @@ def nat_decoders(
             def detok(x: list[int], tok: Any = tok) -> str:
                 return tok.decode([i for i in x if i != tok.blank_id])
 
-            name = f"nat {how} {Path(run_dir).name}"[:28]
+            name = f"nat {how} {Path(run_dir).name}"
+            if any(name == other for other, *_ in out):  # rows are keyed by name
+                name = f"{name} ({len(out) + 1})"
             out.append((name, run.model, tok.encode, detok, run.batch_decoder()))
         return out
     if trained:
@@ -329,12 +331,13 @@ def main(argv: list[str] | None = None) -> None:
 
     # out len: output tokens per sentence, eos excluded; vs fp32: speed over the cached fp32 row
     # of the same search (beam or greedy) in this run; vs beam: over the cached fp32 beam row
+    width = max(28, *(len(name) for name, *_ in rows))
     print(
-        f"{'decoder':28s} {'sent/s':>8s} {'out len':>8s} {'BLEU':>6s} {'vs fp32':>8s} "
+        f"{'decoder':{width}s} {'sent/s':>8s} {'out len':>8s} {'BLEU':>6s} {'vs fp32':>8s} "
         f"{'vs ' + b:>10s}"
     )
     for name, speed, vs, vs_beam, out_len, bleu in rows:
-        print(f"{name:28s} {speed:8.1f} {out_len:8.1f} {bleu:6.2f} {vs:7.2f}x {vs_beam:9.2f}x")
+        print(f"{name:{width}s} {speed:8.1f} {out_len:8.1f} {bleu:6.2f} {vs:7.2f}x {vs_beam:9.2f}x")
     print(f"# median of {args.repeats} interleaved repeats; load average now {os.getloadavg()}")
     nat_names = {name for name, *_ in nat}
     for name, _, _, vs_beam, _, _ in rows:
